@@ -28,12 +28,12 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    """The platform's configuration, read from ``YS_*`` variables (and a ``.env`` file if present)."""
+    """The platform's configuration, from ``YS_*`` environment variables."""
 
+    # No env_file: reading files is I/O at import of the code location; `dagster dev` and the
+    # Makefile load a project `.env` into the environment themselves.
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
-        env_file=".env",
-        env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
     )

@@ -1,0 +1,46 @@
+# The two commands of the README are `make dev` and `make test`; the rest serve them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install prereqs dev test unit lint bench down clean
+
+install: $(STAMP)
+
+# Reinstall when the dependencies change; the package itself is editable.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+prereqs:
+	@bash deployments/local/prereqs.sh
+
+## dev: local Kafka + PostgreSQL, topics reconciled, `dagster dev` on http://127.0.0.1:3000
+dev: install prereqs
+	$(BIN)/ys-platform dev
+
+## test: install, start the services the tests need, run the whole suite
+test: install prereqs
+	$(BIN)/ys-platform local up
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install prereqs
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/ys-platform local up
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+down:
+	-$(BIN)/ys-platform local down
+
+clean: down
+	rm -rf .ys

@@ -1,0 +1,1 @@
+"""Dagster assets: everything that exists in the platform, one lineage graph."""

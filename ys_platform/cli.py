@@ -1,0 +1,111 @@
+"""The ``ys-platform`` command: local stack, topic reconcile, schemas and the dev server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ys_platform.settings import Settings, SettingsError, load_settings
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def _with_settings(run: Callable[[argparse.Namespace, Settings], int]) -> Callable[..., int]:
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_CONFIG
+        return run(args, settings)
+
+    return handler
+
+
+def _topics_apply(args: argparse.Namespace, settings: Settings) -> int:
+    from ys_platform.catalog.topics import ALL_TOPICS, topic
+    from ys_platform.clients.kafka import KafkaConnection
+    from ys_platform.streaming.topics import TopicAdminError, apply_plans, plan_topics
+
+    specs = [topic(name) for name in args.topics] if args.topics else list(ALL_TOPICS)
+    admin = KafkaConnection.from_settings(settings).admin()
+    try:
+        plans = plan_topics(admin, specs)
+        if not args.dry_run:
+            apply_plans(admin, plans)
+    except TopicAdminError as exc:
+        print(
+            f"Topic reconcile failed against {settings.kafka_bootstrap_servers}: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    verb = "would" if args.dry_run else "did"
+    for plan in plans:
+        lines = [f"{verb} {c}" for c in plan.changes] + [f"drift: {d}" for d in plan.drift]
+        lines += [f"warning: {w}" for w in plan.warnings]
+        print(f"{plan.spec.name}: {'in sync' if not lines else ''}".rstrip())
+        for line in lines:
+            print(f"    {line}")
+    changed = sum(1 for p in plans if p.changes)
+    drifted = sum(1 for p in plans if p.drift)
+    changed_word = "to change" if args.dry_run else "changed"
+    print(f"{len(plans)} topics, {changed} {changed_word}, {drifted} with drift")
+    return EXIT_FAILED if drifted and args.strict else 0
+
+
+def _schemas_export(args: argparse.Namespace, settings: Settings) -> int:
+    from ys_platform.catalog.schemas import write_json_schemas
+
+    for path in write_json_schemas(Path(args.folder)):
+        print(path)
+    return 0
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from ys_platform.devserver import run_dev
+
+    return run_dev(settings, brokers=args.brokers, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ys_platform.local.cli import register as register_local
+
+    parser = argparse.ArgumentParser(
+        prog="ys-platform", description="YieldSensei's real-time DeFi data platform."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register_local(commands)
+
+    topics = commands.add_parser("topics", help="reconcile Kafka topics to the catalog")
+    topics_commands = topics.add_subparsers(dest="topics_command", required=True)
+    apply = topics_commands.add_parser(
+        "apply", help="create missing topics, fix configs, add partitions; never deletes"
+    )
+    apply.add_argument("topics", nargs="*", help="catalog topic names (default: all)")
+    apply.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    apply.add_argument("--strict", action="store_true", help="exit 1 if drift remains")
+    apply.set_defaults(func=_with_settings(_topics_apply))
+
+    schemas = commands.add_parser("schemas", help="JSON Schema of every topic's messages")
+    schemas_commands = schemas.add_subparsers(dest="schemas_command", required=True)
+    export = schemas_commands.add_parser("export", help="write <topic>.schema.json files")
+    export.add_argument("folder", help="where to write them")
+    export.set_defaults(func=_with_settings(_schemas_export))
+
+    dev = commands.add_parser("dev", help="local stack, topics, then `dagster dev` (make dev)")
+    dev.add_argument("--brokers", type=int, choices=(1, 3), default=1)
+    dev.add_argument("--port", type=int, default=3000, help="Dagster UI port on 127.0.0.1")
+    dev.set_defaults(func=_with_settings(_dev))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
