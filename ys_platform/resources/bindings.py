@@ -11,7 +11,11 @@ from typing import Any
 
 import dagster as dg
 
+from ys_platform.resources.clickhouse import ClickHouseResource
 from ys_platform.resources.kafka import KafkaResource
+from ys_platform.resources.kafka_connect import KafkaConnectResource
+from ys_platform.resources.postgres import PostgresResource
+from ys_platform.resources.qdrant import QdrantResource
 from ys_platform.settings import ENV_PREFIX, Settings
 
 
@@ -37,5 +41,18 @@ def bind_resources(settings: Settings) -> dict[str, Any]:
             ssl_certificate_location=_path(settings.kafka_ssl_certificate_location),
             ssl_key_location=_path(settings.kafka_ssl_key_location),
             ssl_key_password=_secret("KAFKA_SSL_KEY_PASSWORD"),
+        ),
+        "kafka_connect": KafkaConnectResource(url=settings.connect_url),
+        # A configured DSN may carry a password: bind the variable, not its value.
+        "postgres": PostgresResource(
+            conninfo=_secret("POSTGRES_DSN") or settings.postgres_conninfo()
+        ),
+        "clickhouse": ClickHouseResource(
+            dsn=settings.clickhouse_dsn, password=_secret("CLICKHOUSE_PASSWORD")
+        ),
+        "qdrant": QdrantResource(
+            url=settings.qdrant_url,
+            path=None if settings.qdrant_url else str(settings.qdrant_path),
+            api_key=_secret("QDRANT_API_KEY"),
         ),
     }

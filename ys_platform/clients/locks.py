@@ -1,0 +1,136 @@
+"""Bounded waiting for an on-disk store that another process holds.
+
+chDB and qdrant-client's local mode both allow one process per data directory and enforce it with
+an ``flock`` on a file inside it (chDB: ``<path>/status``; Qdrant: ``<path>/.lock``). A worker, the
+CLI and ``dagster dev`` can all want the same directory for a moment, so opening one waits, with
+exponential backoff and jitter, up to a deadline, and then fails with `StoreLockedError`: a
+sentence naming the directory and what to do.
+
+While waiting we poll the lock file with a non-blocking ``flock`` probe instead of re-opening the
+store: a failed chDB start prints a line to stderr each time, and a failed Qdrant open first loads
+every collection from SQLite, so repeated attempts would be noisy and slow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+try:  # POSIX only; without it we cannot probe and simply retry the open itself.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class StoreLockedError(RuntimeError):
+    """Another process held a store's directory for longer than we were willing to wait."""
+
+    def __init__(self, message: str, *, path: str, waited_s: float) -> None:
+        super().__init__(message)
+        self.path = path
+        self.waited_s = waited_s
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter.
+
+    The defaults start at 50 ms, so a holder that is just closing costs us almost nothing, and
+    cap at 1 s, so we notice a release within about a second; the probe is a single syscall, so
+    polling that often is free. Jitter (each delay scaled by a random factor in
+    [1 - jitter, 1]) keeps several waiters from retrying in lock-step.
+    """
+
+    initial_s: float = 0.05
+    max_s: float = 1.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def delays(self) -> Iterator[float]:
+        delay = self.initial_s
+        while True:
+            yield delay * (1.0 - self.jitter * random.random())
+            delay = min(delay * self.multiplier, self.max_s)
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+def flock_held(lock_file: Path) -> bool | None:
+    """Whether some other open file holds an ``flock`` on ``lock_file``.
+
+    Returns False when the file does not exist (chDB removes ``status`` on a clean close) and None
+    when the platform cannot tell. The probe takes a shared lock for an instant and releases it;
+    ``flock`` locks belong to the open file, so this never disturbs a lock this process holds.
+    """
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def open_when_unlocked(
+    open_once: Callable[[], T],
+    *,
+    is_locked: Callable[[Exception], bool],
+    lock_file: Path,
+    timeout_s: float,
+    locked_error: Callable[[float], StoreLockedError],
+    backoff: Backoff = DEFAULT_BACKOFF,
+) -> T:
+    """Call ``open_once`` until it succeeds, waiting while another process holds ``lock_file``.
+
+    ``is_locked`` decides which exceptions mean "held by someone else"; any other exception
+    propagates at once. After ``timeout_s`` (0 = try once) ``locked_error(waited_s)`` is raised,
+    chained to the store's own error.
+    """
+    started = time.monotonic()
+    deadline = started + max(timeout_s, 0.0)
+    delays = backoff.delays()
+    announced = False
+    while True:
+        try:
+            return open_once()
+        except Exception as exc:
+            if not is_locked(exc):
+                raise
+            last_error = exc
+        if not announced:
+            # One line, not one per retry: the operator needs to know why we are idle.
+            logger.info(
+                "%s is held by another process; waiting up to %.1f s", lock_file.parent, timeout_s
+            )
+            announced = True
+        # Wait quietly until the probe says the lock is gone (or cannot tell), then open again.
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise locked_error(time.monotonic() - started) from last_error
+            time.sleep(min(next(delays), remaining))
+            if flock_held(lock_file) is not True:
+                break

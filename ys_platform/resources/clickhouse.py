@@ -1,0 +1,40 @@
+"""The ClickHouse resource: embedded chDB or a ClickHouse server, a client per unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+from clickhouse_connect.driver.client import Client
+from pydantic import Field
+
+from ys_platform.clients.clickhouse import open_clickhouse
+
+
+class ClickHouseResource(dg.ConfigurableResource):
+    """ClickHouse through clickhouse-connect: ``chdb:///<path>`` locally, ``http(s)://`` in
+    production.
+
+    chDB allows one process per path, so `get_client` opens a client for each unit of work, waits
+    up to ``lock_timeout_s`` while another process holds the path, and closes it on exit. Do not
+    share a client across threads. The DSN's scheme is checked when a client opens, not here:
+    at construction a ``dg.EnvVar`` field still holds the variable's name, not its value.
+    """
+
+    dsn: str = Field(description="chdb:///<path> (embedded) or http(s)://user@host:port/db.")
+    password: str | None = Field(
+        default=None, description="Server password (http(s) only); bind with dg.EnvVar."
+    )
+    lock_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds to wait while another process holds the chDB path (0: fail at once).",
+    )
+
+    @contextmanager
+    def get_client(self, *, database: str | None = None) -> Iterator[Client]:
+        with open_clickhouse(
+            self.dsn, self.password, lock_timeout_s=self.lock_timeout_s, database=database
+        ) as client:
+            yield client
