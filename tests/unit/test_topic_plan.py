@@ -40,9 +40,10 @@ def test_replication_capped_on_small_cluster_with_warning():
     assert plan.warnings == (
         "replication factor capped from 3 to 1: the cluster has only 1 broker(s)",
     )
-    assert effective_replication_factor(TRANSACTIONS, 2) == (2, plan.warnings[0].replace(
-        "to 1: the cluster has only 1", "to 2: the cluster has only 2"
-    ))
+    assert effective_replication_factor(TRANSACTIONS, 2) == (
+        2,
+        plan.warnings[0].replace("to 1: the cluster has only 1", "to 2: the cluster has only 2"),
+    )
 
 
 def test_no_brokers_is_an_error():
