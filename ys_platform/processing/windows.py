@@ -1,0 +1,666 @@
+"""Sliding one-minute windows per symbol, emitted every few seconds of event time.
+
+One vectorised kernel (:func:`_analyse_windows`) computes TWAP, VWAP, volatility and the
+consolidated price for every (window end, symbol) pair at once; both the streaming path
+(:class:`SlidingWindowState`) and the backfill path (:func:`compute_windows`) call it, so a
+backfilled window equals the streamed one bit for bit. The definitions are those of
+``prices.py`` (window ``(end - window, end]``, event-time order = (timestamp, input order)).
+
+Streaming semantics, chosen so that the output depends only on the ordered tick stream and never
+on how it was cut into batches:
+
+* The **watermark** is the largest event time of any accepted tick so far.
+* Tick *i* is judged against the watermark of the ticks *before* it: it is **too late** when
+  ``ts <= watermark - grace_ms`` (returned to the caller for dead-lettering) and accepted
+  otherwise, even if older than the watermark (late but within grace).
+* A window end ``E`` (a multiple of ``emit_interval_ms``) is **complete** once
+  ``E <= watermark - grace_ms``. Every tick accepted after that has ``ts > E`` (that is what
+  "too late" means), so it cannot change the window: emitting complete windows after a whole
+  batch gives the same records as emitting after every tick.
+* Each complete window end is emitted once, with one record per symbol that has at least one
+  tick inside the window; records are ordered by (window end, symbol).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ys_platform.processing.prices import (
+    DEFAULT_MAX_CARRY_MS,
+    DEFAULT_MAX_DEVIATION,
+    DEFAULT_MAX_STALENESS_MS,
+    WINDOW_MS,
+)
+
+DEFAULT_EMIT_INTERVAL_MS = 5_000
+"""A new window every 5 s of event time: 12 overlapping one-minute windows per tick."""
+
+DEFAULT_GRACE_MS = 5_000
+"""Bounded lateness: one emit interval, so a window waits at most one extra interval."""
+
+DEFAULT_MAX_WINDOW_ENDS_PER_CHUNK = 256
+"""Window ends analysed in one vectorised pass; bounds the gathered arrays (each tick appears in
+window/emit = 12 windows) when a backfill or a watermark jump covers many window ends."""
+
+_NO_WATERMARK = -(2**62)
+"""Watermark before the first tick: far below any timestamp, yet `- grace` cannot overflow."""
+
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WindowConfig:
+    """Window geometry, lateness and consolidation parameters."""
+
+    window_ms: int = WINDOW_MS
+    emit_interval_ms: int = DEFAULT_EMIT_INTERVAL_MS
+    grace_ms: int = DEFAULT_GRACE_MS
+    max_staleness_ms: int = DEFAULT_MAX_STALENESS_MS
+    max_deviation: float = DEFAULT_MAX_DEVIATION
+    max_carry_ms: int = DEFAULT_MAX_CARRY_MS
+
+    def __post_init__(self) -> None:
+        if self.window_ms <= 0 or self.emit_interval_ms <= 0:
+            raise ValueError("window_ms and emit_interval_ms must be positive")
+        if min(self.grace_ms, self.max_staleness_ms, self.max_deviation, self.max_carry_ms) < 0:
+            raise ValueError("grace_ms, max_staleness_ms, max_deviation, max_carry_ms must be >= 0")
+
+    @property
+    def retention_ms(self) -> int:
+        """How far before the next window end ticks are still needed (window or staleness)."""
+        return max(self.window_ms, self.max_staleness_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAnalytics:
+    """The analytics of one symbol over one window (one ``market.analytics`` record)."""
+
+    symbol: str
+    window_start_ms: int
+    window_end_ms: int
+    twap: float
+    vwap: float | None
+    """None when no tick of the window carries a volume."""
+    volatility: float
+    """Sample stdev of tick-to-tick log returns in the window; 0.0 with fewer than 2 returns."""
+    consolidated_price: float | None
+    """None when no source is fresh at the window end or the fresh sources have no consensus."""
+    sources: int
+    """Sources that contributed to ``consolidated_price`` (fresh and not outliers)."""
+    ticks: int
+    """Ticks inside the window, all sources."""
+
+
+@dataclass(frozen=True, slots=True)
+class TickBatch:
+    """Price ticks in columns: ``symbols[i]`` ticked ``prices[i]`` at ``ts_ms[i]``.
+
+    ``volumes`` uses NaN for "no volume"; ``sources`` names the feed (exchange, oracle, chain).
+    The order of the ticks is their input order (the tie-break between equal timestamps).
+    """
+
+    symbols: Sequence[str]
+    ts_ms: np.ndarray
+    prices: np.ndarray
+    volumes: np.ndarray
+    sources: Sequence[str]
+
+    @classmethod
+    def from_columns(
+        cls,
+        symbols: Sequence[str],
+        ts_ms: ArrayLike,
+        prices: ArrayLike,
+        volumes: ArrayLike | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> TickBatch:
+        """Build a batch, converting the numeric columns (volumes default to none, sources to
+        a single unnamed source)."""
+        ts = np.asarray(ts_ms, dtype=np.int64)
+        n = ts.shape[0]
+        px = np.asarray(prices, dtype=np.float64)
+        vol = np.full(n, np.nan) if volumes is None else np.asarray(volumes, dtype=np.float64)
+        src: Sequence[str] = [""] * n if sources is None else sources
+        if not (len(symbols) == px.shape[0] == vol.shape[0] == len(src) == n):
+            raise ValueError("all columns of a TickBatch must have the same length")
+        return cls(symbols, ts, px, vol, src)
+
+    @classmethod
+    def from_ticks(
+        cls, ticks: Iterable[tuple[str, int, float, float | None, str]]
+    ) -> TickBatch:
+        """Build a batch from ``(symbol, ts_ms, price, volume or None, source)`` rows."""
+        rows = list(ticks)
+        return cls.from_columns(
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [np.nan if r[3] is None else r[3] for r in rows],
+            [r[4] for r in rows],
+        )
+
+    def __len__(self) -> int:
+        return int(self.ts_ms.shape[0])
+
+    def take(self, indices: ArrayLike) -> TickBatch:
+        """The ticks at ``indices`` (in that order), e.g. a slice of a batch or its rejects."""
+        idx = np.asarray(indices, dtype=np.int64)
+        positions = idx.tolist()
+        return TickBatch(
+            [self.symbols[i] for i in positions],
+            self.ts_ms[idx],
+            self.prices[idx],
+            self.volumes[idx],
+            [self.sources[i] for i in positions],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What happened to a batch: indices (into the batch) of the ticks not taken."""
+
+    accepted: int
+    too_late: np.ndarray
+    """Ticks with ``ts <= watermark - grace``: their windows were already emitted."""
+    invalid: np.ndarray
+    """Ticks with a non-positive or non-finite price, or a negative or infinite volume."""
+    watermark_ms: int | None
+
+
+@dataclass(slots=True)
+class _Ticks:
+    """Accepted ticks in columns, kept sorted by (symbol code, ts, seq)."""
+
+    symbol: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    price: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    volume: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    source: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    seq: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def select(self, idx: np.ndarray) -> _Ticks:
+        return _Ticks(
+            self.symbol[idx], self.ts[idx], self.price[idx], self.volume[idx],
+            self.source[idx], self.seq[idx],
+        )
+
+    def merged(self, other: _Ticks) -> _Ticks:
+        """Both sets, sorted; ``other`` must hold later sequence numbers than ``self``."""
+        both = _Ticks(
+            *(np.concatenate((a, b)) for a, b in zip(_columns(self), _columns(other), strict=True))
+        )
+        if len(both) == 0:
+            return both
+        # A stable sort on (symbol, ts) keeps equal keys in sequence order, because the old ticks
+        # come first and each part is in sequence order. The composite int64 key lets numpy use
+        # timsort, which merges the already-sorted old run with the new run in near-linear time.
+        key = _composite_key(both.symbol, both.ts)
+        return both.select(np.argsort(key, kind="stable"))
+
+
+def _columns(t: _Ticks) -> tuple[np.ndarray, ...]:
+    return (t.symbol, t.ts, t.price, t.volume, t.source, t.seq)
+
+
+def _composite_key(symbol: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """An int64 key ordering by (symbol, ts): symbol * span + (ts - min ts)."""
+    base = int(ts.min())
+    span = int(ts.max()) - base + 1
+    if (int(symbol.max()) + 1) * span >= 2**62:
+        raise OverflowError("tick timestamps span too wide a range to key (check the clock)")
+    return symbol * span + (ts - base)
+
+
+class _Codes:
+    """Interns strings (symbols, sources) as dense int codes, in first-seen order."""
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self.names: list[str] = []
+        self.code_of: dict[str, int] = {}
+        for name in names:
+            self.encode_one(name)
+
+    def encode_one(self, name: str) -> int:
+        code = self.code_of.get(name)
+        if code is None:
+            code = self.code_of[name] = len(self.names)
+            self.names.append(name)
+        return code
+
+    def encode(self, names: Sequence[str]) -> np.ndarray:
+        try:
+            return np.fromiter(map(self.code_of.__getitem__, names), np.int64, len(names))
+        except KeyError:  # a name never seen: intern the new ones, then the fast path again
+            for name in names:
+                self.encode_one(name)
+            return np.fromiter(map(self.code_of.__getitem__, names), np.int64, len(names))
+
+
+def _valid_mask(batch: TickBatch) -> np.ndarray:
+    price_ok = np.isfinite(batch.prices) & (batch.prices > 0)  # log returns need price > 0
+    volume_ok = np.isnan(batch.volumes) | (np.isfinite(batch.volumes) & (batch.volumes >= 0))
+    return price_ok & volume_ok
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+class SlidingWindowState:
+    """Per-symbol sliding-window state of one partition of ``market.prices``.
+
+    Feed batches with :meth:`ingest` (or :meth:`process`, which also emits), collect complete
+    windows with :meth:`emit`. The state keeps only what future windows can still need: ticks
+    within ``max(window, staleness)`` of the next window end (later ticks are within grace of the
+    watermark anyway), plus each symbol's last tick before that (the next windows' prior tick).
+    :meth:`to_state` / :meth:`from_state` snapshot and restore it as plain JSON-able data.
+    """
+
+    def __init__(self, config: WindowConfig | None = None) -> None:
+        self.config = config or WindowConfig()
+        self._symbols = _Codes()
+        self._sources = _Codes()
+        self._ticks = _Ticks()
+        # Accepted ticks not yet merged into the sorted ``_ticks``: merging waits until a window
+        # completes, so a stream of small batches pays for one sort per emit interval, not one
+        # per batch.
+        self._pending: list[_Ticks] = []
+        self._watermark = _NO_WATERMARK
+        self._emitted_through: int | None = None  # every window end <= this has been emitted
+        self._next_seq = 0  # position of the next tick in the whole input stream
+
+    @property
+    def watermark_ms(self) -> int | None:
+        """The largest event time accepted so far (None before the first tick)."""
+        return None if self._watermark == _NO_WATERMARK else self._watermark
+
+    @property
+    def emitted_through_ms(self) -> int | None:
+        """The last window end already emitted (or skipped for lack of ticks)."""
+        return self._emitted_through
+
+    @property
+    def buffered_ticks(self) -> int:
+        """Ticks held in the state."""
+        return len(self._ticks) + sum(len(p) for p in self._pending)
+
+    def ingest(self, batch: TickBatch) -> IngestResult:
+        """Add a batch of ticks in input order; returns the indices of rejected ticks."""
+        n = len(batch)
+        valid = _valid_mask(batch)
+        ts = batch.ts_ms
+        # Watermark seen by each tick = max of the earlier valid ticks' times (and the state's):
+        # a running maximum, so a tick is judged exactly as if the ticks came one by one.
+        running = np.maximum.accumulate(
+            np.concatenate(([self._watermark], np.where(valid, ts, _NO_WATERMARK)))
+        )
+        too_late = valid & (ts <= running[:-1] - self.config.grace_ms)
+        accepted = valid & ~too_late
+        seq = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
+        self._next_seq += n
+        self._watermark = int(running[-1])
+        n_accepted = int(np.count_nonzero(accepted))
+        if n_accepted:
+            if n_accepted == n:
+                symbols, sources, pick = batch.symbols, batch.sources, slice(None)
+            else:
+                pick = np.flatnonzero(accepted)
+                positions = pick.tolist()
+                symbols = [batch.symbols[i] for i in positions]
+                sources = [batch.sources[i] for i in positions]
+            self._pending.append(
+                _Ticks(
+                    self._symbols.encode(symbols),
+                    ts[pick],
+                    batch.prices[pick],
+                    batch.volumes[pick],
+                    self._sources.encode(sources),
+                    seq[pick],
+                )
+            )
+        return IngestResult(
+            accepted=n_accepted,
+            too_late=np.flatnonzero(too_late),
+            invalid=np.flatnonzero(~valid),
+            watermark_ms=self.watermark_ms,
+        )
+
+    def advance_watermark(self, ts_ms: int) -> None:
+        """Move the watermark forward without a tick (end of input, an idle-partition timer).
+
+        Windows up to ``ts_ms - grace`` become complete; ticks at or before that become too late.
+        Never moves the watermark back.
+        """
+        self._watermark = max(self._watermark, int(ts_ms))
+
+    def emit(self) -> list[WindowAnalytics]:
+        """Analytics of every window end completed since the last call, then drop old ticks."""
+        if self._watermark == _NO_WATERMARK:
+            return []
+        cfg = self.config
+        step = cfg.emit_interval_ms
+        last_due = (self._watermark - cfg.grace_ms) // step  # window ends <= this are complete
+        if self._emitted_through is not None:
+            first_due = self._emitted_through // step + 1
+            if last_due < first_due:
+                return []
+        self._merge_pending()
+        if self._emitted_through is None:
+            if not len(self._ticks):
+                return []
+            first_due = _ceil_div(int(self._ticks.ts.min()), step)  # no window before a tick
+            if last_due < first_due:
+                return []
+        window_ends = _window_ends_with_ticks(self._ticks.ts, first_due, last_due, cfg)
+        records = _analyse_windows(self._ticks, window_ends, cfg, self._symbols.names)
+        self._emitted_through = last_due * step
+        self._prune()
+        return records
+
+    def process(self, batch: TickBatch) -> tuple[list[WindowAnalytics], IngestResult]:
+        """:meth:`ingest` then :meth:`emit`: the per-batch call of a streaming processor."""
+        result = self.ingest(batch)
+        return self.emit(), result
+
+    def _merge_pending(self) -> None:
+        if self._pending:
+            new = _Ticks(*(np.concatenate(cols) for cols in zip(*map(_columns, self._pending),
+                                                                   strict=True)))
+            self._pending = []
+            self._ticks = self._ticks.merged(new)
+
+    def _prune(self) -> None:
+        """Drop ticks no future window can use (see the class docstring)."""
+        if self._emitted_through is None or not len(self._ticks):
+            return
+        cutoff = self._emitted_through + self.config.emit_interval_ms - self.config.retention_ms
+        t = self._ticks
+        before = t.ts < cutoff
+        if not before.any():
+            return
+        # Within a symbol the ticks are sorted by time, so "before" is a prefix of each symbol's
+        # run; keep the last tick of each prefix: the prior tick of the next windows.
+        next_before = np.append(before[1:], False)
+        next_same_symbol = np.append(t.symbol[1:] == t.symbol[:-1], False)
+        last_before = before & ~(next_same_symbol & next_before)
+        self._ticks = t.select(np.flatnonzero(~before | last_before))
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-able snapshot (plain dicts, lists, ints, floats, None)."""
+        self._merge_pending()
+        t = self._ticks
+        return {
+            "version": _STATE_VERSION,
+            "config": asdict(self.config),
+            "watermark_ms": self.watermark_ms,
+            "emitted_through_ms": self._emitted_through,
+            "next_seq": self._next_seq,
+            "ticks": {
+                "symbol": [self._symbols.names[c] for c in t.symbol.tolist()],
+                "ts_ms": t.ts.tolist(),
+                "price": t.price.tolist(),
+                "volume": [None if v != v else v for v in t.volume.tolist()],  # NaN -> None
+                "source": [self._sources.names[c] for c in t.source.tolist()],
+                "seq": t.seq.tolist(),
+            },
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> SlidingWindowState:
+        """Rebuild a state from :meth:`to_state` output; it then behaves exactly as the original."""
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"unsupported window state version {state.get('version')!r}")
+        self = cls(WindowConfig(**state["config"]))
+        wm = state["watermark_ms"]
+        self._watermark = _NO_WATERMARK if wm is None else int(wm)
+        self._emitted_through = state["emitted_through_ms"]
+        self._next_seq = int(state["next_seq"])
+        cols = state["ticks"]
+        if cols["ts_ms"]:
+            ticks = _Ticks(
+                self._symbols.encode(cols["symbol"]),
+                np.asarray(cols["ts_ms"], dtype=np.int64),
+                np.asarray(cols["price"], dtype=np.float64),
+                np.asarray([np.nan if v is None else v for v in cols["volume"]], np.float64),
+                self._sources.encode(cols["source"]),
+                np.asarray(cols["seq"], dtype=np.int64),
+            )
+            self._ticks = ticks.select(np.lexsort((ticks.seq, ticks.ts, ticks.symbol)))
+        return self
+
+
+def compute_windows(
+    ticks: TickBatch,
+    window_ends_ms: ArrayLike,
+    config: WindowConfig | None = None,
+) -> list[WindowAnalytics]:
+    """Analytics for the given window ends from a complete set of ticks (the backfill path).
+
+    ``ticks`` in input order (equal timestamps: the later one wins, as in streaming); invalid
+    ticks are ignored; lateness does not apply (every tick given is used). Window ends need not
+    be aligned or sorted. Streaming equals backfill: the records a :class:`SlidingWindowState`
+    emits are ``compute_windows`` of its accepted ticks at the emitted window ends.
+    """
+    cfg = config or WindowConfig()
+    valid = np.flatnonzero(_valid_mask(ticks))
+    batch = ticks.take(valid)
+    symbols = _Codes()
+    sources = _Codes()
+    buffer = _Ticks().merged(
+        _Ticks(
+            symbols.encode(batch.symbols),
+            batch.ts_ms,
+            batch.prices,
+            batch.volumes,
+            sources.encode(batch.sources),
+            valid.astype(np.int64),
+        )
+    )
+    ends = np.unique(np.asarray(window_ends_ms, dtype=np.int64))
+    return _analyse_windows(buffer, ends, cfg, symbols.names)
+
+
+def _window_ends_with_ticks(
+    ts: np.ndarray, first_k: int, last_k: int, cfg: WindowConfig
+) -> np.ndarray:
+    """Window ends ``k * emit`` for k in [first_k, last_k] whose window could hold a tick.
+
+    A short range is returned whole (the kernel skips empty windows cheaply); a long one (a
+    watermark jump, a gap in the data) is narrowed to the ends some tick falls into, so the work
+    stays bounded by the number of ticks, not by the length of the gap.
+    """
+    step = cfg.emit_interval_ms
+    if last_k - first_k < 4096 or not ts.size:  # 4096 ends ≈ 5.7 h at 5 s: cheap to scan
+        return np.arange(first_k, last_k + 1, dtype=np.int64) * step
+    # A tick at t is in (E - window, E] for E in [t, t + window): k from ceil(t/step) to
+    # floor((t + window - 1)/step).
+    k_first = np.unique(-((-ts) // step))
+    per_tick = (cfg.window_ms - 1) // step + 1
+    ks = np.unique((k_first[:, None] + np.arange(per_tick)[None, :]).ravel())
+    ks = ks[(ks >= first_k) & (ks <= last_k)]
+    return ks * step
+
+
+def _analyse_windows(
+    t: _Ticks,
+    window_ends: np.ndarray,
+    cfg: WindowConfig,
+    symbol_names: Sequence[str],
+    max_ends_per_chunk: int = DEFAULT_MAX_WINDOW_ENDS_PER_CHUNK,
+) -> list[WindowAnalytics]:
+    """The kernel: records for every (window end, symbol with ticks in the window)."""
+    if not len(t) or not window_ends.size:
+        return []
+    # Per-buffer precomputation, shared by all window ends.
+    seg_first = np.flatnonzero(np.concatenate(([True], t.symbol[1:] != t.symbol[:-1])))
+    seg_symbol = t.symbol[seg_first]
+    same_next = np.append(t.symbol[1:] == t.symbol[:-1], False)
+    # Time until which each tick's price holds: the next tick of its symbol (int64 max if none).
+    next_ts = np.where(same_next, np.append(t.ts[1:], 0), np.iinfo(np.int64).max)
+    log_price = np.log(t.price)
+    # Composite (symbol, ts) key over a range wide enough for every query time below.
+    base = min(int(t.ts.min()), int(window_ends.min()) - cfg.retention_ms)
+    span = max(int(t.ts.max()), int(window_ends.max())) - base + 1
+    if (int(t.symbol.max()) + 1) * span >= 2**62:
+        raise OverflowError("tick timestamps span too wide a range to key (check the clock)")
+    key = t.symbol * span + (t.ts - base)
+    seg_key = seg_symbol * span - base
+
+    records: list[WindowAnalytics] = []
+    for lo_chunk in range(0, window_ends.size, max_ends_per_chunk):
+        ends = window_ends[lo_chunk : lo_chunk + max_ends_per_chunk]
+        records.extend(
+            _analyse_chunk(t, ends, cfg, symbol_names, seg_first, seg_key, key, next_ts, log_price)
+        )
+    records.sort(key=lambda r: (r.window_end_ms, r.symbol))
+    return records
+
+
+def _analyse_chunk(
+    t: _Ticks,
+    ends: np.ndarray,
+    cfg: WindowConfig,
+    symbol_names: Sequence[str],
+    seg_first: np.ndarray,
+    seg_key: np.ndarray,
+    key: np.ndarray,
+    next_ts: np.ndarray,
+    log_price: np.ndarray,
+) -> list[WindowAnalytics]:
+    # One "window" per (end, symbol) pair: find its ticks (start, end] by binary search.
+    pair_end = np.repeat(ends, seg_first.size)
+    pair_seg = np.tile(np.arange(seg_first.size), ends.size)
+    pair_key = seg_key[pair_seg]
+    lo = np.searchsorted(key, pair_key + (pair_end - cfg.window_ms), side="right")
+    hi = np.searchsorted(key, pair_key + pair_end, side="right")
+    count = hi - lo
+    live = np.flatnonzero(count > 0)  # windows emitted: a symbol with a tick inside
+    if not live.size:
+        return []
+    lo, hi, count, end = lo[live], hi[live], count[live], pair_end[live]
+    first = seg_first[pair_seg[live]]
+    n_win = live.size
+    start = end - cfg.window_ms
+
+    win_of, idx = _gather(lo, count)
+    ts = t.ts[idx]
+    price = t.price[idx]
+
+    # TWAP: each tick holds until the next tick of its symbol, cut at the window end; the prior
+    # tick (index lo - 1, same symbol) holds from the window start to the first tick inside.
+    held_ms = np.minimum(next_ts[idx], end[win_of]) - ts
+    weighted = np.bincount(win_of, weights=price * held_ms, minlength=n_win)
+    # lo - 1 wraps to -1 when lo is 0; has_prior is False there anyway.
+    has_prior = (lo > first) & (t.ts[lo - 1] > start - cfg.max_carry_ms)
+    first_ts = t.ts[lo]
+    prior = np.flatnonzero(has_prior)
+    weighted[prior] += t.price[lo[prior] - 1] * (first_ts[prior] - start[prior])
+    covered_ms = np.where(has_prior, cfg.window_ms, end - first_ts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        twap = np.where(covered_ms > 0, weighted / covered_ms, t.price[hi - 1])
+
+    # VWAP over ticks with a positive volume (NaN = none).
+    volume = t.volume[idx]
+    has_volume = volume > 0
+    pv = np.bincount(win_of, weights=np.where(has_volume, price * volume, 0.0), minlength=n_win)
+    vv = np.bincount(win_of, weights=np.where(has_volume, volume, 0.0), minlength=n_win)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vwap = np.where(vv > 0, pv / vv, np.nan)
+
+    # Volatility: sample stdev of log returns between consecutive ticks of the same window.
+    returns = np.diff(log_price[idx])
+    same = win_of[1:] == win_of[:-1]
+    r_win, r = win_of[1:][same], returns[same]
+    n_ret = np.bincount(r_win, minlength=n_win)
+    mean = np.bincount(r_win, weights=r, minlength=n_win) / np.maximum(n_ret, 1)
+    sq_dev = np.bincount(r_win, weights=(r - mean[r_win]) ** 2, minlength=n_win)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        volatility = np.where(n_ret >= 2, np.sqrt(sq_dev / (n_ret - 1)), 0.0)
+
+    consolidated, n_sources = _consolidate(t, lo, hi, first, end, key, cfg)
+
+    names = [symbol_names[c] for c in t.symbol[lo].tolist()]
+    vwap_out = [None if v != v else v for v in vwap.tolist()]  # NaN -> None
+    cons_out = [None if v != v else v for v in consolidated.tolist()]
+    return [
+        WindowAnalytics(s, w0, w1, tw, vw, vol, cp, ns, nt)
+        for s, w0, w1, tw, vw, vol, cp, ns, nt in zip(
+            names,
+            start.tolist(),
+            end.tolist(),
+            twap.tolist(),
+            vwap_out,
+            volatility.tolist(),
+            cons_out,
+            n_sources.tolist(),
+            count.tolist(),
+            strict=True,
+        )
+    ]
+
+
+def _gather(lo: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For windows holding ticks ``lo[w] .. lo[w] + count[w] - 1``: (window of each, index)."""
+    total = int(count.sum())
+    offsets = np.cumsum(count) - count
+    win_of = np.repeat(np.arange(count.size), count)
+    idx = np.arange(total, dtype=np.int64) + np.repeat(lo - offsets, count)
+    return win_of, idx
+
+
+def _consolidate(
+    t: _Ticks,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    first: np.ndarray,
+    end: np.ndarray,
+    key: np.ndarray,
+    cfg: WindowConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Median of each window's fresh sources without outliers: (price or NaN, sources used)."""
+    n_win = lo.size
+    # Fresh ticks: end - staleness <= ts <= end, searched like the window itself; the symbol's
+    # part of the key is key - ts (key = symbol * span + ts - base).
+    fresh_lo = np.searchsorted(
+        key, key[lo] - t.ts[lo] + (end - cfg.max_staleness_ms), side="left"
+    )
+    fresh_lo = np.maximum(fresh_lo, first)  # never before the symbol's own ticks
+    win_of, idx = _gather(fresh_lo, np.maximum(hi - fresh_lo, 0))
+    if not idx.size:
+        return np.full(n_win, np.nan), np.zeros(n_win, np.int64)
+    # Latest tick of each (window, source): ticks are in event-time order within a window, so
+    # after a stable sort by (window, source) the last of each run is the latest.
+    n_src = int(t.source.max()) + 1
+    pair = win_of * n_src + t.source[idx]
+    order = np.argsort(pair, kind="stable")
+    pair_sorted = pair[order]
+    is_last = np.append(pair_sorted[1:] != pair_sorted[:-1], True)
+    latest = order[is_last]
+    win = win_of[latest]  # ascending: pair is window-major
+    price = t.price[idx[latest]]
+    by_price = np.lexsort((price, win))
+    win, price = win[by_price], price[by_price]
+    median = _grouped_median(win, price, n_win)
+    keep = np.abs(price - median[win]) <= cfg.max_deviation * median[win]
+    win, price = win[keep], price[keep]
+    return _grouped_median(win, price, n_win), np.bincount(win, minlength=n_win)
+
+
+def _grouped_median(group: np.ndarray, value: np.ndarray, n_groups: int) -> np.ndarray:
+    """Median of ``value`` per group (values sorted within groups, groups ascending); NaN if
+    a group is empty."""
+    count = np.bincount(group, minlength=n_groups)
+    start = np.cumsum(count) - count
+    out = np.full(n_groups, np.nan)
+    has = count > 0
+    s, c = start[has], count[has]
+    out[has] = (value[s + (c - 1) // 2] + value[s + c // 2]) / 2
+    return out
