@@ -64,6 +64,47 @@ def _schemas_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _processor_run(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+    import logging
+
+    from ys_platform.processors.registry import resolve
+    from ys_platform.processors.runner import run_processor
+    from ys_platform.streaming.worker import WorkerConfig, WorkerStopped
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        group_id = resolve(args.name)
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return EXIT_CONFIG
+    config = WorkerConfig(
+        batch_size=args.batch_size, instance_id=args.instance, namespace=args.namespace
+    )
+
+    def report(metrics) -> None:
+        print(json.dumps({"group": metrics.group_id, **metrics.summary()}), file=sys.stderr)
+
+    try:
+        metrics = run_processor(
+            settings, group_id, config=config, max_idle_s=args.max_idle, on_progress=report
+        )
+    except WorkerStopped as exc:
+        print(f"{group_id} stopped: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps({"group": metrics.group_id, **metrics.summary()}))
+    return 0
+
+
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from ys_platform.sources.publish import run_simulation
+
+    counts = run_simulation(settings, rate=args.rate, duration_s=args.duration, seed=args.seed)
+    for topic_name, count in sorted(counts.items()):
+        print(f"{topic_name}: {count}")
+    return 0
+
+
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from ys_platform.devserver import run_dev
 
@@ -94,6 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     export = schemas_commands.add_parser("export", help="write <topic>.schema.json files")
     export.add_argument("folder", help="where to write them")
     export.set_defaults(func=_with_settings(_schemas_export))
+
+    processor = commands.add_parser("processor", help="run a stream processor in this process")
+    processor_commands = processor.add_subparsers(dest="processor_command", required=True)
+    run = processor_commands.add_parser("run", help="consume, process and produce exactly once")
+    run.add_argument("name", help="e.g. price-aggregation (or its group id)")
+    run.add_argument("--instance", default="0", help="stable replica id (transactional id)")
+    run.add_argument("--batch-size", type=int, default=5000)
+    run.add_argument("--namespace", default="", help="prefix of topics and group (isolation)")
+    run.add_argument("--max-idle", type=float, default=None, help="stop after S idle seconds")
+    run.set_defaults(func=_with_settings(_processor_run))
+
+    simulate = commands.add_parser("simulate", help="stream a deterministic simulated market")
+    simulate.add_argument("--rate", type=float, default=200.0, help="messages per second")
+    simulate.add_argument("--duration", type=float, default=60.0, help="seconds of event time")
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.set_defaults(func=_with_settings(_simulate))
 
     dev = commands.add_parser("dev", help="local stack, topics, then `dagster dev` (make dev)")
     dev.add_argument("--brokers", type=int, choices=(1, 3), default=1)
