@@ -1,0 +1,50 @@
+"""Fixtures of the integration tests: real services from the local stack, started on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ys_platform.local import LocalStackError, kafka_bootstrap, up
+from ys_platform.settings import Settings, SettingsError, load_settings
+
+HERE = Path(__file__).parent
+
+START_HINT = "Start it with `make test` (installs and starts everything) or `ys-platform local up`."
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/integration talks to real services: mark it so `-m` can pick."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[Settings]:
+    """The default local stack (settings from the environment), started if it is not running.
+
+    `up` is idempotent, so a stack left running by `make dev` or an earlier test run is reused
+    as it is, and left running afterwards for the next run.
+    """
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        pytest.fail(f"{exc}\n{START_HINT}", pytrace=False)
+    try:
+        services = up(settings)
+    except LocalStackError as exc:
+        pytest.fail(f"The local stack did not start: {exc}\n{START_HINT}", pytrace=False)
+    failing = [f"{s.name} ({s.endpoint}): {s.detail or s.state}" for s in services if not s.healthy]
+    if failing:
+        pytest.fail(
+            f"The local stack is up but unhealthy: {'; '.join(failing)}\n{START_HINT}",
+            pytrace=False,
+        )
+    bootstrap = kafka_bootstrap(settings)
+    if bootstrap != settings.kafka_bootstrap_servers:
+        # YS_LOCAL_KAFKA_PORT moved the stack; clients in the tests must follow it there.
+        settings = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+    yield settings

@@ -1,0 +1,403 @@
+"""Apache Kafka in KRaft mode: one or three combined broker+controller JVMs on loopback."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ys_platform.local import procs
+from ys_platform.local.config import (
+    CONTROLLER_PORT_OFFSET,
+    KafkaNode,
+    kafka_nodes,
+    server_properties,
+)
+from ys_platform.local.state import (
+    INSTALL_HINT,
+    KafkaCluster,
+    Layout,
+    LocalStackError,
+    ServiceStatus,
+    read_cluster,
+    read_pid,
+    write_cluster,
+)
+from ys_platform.settings import Settings
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import ClusterMetadata
+
+# The pom and log4j2 config live in the repository (an editable install), not in the package.
+DEPLOYMENTS = Path(__file__).parents[2] / "deployments" / "local"
+POM = DEPLOYMENTS / "pom.xml"
+LOG4J2_CONFIG = DEPLOYMENTS / "log4j2.properties"
+
+# Kafka 4 brokers need Java 17 or newer.
+MIN_JAVA = 17
+
+# Kafka's start script gives 1 GiB; a development broker's data lives in the page cache, not the
+# heap, so 512 MiB is plenty and three brokers plus PostgreSQL and Dagster fit on a laptop.
+JVM_OPTIONS = [
+    "-Xmx512m",
+    # Kafka's own GC settings (kafka-run-class.sh), for short pauses on the request path.
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    # A broker out of heap should die and show as stopped, not limp on answering nothing.
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+]
+
+# Measured on 2 cores: a node answers metadata ~3 s after its JVM starts, a 3-node quorum ~8-13 s
+# (three JVMs share the CPUs and the election waits for all). 90 s absorbs a loaded CI machine
+# without hiding a real hang.
+START_TIMEOUT_S = 90.0
+
+# One metadata round trip on loopback takes milliseconds; 2 s tolerates a GC pause or a busy CPU
+# and keeps `status` quick when a broker is hung.
+METADATA_TIMEOUT_S = 2.0
+
+# kafka-storage format takes ~2 s (one JVM start); 60 s means it is stuck.
+FORMAT_TIMEOUT_S = 60.0
+
+# Maven resolves the classpath in ~3 s from ~/.m2, and a first download of the 91 jars from
+# Maven Central takes well under a minute; five minutes means the network is the problem.
+MAVEN_TIMEOUT_S = 300.0
+
+
+def nodes(settings: Settings, brokers: int) -> list[KafkaNode]:
+    return kafka_nodes(settings.local_kafka_port, brokers)
+
+
+# --- finding Java and the Kafka jars -------------------------------------------------------------
+def java_binary() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not java or not Path(java).exists():
+        raise LocalStackError(
+            f"Java {MIN_JAVA}+ is needed to run Kafka and was not found. {INSTALL_HINT}"
+        )
+    output = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)', output)
+    if match and int(match.group(1)) < MIN_JAVA:
+        raise LocalStackError(
+            f"{java} is Java {match.group(1)}; Kafka 4 needs Java {MIN_JAVA}+. {INSTALL_HINT}"
+        )
+    return java
+
+
+def classpath() -> str:
+    """The broker's classpath: $KAFKA_HOME/libs if set, else the jars Maven resolves from POM."""
+    kafka_home = os.environ.get("KAFKA_HOME")
+    if kafka_home:
+        libs = Path(kafka_home) / "libs"
+        if not libs.is_dir():
+            raise LocalStackError(f"KAFKA_HOME={kafka_home} has no libs/ folder of Kafka jars.")
+        return str(libs / "*")
+    return _maven_classpath()
+
+
+def _maven_classpath() -> str:
+    if not POM.exists():
+        raise LocalStackError(
+            f"{POM} is missing: run the local stack from a checkout of the repository, "
+            "or set KAFKA_HOME to a Kafka installation."
+        )
+    # Keyed by the pom's content, so editing the pom (a version bump) resolves again.
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
+    # Outside the repository: a fresh clone (CI) reuses it, and `git clean` does not drop it.
+    cache_dir = Path.home() / ".cache" / "ys-platform"
+    cache = cache_dir / f"kafka-classpath-{digest}.txt"
+    if cache.exists():
+        cached = cache.read_text().strip()
+        # ~/.m2 may have been cleaned since: then resolve again rather than fail in the JVM.
+        if cached and all(Path(jar).exists() for jar in cached.split(os.pathsep)):
+            return cached
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise LocalStackError(f"Maven (mvn) is needed to fetch the Kafka jars. {INSTALL_HINT}")
+    procs.progress("kafka: resolving the Kafka 4.4 jars with Maven (first run only) ...")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    result = subprocess.run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            str(POM),
+            "dependency:build-classpath",
+            f"-Dmdep.outputFile={tmp}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=MAVEN_TIMEOUT_S,
+        check=False,
+    )
+    if result.returncode != 0 or not tmp.exists():
+        raise LocalStackError(
+            "Maven could not resolve the Kafka jars (it needs Maven Central, or a filled ~/.m2):\n"
+            + (result.stdout + result.stderr).strip()[-3000:]
+        )
+    tmp.replace(cache)
+    return cache.read_text().strip()
+
+
+# --- formatting and starting ---------------------------------------------------------------------
+def new_cluster_id() -> str:
+    """A Kafka cluster id: a random UUID, URL-safe base64 without padding (22 characters)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # Kafka's Uuid.randomUuid skips ids starting with '-' so they never parse as an option.
+        if not cid.startswith("-"):
+            return cid
+
+
+def _java_command(java: str, cp: str, layout: Layout, node_id: int) -> list[str]:
+    return [
+        java,
+        *JVM_OPTIONS,
+        f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+        f"-Dys.log.file={layout.log(f'kafka-{node_id}')}",
+        f"-Dkafka.logs.dir={layout.logs}",
+        "-cp",
+        cp,
+    ]
+
+
+def _format(java: str, cp: str, layout: Layout, todo: list[KafkaNode], cluster_id: str) -> None:
+    """Format the log dirs of the nodes in todo, all at once: each is a JVM start of ~2 s."""
+    procs.progress(
+        f"kafka: formatting storage of {', '.join(n.name for n in todo)} (cluster id {cluster_id})"
+    )
+    running = {
+        node.name: subprocess.Popen(
+            [
+                *_java_command(java, cp, layout, node.node_id),
+                "kafka.tools.StorageTool",
+                "format",
+                "--cluster-id",
+                cluster_id,
+                "--config",
+                str(layout.broker_properties(node.node_id)),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for node in todo
+    }
+    failures = []
+    for name, process in running.items():
+        try:
+            output, _ = process.communicate(timeout=FORMAT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        if process.returncode != 0:
+            failures.append(f"{name}: {output.strip()[-2000:]}")
+    if failures:
+        raise LocalStackError("Formatting the Kafka storage failed:\n" + "\n".join(failures))
+
+
+def _is_formatted(layout: Layout, node_id: int) -> bool:
+    return (layout.broker_data(node_id) / "meta.properties").exists()
+
+
+def running_pid(layout: Layout, node_id: int) -> int | None:
+    """The PID of our broker node_id if it runs; a stale PID file is removed."""
+    pid_file = layout.broker_pid(node_id)
+    pid = read_pid(pid_file)
+    if procs.owns(pid, str(layout.broker_properties(node_id))):
+        return pid
+    pid_file.unlink(missing_ok=True)
+    return None
+
+
+def _running_nodes(layout: Layout) -> list[int]:
+    return [
+        int(path.stem.split("-")[1])
+        for path in sorted(layout.run.glob("kafka-*.pid"))
+        if running_pid(layout, int(path.stem.split("-")[1])) is not None
+    ]
+
+
+def _check_port_free(port: int, label: str) -> None:
+    if not procs.port_open(port):
+        return
+    others = [
+        next((arg for arg in args if arg.endswith("server.properties")), "?")
+        for _, args in procs.find_processes("kafka.Kafka")
+    ]
+    hint = f" Other Kafka brokers on this machine: {', '.join(others)}." if others else ""
+    raise LocalStackError(
+        f"{label}: 127.0.0.1:{port} is already in use by another process.{hint} Stop it (for a "
+        "stack in another folder: `ys-platform local down` there), or set YS_LOCAL_KAFKA_PORT "
+        f"(brokers use port..port+2, controllers port+{CONTROLLER_PORT_OFFSET}..)."
+    )
+
+
+def _resolve_brokers(layout: Layout, cluster: KafkaCluster | None, brokers: int | None) -> int:
+    running = _running_nodes(layout)
+    wanted = brokers or (cluster.brokers if cluster else 1)
+    if cluster is None or cluster.brokers == wanted:
+        return wanted
+    if running:
+        raise LocalStackError(
+            f"Kafka is running with {cluster.brokers} broker(s) in {layout.home}; run "
+            f"`ys-platform local down` first to switch to {wanted}."
+        )
+    raise LocalStackError(
+        f"The Kafka storage in {layout.kafka} was formatted for {cluster.brokers} broker(s). To "
+        f"switch to {wanted}, remove {layout.kafka} (its topics are lost) or use another YS_HOME."
+    )
+
+
+def up(settings: Settings, layout: Layout, brokers: int | None) -> list[ServiceStatus]:
+    cluster = read_cluster(layout)
+    count = _resolve_brokers(layout, cluster, brokers)
+    cluster_nodes = nodes(settings, count)
+    to_start = [n for n in cluster_nodes if running_pid(layout, n.node_id) is None]
+    if to_start:
+        java, cp = java_binary(), classpath()
+        if cluster is None:
+            cluster = KafkaCluster(cluster_id=new_cluster_id(), brokers=count)
+            write_cluster(layout, cluster)
+        layout.logs.mkdir(parents=True, exist_ok=True)
+        started: dict[int, subprocess.Popen[bytes]] = {}
+        for node in to_start:
+            _check_port_free(node.broker_port, node.name)
+            _check_port_free(node.controller_port, f"{node.name} controller")
+            properties = layout.broker_properties(node.node_id)
+            properties.parent.mkdir(parents=True, exist_ok=True)
+            properties.write_text(
+                server_properties(node, cluster_nodes, layout.broker_data(node.node_id))
+            )
+        unformatted = [n for n in to_start if not _is_formatted(layout, n.node_id)]
+        if unformatted:
+            _format(java, cp, layout, unformatted, cluster.cluster_id)
+        for node in to_start:
+            started[node.node_id] = _spawn(java, cp, layout, node)
+        try:
+            # Nodes of a 3-node quorum only become ready together, so all start before any wait.
+            for node in to_start:
+                process = started[node.node_id]
+                procs.wait_ready(
+                    node.name,
+                    node.address,
+                    ready=lambda node=node: _lists_broker(node.address, node.node_id),
+                    alive=lambda process=process: process.poll() is None,
+                    timeout_s=START_TIMEOUT_S,
+                    log=layout.log(node.name),
+                )
+        except LocalStackError:
+            # A half-started quorum is no use to anyone; the logs stay for reading.
+            procs.stop([p.pid for p in started.values()])
+            for node_id in started:
+                layout.broker_pid(node_id).unlink(missing_ok=True)
+            raise
+    return status(settings, layout)
+
+
+def _spawn(java: str, cp: str, layout: Layout, node: KafkaNode) -> subprocess.Popen[bytes]:
+    console = layout.broker_console(node.node_id)
+    with console.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                *_java_command(java, cp, layout, node.node_id),
+                "kafka.Kafka",
+                str(layout.broker_properties(node.node_id)),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # Its own session: Ctrl-C in the terminal that ran `up` must not stop the broker.
+            start_new_session=True,
+            cwd=layout.home,
+        )
+    layout.broker_pid(node.node_id).parent.mkdir(parents=True, exist_ok=True)
+    layout.broker_pid(node.node_id).write_text(f"{process.pid}\n")
+    return process
+
+
+# --- health and stopping -------------------------------------------------------------------------
+def _quiet_logger() -> logging.Logger:
+    # librdkafka logs every refused connection to stderr; while polling for readiness that is
+    # expected, so its log lines go to a logger without handlers.
+    logger = logging.getLogger("ys_platform.local.librdkafka")
+    logger.propagate = False
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    return logger
+
+
+def metadata(address: str, timeout_s: float = METADATA_TIMEOUT_S) -> ClusterMetadata:
+    """Cluster metadata as seen by the broker at address; raises KafkaException when it fails."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(
+        {
+            "bootstrap.servers": address,
+            "logger": _quiet_logger(),
+            "error_cb": lambda _error: None,
+        }
+    )
+    return admin.list_topics(timeout=timeout_s)
+
+
+def _lists_broker(address: str, node_id: int) -> bool:
+    from confluent_kafka import KafkaException
+
+    if not procs.port_open(int(address.rsplit(":", 1)[1])):
+        return False
+    try:
+        return node_id in metadata(address).brokers
+    except KafkaException:
+        return False
+
+
+def status(settings: Settings, layout: Layout) -> list[ServiceStatus]:
+    from confluent_kafka import KafkaException
+
+    cluster = read_cluster(layout)
+    result = []
+    for node in nodes(settings, cluster.brokers if cluster else 1):
+        pid = running_pid(layout, node.node_id)
+        if pid is None:
+            result.append(ServiceStatus(node.name, node.address, "stopped", healthy=False))
+            continue
+        try:
+            md = metadata(node.address)
+            healthy = node.node_id in md.brokers
+            detail = f"{len(md.brokers)} broker(s), {len(md.topics)} topic(s)"
+        except KafkaException as exc:
+            healthy, detail = False, f"no metadata: {exc.args[0].str()}"
+        result.append(
+            ServiceStatus(
+                node.name, node.address, "running", healthy, pid, procs.memory_bytes(pid), detail
+            )
+        )
+    return result
+
+
+def down(layout: Layout) -> list[str]:
+    """Stop every broker this state folder started; returns the names of those stopped."""
+    running = {node_id: running_pid(layout, node_id) for node_id in _running_nodes(layout)}
+    pids = [pid for pid in running.values() if pid is not None]
+    if pids:
+        procs.progress(f"kafka: stopping {', '.join(f'kafka-{n}' for n in running)} ...")
+        for pid in procs.stop(pids):
+            procs.progress(f"kafka: pid {pid} ignored SIGTERM and was killed")
+    for node_id in running:
+        layout.broker_pid(node_id).unlink(missing_ok=True)
+    return [f"kafka-{node_id}" for node_id in running]

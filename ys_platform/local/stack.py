@@ -1,0 +1,62 @@
+"""The local stack as a whole: start, stop and inspect Kafka and PostgreSQL together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ys_platform.local import kafka
+from ys_platform.local import postgres as pg
+from ys_platform.local.config import SUPPORTED_BROKER_COUNTS, bootstrap_servers
+from ys_platform.local.state import Layout, ServiceStatus, locked, read_cluster
+from ys_platform.settings import Settings
+
+
+def _layout(settings: Settings) -> Layout:
+    return Layout(settings.home_dir)
+
+
+def up(
+    settings: Settings, brokers: int | None = None, postgres: bool = True
+) -> list[ServiceStatus]:
+    """Start whatever is not running yet and return the status of every service started.
+
+    brokers=None keeps the broker count the state folder was formatted with (1 on a fresh one).
+    Raises LocalStackError with a readable message when a service cannot start.
+    """
+    if brokers is not None and brokers not in SUPPORTED_BROKER_COUNTS:
+        raise ValueError(f"brokers must be one of {SUPPORTED_BROKER_COUNTS}, not {brokers}")
+    layout = _layout(settings)
+    with locked(layout):
+        result = kafka.up(settings, layout, brokers)
+        if postgres:
+            result.append(pg.up(settings, layout))
+    return result
+
+
+def down(settings: Settings) -> None:
+    """Stop every service this state folder started; data stays for the next `up`."""
+    layout = _layout(settings)
+    with locked(layout):
+        kafka.down(layout)
+        pg.down(settings, layout)
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    """Every service of the state folder, running or not, with its health and memory."""
+    layout = _layout(settings)
+    return [*kafka.status(settings, layout), pg.status(settings, layout)]
+
+
+def log_path(settings: Settings, service: str) -> Path:
+    """The log file of a service: kafka-1 .. kafka-3 (kafka means kafka-1), or postgres."""
+    name = "kafka-1" if service == "kafka" else service
+    valid = [f"kafka-{i}" for i in range(1, max(SUPPORTED_BROKER_COUNTS) + 1)] + [pg.NAME]
+    if name not in valid:
+        raise ValueError(f"unknown service {service!r}; one of {', '.join(valid)}")
+    return _layout(settings).log(name)
+
+
+def kafka_bootstrap(settings: Settings) -> str:
+    """bootstrap.servers of the local cluster, for the broker count it was formatted with."""
+    cluster = read_cluster(_layout(settings))
+    return bootstrap_servers(settings.local_kafka_port, cluster.brokers if cluster else 1)

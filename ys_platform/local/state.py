@@ -1,0 +1,130 @@
+"""The state folder of the local stack: where each service keeps its data, logs and PID."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+INSTALL_HINT = (
+    "Install the missing pieces with "
+    "`apt-get install -y openjdk-17-jre-headless maven postgresql`, or point at existing "
+    "services (KAFKA_HOME for a Kafka install, YS_POSTGRES_DSN for a PostgreSQL server), or run "
+    "the full stack with deployments/docker-compose.yml."
+)
+
+
+class LocalStackError(RuntimeError):
+    """A local service cannot be started, stopped or found; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One service of the local stack as `status` sees it."""
+
+    name: str
+    endpoint: str
+    state: str
+    """"running", "stopped" or "external" (a server the stack does not manage)."""
+    healthy: bool
+    pid: int | None = None
+    rss_bytes: int | None = None
+    """Resident memory of the service's processes (proportional share where readable)."""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths under the state folder; creating them is the caller's job."""
+
+    home: Path
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def kafka(self) -> Path:
+        return self.home / "kafka"
+
+    @property
+    def kafka_cluster_file(self) -> Path:
+        return self.kafka / "cluster.json"
+
+    def broker_dir(self, node_id: int) -> Path:
+        return self.kafka / f"broker-{node_id}"
+
+    def broker_properties(self, node_id: int) -> Path:
+        return self.broker_dir(node_id) / "server.properties"
+
+    def broker_data(self, node_id: int) -> Path:
+        return self.broker_dir(node_id) / "data"
+
+    def broker_pid(self, node_id: int) -> Path:
+        return self.run / f"kafka-{node_id}.pid"
+
+    def broker_console(self, node_id: int) -> Path:
+        """The JVM's own stdout/stderr: crashes before log4j is up land here."""
+        return self.logs / f"kafka-{node_id}.out"
+
+    @property
+    def postgres_data(self) -> Path:
+        return self.home / "postgres"
+
+    def log(self, service: str) -> Path:
+        return self.logs / f"{service}.log"
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    """What the Kafka storage was formatted with; fixed for the life of the state folder."""
+
+    cluster_id: str
+    brokers: int
+
+
+def read_cluster(layout: Layout) -> KafkaCluster | None:
+    try:
+        data = json.loads(layout.kafka_cluster_file.read_text())
+    except FileNotFoundError:
+        return None
+    return KafkaCluster(cluster_id=str(data["cluster_id"]), brokers=int(data["brokers"]))
+
+
+def write_cluster(layout: Layout, cluster: KafkaCluster) -> None:
+    layout.kafka.mkdir(parents=True, exist_ok=True)
+    tmp = layout.kafka_cluster_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"cluster_id": cluster.cluster_id, "brokers": cluster.brokers}))
+    tmp.replace(layout.kafka_cluster_file)
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def write_pid(path: Path, pid: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{pid}\n")
+
+
+@contextmanager
+def locked(layout: Layout) -> Iterator[None]:
+    """Serialise up/down on one state folder (two terminals, or a test run beside `make dev`)."""
+    layout.home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.home / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
