@@ -153,7 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=_with_settings(_simulate))
 
     dev = commands.add_parser("dev", help="local stack, topics, then `dagster dev` (make dev)")
-    dev.add_argument("--brokers", type=int, choices=(1, 3), default=1)
+    dev.add_argument(
+        "--brokers",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        help="default: as the state folder was formatted",
+    )
     dev.add_argument("--port", type=int, default=3000, help="Dagster UI port on 127.0.0.1")
     dev.set_defaults(func=_with_settings(_dev))
     return parser

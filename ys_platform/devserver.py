@@ -41,16 +41,20 @@ def prepare_dagster_home(settings: Settings) -> Path:
     return home
 
 
-def run_dev(settings: Settings, *, brokers: int = 1, port: int = 3000) -> int:
+def run_dev(settings: Settings, *, brokers: int | None = None, port: int = 3000) -> int:
     from ys_platform.catalog.topics import ALL_TOPICS
     from ys_platform.clients.kafka import KafkaConnection
-    from ys_platform.local.stack import up
-    from ys_platform.streaming.topics import apply_plans, plan_topics
+    from ys_platform.local.stack import LocalStackError, up
+    from ys_platform.streaming.topics import TopicAdminError, apply_plans, plan_topics
 
-    up(settings, brokers=brokers)
-    admin = KafkaConnection.from_settings(settings).admin()
-    plans = plan_topics(admin, list(ALL_TOPICS))
-    apply_plans(admin, plans)
+    try:
+        up(settings, brokers=brokers)
+        admin = KafkaConnection.from_settings(settings).admin()
+        plans = plan_topics(admin, list(ALL_TOPICS))
+        apply_plans(admin, plans)
+    except (LocalStackError, TopicAdminError) as exc:
+        print(f"make dev could not start the platform: {exc}", file=sys.stderr)
+        return 1
     print(
         f"topics: {len(plans)} in the catalog, {sum(1 for p in plans if p.changes)} changed",
         file=sys.stderr,

@@ -2,7 +2,7 @@
 reconcile and fail on drift."""
 
 import dagster as dg
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+from kafka_helpers import set_config_by_hand
 
 from ys_platform.assets.topics import kafka_topics, kafka_topics_match_catalog, topic_asset_key
 from ys_platform.catalog.topics import ALL_TOPICS
@@ -27,15 +27,7 @@ def test_topics_materialize_then_checks_pass_and_catch_drift(local_stack):
     assert all(checks.values()), checks
 
     admin = KafkaConnection.from_settings(local_stack).admin()
-    drift = ConfigResource(
-        "topic",
-        "risk.alerts",
-        incremental_configs=[
-            ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)
-        ],
-    )
-    for future in admin.incremental_alter_configs([drift]).values():
-        future.result(30)
+    set_config_by_hand(admin, "risk.alerts", "cleanup.policy", "compact")
 
     only_checks = dg.materialize(
         assets, resources=resources, selection=dg.AssetSelection.all_asset_checks()

@@ -4,7 +4,8 @@ report (not apply) what Kafka cannot do."""
 import uuid
 
 import pytest
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+from confluent_kafka.admin import NewTopic
+from kafka_helpers import set_config_by_hand
 
 from ys_platform.catalog.topics import ALL_TOPICS, TopicSpec, topic
 from ys_platform.cli import main
@@ -25,16 +26,6 @@ def _scratch_topic(admin, partitions: int) -> str:
     return name
 
 
-def _set_by_hand(admin, name: str, key: str, value: str) -> None:
-    resource = ConfigResource(
-        "topic",
-        name,
-        incremental_configs=[ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)],
-    )
-    for future in admin.incremental_alter_configs([resource]).values():
-        future.result(30)
-
-
 def test_catalog_applies_and_is_then_in_sync(admin):
     apply_plans(admin, plan_topics(admin, list(ALL_TOPICS)))
     after = plan_topics(admin, list(ALL_TOPICS))
@@ -49,8 +40,8 @@ def test_catalog_applies_and_is_then_in_sync(admin):
 def test_config_altered_by_hand_is_reconciled_back(admin):
     spec = topic("defi.transactions")
     apply_plans(admin, plan_topics(admin, [spec]))
-    _set_by_hand(admin, spec.name, "retention.ms", "60000")
-    _set_by_hand(admin, spec.name, "max.message.bytes", "2048")
+    set_config_by_hand(admin, spec.name, "retention.ms", "60000")
+    set_config_by_hand(admin, spec.name, "max.message.bytes", "2048")
 
     (plan,) = plan_topics(admin, [spec])
     assert dict(plan.set_configs) == {"retention.ms": ("60000", "2592000000")}
@@ -85,7 +76,7 @@ def test_partitions_are_added(admin):
 def test_cli_dry_run_changes_nothing(admin, local_stack, capsys):
     spec = topic("market.prices")
     apply_plans(admin, plan_topics(admin, [spec]))
-    _set_by_hand(admin, spec.name, "retention.ms", "60000")
+    set_config_by_hand(admin, spec.name, "retention.ms", "60000")
     assert main(["topics", "apply", "--dry-run", spec.name]) == 0
     out = capsys.readouterr().out
     assert "would set retention.ms" not in out  # the catalog has no retention for market.prices
