@@ -24,3 +24,53 @@ def set_config_by_hand(admin: AdminClient, topic: str, key: str, value: str) -> 
                 f"{topic}: {key}={value} not visible after {PROPAGATION_TIMEOUT_S}s"
             )
         time.sleep(0.1)
+
+
+def create_namespaced_topics(
+    admin: AdminClient, namespace: str, names: list[str], partitions: int | None = None
+) -> None:
+    """Catalog topics under a test's own prefix (optionally with fewer partitions), in sync."""
+    from dataclasses import replace
+
+    from ys_platform.catalog.topics import topic
+    from ys_platform.streaming.topics import apply_plans, plan_topics
+
+    specs = [
+        replace(topic(n), name=f"{namespace}{n}", partitions=partitions or topic(n).partitions)
+        for n in names
+    ]
+    apply_plans(admin, plan_topics(admin, specs))
+    deadline = time.monotonic() + PROPAGATION_TIMEOUT_S
+    while len(describe_topics(admin, [s.name for s in specs])) < len(specs):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"topics {[s.name for s in specs]} not visible")
+        time.sleep(0.1)
+
+
+def read_topic(connection, topic: str, *, idle_s: float = 3.0, timeout_s: float = 60.0) -> list:
+    """Every committed record of ``topic`` (read_committed), in partition-then-offset order."""
+    import uuid
+
+    from confluent_kafka import TopicPartition
+
+    consumer = connection.consumer(f"test-reader-{uuid.uuid4().hex[:8]}", enable_partition_eof=True)
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = sorted(metadata.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        records, eof = [], set()
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = consumer.consume(1000, timeout=0.5)
+            for record in batch:
+                if record.error() is None:
+                    records.append(record)
+                    last = time.monotonic()
+                else:
+                    eof.add(record.partition())
+            if len(eof) == len(partitions) and time.monotonic() - last > idle_s:
+                break
+        return sorted(records, key=lambda r: (r.partition(), r.offset()))
+    finally:
+        consumer.close()

@@ -1,0 +1,223 @@
+"""Produce simulated (or any catalog) messages to Kafka.
+
+Records carry the catalog's key and headers (:func:`ys_platform.catalog.codec.encode`) and the
+message's event time as their timestamp, so windows, retention and ``offsets_for_times`` all see
+event time. :func:`publish` paces to a rate of wall time (``make dev``) or goes as fast as the
+producer allows; :func:`fill_topic` pre-fills a topic with already-encoded records for a
+benchmark; :func:`run_simulation` is what ``ys-platform simulate`` runs.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Message as KafkaMessage
+
+from ys_platform.catalog.codec import CONTENT_TYPE, encode, timestamp_ms, topic_of
+from ys_platform.catalog.models import MODELS, Message
+from ys_platform.clients.kafka import DeliveryError, KafkaConnection
+
+if TYPE_CHECKING:
+    from ys_platform.settings import Settings
+
+__all__ = ["FILL_PRODUCER_OVERRIDES", "fill_topic", "publish", "run_simulation"]
+
+FILL_PRODUCER_OVERRIDES: dict[str, Any] = {
+    # Throughput over latency for a one-off bulk load: 1 MB batches, filled for up to 50 ms,
+    # compressed with lz4 (cheaper to compress than snappy at a similar ratio on JSON).
+    "linger.ms": 50,
+    "batch.size": 1_000_000,
+    "compression.type": "lz4",
+    # Room for a few seconds of records in flight at several 100k/s (librdkafka's maxima are
+    # far higher; its defaults of 100k messages / 1 GB would stall the loop on the count).
+    "queue.buffering.max.messages": 2_000_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+}
+
+# Serve delivery reports every this many produces: often enough that the callbacks' memory and
+# the first failure surface early, rarely enough to cost nothing per message.
+_POLL_EVERY = 1_000
+# Under this much lead over the schedule we do not sleep: sleeping has ~0.1 ms granularity and a
+# fast stream would spend more time waking up than producing.
+_MIN_SLEEP_S = 0.002
+
+
+class _Deliveries:
+    """Collects delivery failures from librdkafka's callbacks (run inside poll/flush)."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.first: str | None = None
+
+    def __call__(self, err: KafkaError | None, msg: KafkaMessage) -> None:
+        if err is not None:
+            self.failures += 1
+            if self.first is None:
+                self.first = f"{msg.topic()}[{msg.partition()}]: {err.str()}"
+
+    def check(self, count: int) -> None:
+        if self.failures:
+            raise DeliveryError(
+                f"{self.failures} of {count} messages were not delivered; first: {self.first}"
+            )
+
+
+def publish(
+    connection: KafkaConnection,
+    messages: Iterable[Message],
+    *,
+    rate: float | None = None,
+    stop: threading.Event | None = None,
+    counts: Counter[str] | None = None,
+    flush_timeout_s: float = 60.0,
+    **producer_overrides: Any,
+) -> int:
+    """Produce ``messages`` to their catalog topics; returns how many were produced and acked.
+
+    ``rate`` paces to that many messages per second of wall time (None: as fast as possible).
+    Setting ``stop`` ends the stream early (between two messages); what was produced is still
+    flushed. ``counts``, when given, is incremented per topic for every message produced.
+    Raises :class:`DeliveryError` if any message was not acknowledged.
+    """
+    if rate is not None and not (rate > 0 and math.isfinite(rate)):
+        raise ValueError("rate must be a positive number of messages per second")
+    producer = connection.producer(**producer_overrides)
+    deliveries = _Deliveries()
+    pace = _pacer(rate, stop)
+    count = 0
+    try:
+        for message in messages:
+            if stop is not None and stop.is_set():
+                break
+            pace(count)
+            if stop is not None and stop.is_set():  # set while we were waiting
+                break
+            key, value, headers = encode(message)
+            topic = topic_of(message)
+            _produce(producer, topic, key, value, headers, timestamp_ms(message), deliveries)
+            count += 1
+            if counts is not None:
+                counts[topic] += 1
+            if count % _POLL_EVERY == 0:
+                producer.poll(0)
+                deliveries.check(count)  # fail early rather than after the whole stream
+    finally:
+        remaining = producer.flush(flush_timeout_s)
+    if remaining:
+        raise DeliveryError(
+            f"{remaining} of {count} messages still undelivered after {flush_timeout_s}s"
+        )
+    deliveries.check(count)
+    return count
+
+
+def fill_topic(
+    connection: KafkaConnection,
+    topic: str,
+    encoded: Iterable[tuple[bytes, bytes, int]],
+    *,
+    flush_timeout_s: float = 300.0,
+    **producer_overrides: Any,
+) -> int:
+    """Bulk-produce ``(key, value, timestamp_ms)`` records to ``topic``; returns the count.
+
+    Uses :data:`FILL_PRODUCER_OVERRIDES` (large batches, 50 ms linger, lz4) under any
+    ``producer_overrides``. Records get the headers ``encode`` would give the topic's messages.
+    """
+    model = MODELS.get(topic)
+    headers = (
+        [("schema-version", str(model.SCHEMA_VERSION).encode()), ("content-type", CONTENT_TYPE)]
+        if model is not None
+        else [("content-type", CONTENT_TYPE)]
+    )
+    producer = connection.producer(**{**FILL_PRODUCER_OVERRIDES, **producer_overrides})
+    deliveries = _Deliveries()
+    count = 0
+    try:
+        for key, value, ts_ms in encoded:
+            _produce(producer, topic, key, value, headers, ts_ms, deliveries)
+            count += 1
+            if count % _POLL_EVERY == 0:
+                producer.poll(0)
+                deliveries.check(count)
+    finally:
+        remaining = producer.flush(flush_timeout_s)
+    if remaining:
+        raise DeliveryError(
+            f"{remaining} of {count} records to {topic} still undelivered after {flush_timeout_s}s"
+        )
+    deliveries.check(count)
+    return count
+
+
+def run_simulation(
+    settings: Settings,
+    rate: float,
+    duration_s: float,
+    seed: int,
+    stop: threading.Event | None = None,
+    *,
+    symbols: int = 40,
+    users: int = 200,
+    start_ms: int | None = None,
+) -> dict[str, int]:
+    """Stream the simulator to the cluster of ``settings``: the reference set (defi.protocols,
+    defi.tokens) at once, then ``rate`` messages per second for ``duration_s`` seconds
+    (``math.inf``: until ``stop`` is set). Returns how many messages went to each topic.
+
+    Event time starts at ``start_ms``, by default *now*: records stamped in the past would fall
+    outside the topics' retention and the processors' windows. The content is fixed by ``seed``.
+    """
+    from ys_platform.sources.simulator import MarketSimulator
+
+    if start_ms is None:
+        start_ms = time.time_ns() // 1_000_000
+    connection = KafkaConnection.from_settings(settings)
+    simulator = MarketSimulator(seed, symbols=symbols, users=users, start_ms=start_ms)
+    counts: Counter[str] = Counter()
+    publish(connection, simulator.reference_messages(), stop=stop, counts=counts)
+    publish(connection, simulator.events(duration_s, rate), rate=rate, stop=stop, counts=counts)
+    return dict(sorted(counts.items()))
+
+
+def _pacer(rate: float | None, stop: threading.Event | None) -> Callable[[int], None]:
+    """``pace(i)`` waits until message ``i`` is due: i / rate seconds after the first."""
+    if rate is None:
+        return lambda _index: None
+    started = time.monotonic()
+
+    def pace(index: int) -> None:
+        lead = started + index / rate - time.monotonic()
+        if lead >= _MIN_SLEEP_S:
+            if stop is not None:
+                stop.wait(lead)  # wakes at once when stopped
+            else:
+                time.sleep(lead)
+
+    return pace
+
+
+def _produce(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    headers: list[tuple[str, bytes]],
+    ts_ms: int,
+    on_delivery: _Deliveries,
+) -> None:
+    while True:
+        try:
+            producer.produce(
+                topic, value, key, headers=headers, timestamp=ts_ms, on_delivery=on_delivery
+            )
+            return
+        except BufferError:
+            # The local queue is full: serve delivery reports to make room, then retry.
+            producer.poll(0.05)
