@@ -60,6 +60,8 @@ class PriceAggregation:
     """The ``price-aggregation-processor`` logic, one window state per input partition."""
 
     group = GROUP
+    broadcast_inputs: tuple[str, ...] = ()
+    broadcast_lookback_ms = 0
 
     def __init__(self, config: WindowConfig | None = None) -> None:
         self.config = config or WindowConfig()
@@ -71,6 +73,9 @@ class PriceAggregation:
             cfg.retention_ms + cfg.grace_ms + cfg.max_carry_ms + cfg.emit_interval_ms
         )
         self._states: dict[TopicPartitionId, SlidingWindowState] = {}
+
+    def on_broadcast(self, messages: Sequence[Message]) -> None:
+        """No reference data: prices are the only input."""
 
     def assign(self, partition: TopicPartitionId) -> None:
         self._states[partition] = SlidingWindowState(self.config)

@@ -13,9 +13,23 @@ def _price_aggregation() -> StreamApp:
     return PriceAggregation()
 
 
+def _risk_assessment() -> StreamApp:
+    from ys_platform.processors.risk_assessment import RiskAssessmentProcessor
+
+    return RiskAssessmentProcessor()
+
+
+def _crosschain_arbitrage() -> StreamApp:
+    from ys_platform.processors.crosschain_arbitrage import CrosschainArbitrageProcessor
+
+    return CrosschainArbitrageProcessor()
+
+
 # Factories import lazily so that naming a processor does not load every processor's logic.
 _FACTORIES: dict[str, Callable[[], StreamApp]] = {
     "price-aggregation-processor": _price_aggregation,
+    "risk-assessment-processor": _risk_assessment,
+    "crosschain-arbitrage-processor": _crosschain_arbitrage,
 }
 
 

@@ -42,6 +42,15 @@ class StreamApp(Protocol):
     restore_span_ms: int
     """Event time before a partition's watermark that rebuilds its state (0: stateless)."""
 
+    broadcast_inputs: tuple[str, ...]
+    """Inputs read whole by every worker as reference data (no group, never committed)."""
+
+    broadcast_lookback_ms: int
+    """How far back a starting worker reads its broadcast inputs."""
+
+    def on_broadcast(self, messages: Sequence[Message]) -> None:
+        """Take reference data; called before each batch with what arrived since the last."""
+
     def assign(self, partition: TopicPartitionId) -> None:
         """Start empty state for a newly assigned partition."""
 

@@ -101,9 +101,7 @@ def replay(
             yield from by_partition.items()
             # Transaction markers and aborted records take offsets without being delivered: the
             # position, not the last record seen, says when a range is done.
-            for tp in consumer.position(
-                [TopicPartition(t, p) for (t, p) in list(remaining)]
-            ):
+            for tp in consumer.position([TopicPartition(t, p) for (t, p) in list(remaining)]):
                 if tp.offset >= remaining.get((tp.topic, tp.partition), 1 << 62):
                     remaining.pop((tp.topic, tp.partition), None)
     finally:

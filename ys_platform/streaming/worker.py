@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from ys_platform.catalog.codec import decode_batch, encode, timestamp_ms, topic_of
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.streaming.app import StreamApp, TopicPartitionId
+from ys_platform.streaming.broadcast import BroadcastReader
 from ys_platform.streaming.dead_letter import dead_letter_headers
 from ys_platform.streaming.metrics import WorkerMetrics
 from ys_platform.streaming.restore import encode_watermark, replay, replay_ranges
@@ -70,6 +71,7 @@ class TransactionalWorker:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._assigned: set[TopicPartitionId] = set()
+        self._broadcast: BroadcastReader | None = None
 
     @property
     def group_id(self) -> str:
@@ -94,9 +96,18 @@ class TransactionalWorker:
             linger_ms=5,
         )
         self._producer.init_transactions(self.config.commit_timeout_s)
+        broadcast = getattr(self.app, "broadcast_inputs", ())
+        if broadcast:
+            self._broadcast = BroadcastReader(
+                self.connection,
+                [(self.config.physical(name), name) for name in broadcast],
+                self.group_id,
+                self.app.broadcast_lookback_ms,
+            )
+            self.app.on_broadcast(self._broadcast.start())
         self._consumer = self.connection.consumer(self.group_id)
         self._consumer.subscribe(
-            [self.config.physical(name) for name in self.group.inputs],
+            [self.config.physical(name) for name in self.group.inputs if name not in broadcast],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
@@ -105,6 +116,10 @@ class TransactionalWorker:
         try:
             while not stop.is_set():
                 records = self._consume()
+                if self._broadcast is not None:
+                    reference = self._broadcast.top_up()
+                    if reference:
+                        self.app.on_broadcast(reference)
                 now = time.monotonic()
                 if records:
                     self._process(records)
@@ -128,7 +143,9 @@ class TransactionalWorker:
                 log.warning("%s: closing the consumer failed: %s", self.group_id, exc)
         if self._producer is not None:
             self._producer.flush(self.config.commit_timeout_s)
-        self._consumer = self._producer = None
+        if self._broadcast is not None:
+            self._broadcast.close()
+        self._consumer = self._producer = self._broadcast = None
 
     # --- rebalance ---------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -1,0 +1,88 @@
+"""Reference data every worker needs whole — latest prices for risk, gas and bridge quotes for
+arbitrage — read from all partitions of a topic, like a global table.
+
+A broadcast reader belongs to no consumer group and commits nothing: on start it reads the
+topic from ``lookback_ms`` ago up to its end (so the first batch already sees the reference data),
+then tops up without blocking before each batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
+
+from ys_platform.catalog.codec import decode_batch
+from ys_platform.catalog.models import Message
+from ys_platform.clients.kafka import KafkaConnection
+
+TIMEOUT_S = 30.0
+# Records per top-up: enough to follow a busy reference topic, small enough to keep the
+# partitioned batch (and its transaction) from waiting on it.
+TOP_UP_RECORDS = 5000
+
+
+class BroadcastReader:
+    def __init__(
+        self,
+        connection: KafkaConnection,
+        topics: Sequence[tuple[str, str]],
+        group_id: str,
+        lookback_ms: int,
+    ) -> None:
+        """``topics`` pairs each physical topic name with its catalog name (for decoding)."""
+        self._catalog_name = dict(topics)
+        self._consumer = connection.consumer(
+            f"{group_id}.broadcast", enable_partition_eof=True, isolation_level="read_committed"
+        )
+        self._lookback_ms = lookback_ms
+        self.invalid = 0
+
+    def start(self) -> list[Message]:
+        """Assign every partition from the lookback and read up to the current end."""
+        since = int(time.time() * 1000) - self._lookback_ms
+        queries = []
+        for topic in self._catalog_name:
+            metadata = self._consumer.list_topics(topic, timeout=TIMEOUT_S).topics[topic]
+            if metadata.error is not None:
+                raise RuntimeError(f"broadcast topic {topic}: {metadata.error.str()}")
+            queries += [TopicPartition(topic, p, since) for p in sorted(metadata.partitions)]
+        start = self._consumer.offsets_for_times(queries, timeout=TIMEOUT_S)
+        self._consumer.assign(
+            [
+                TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+                for tp in start
+            ]
+        )
+        pending = {(tp.topic, tp.partition) for tp in start}
+        messages: list[Message] = []
+        deadline = time.monotonic() + TIMEOUT_S
+        while pending and time.monotonic() < deadline:
+            messages += self._read(pending, timeout_s=0.5)
+        return messages
+
+    def top_up(self) -> list[Message]:
+        """What arrived since the last call, without waiting."""
+        return self._read(None, timeout_s=0)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _read(self, pending: set[tuple[str, int]] | None, timeout_s: float) -> list[Message]:
+        records = self._consumer.consume(TOP_UP_RECORDS, timeout=timeout_s)
+        by_topic: dict[str, list[bytes | None]] = {}
+        for record in records:
+            err = record.error()
+            if err is None:
+                by_topic.setdefault(record.topic(), []).append(record.value())
+            elif err.code() == KafkaError._PARTITION_EOF and pending is not None:
+                pending.discard((record.topic(), record.partition()))
+        messages: list[Message] = []
+        for topic, values in by_topic.items():
+            decoded, failures = decode_batch(self._catalog_name[topic], values)
+            # Another group's output: its producer dead-letters bad records, so these are rare;
+            # they are counted, not re-dead-lettered under this group's name.
+            self.invalid += len(failures)
+            messages += decoded
+        return messages
