@@ -146,7 +146,7 @@ def produce_messages(
 
     Returns how many were acknowledged; raises :class:`DeliveryError` naming the first failure.
     """
-    from ys_platform.catalog.codec import encode, topic_of
+    from ys_platform.catalog.codec import encode, timestamp_ms, topic_of
 
     failures: list[str] = []
 
@@ -157,7 +157,10 @@ def produce_messages(
     count = 0
     for message in messages:
         key, value, headers = encode(message)
-        _produce(producer, topic_of(message), key, value, headers, on_delivery)
+        # The record timestamp is the event time, as the catalog's contract says.
+        _produce(
+            producer, topic_of(message), key, value, headers, timestamp_ms(message), on_delivery
+        )
         count += 1
     remaining = producer.flush(flush_timeout_s)
     if remaining:
@@ -173,11 +176,14 @@ def _produce(
     key: bytes | None,
     value: bytes,
     headers: list[tuple[str, bytes]],
+    timestamp: int,
     on_delivery: Callable[[KafkaError | None, Message], None],
 ) -> None:
     while True:
         try:
-            producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+            producer.produce(
+                topic, value, key, headers=headers, timestamp=timestamp, on_delivery=on_delivery
+            )
             return
         except BufferError:
             # Local queue full: serve delivery reports to make room rather than fail the caller.
