@@ -1,15 +1,17 @@
 """The ys_platform code location: assets, checks, sensors, schedules, jobs and resources."""
 
-from __future__ import annotations
-
 import dagster as dg
 
+from ys_platform.assets.processors import processor_assets, processor_jobs
 from ys_platform.assets.topics import kafka_topics, kafka_topics_match_catalog
 from ys_platform.resources.bindings import bind_resources
+from ys_platform.sensors.keepalive import keepalive_sensors
 from ys_platform.settings import load_settings
 
 defs = dg.Definitions(
-    assets=[kafka_topics],
+    assets=[kafka_topics, *processor_assets],
     asset_checks=[kafka_topics_match_catalog],
+    jobs=processor_jobs,
+    sensors=keepalive_sensors,
     resources=bind_resources(load_settings()),
 )

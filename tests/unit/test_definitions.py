@@ -20,3 +20,21 @@ def test_code_location_loads_with_every_topic_asset():
         in check_keys
     )
     assert graph.get(dg.AssetKey(["kafka", "defi.transactions"])).group_name == "defi"
+
+
+def test_lineage_reads_topic_processor_topic():
+    from ys_platform.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    processor = dg.AssetKey(["processors", "price-aggregation-processor"])
+    assert graph.get(processor).parent_keys == {dg.AssetKey(["kafka", "market.prices"])}
+    assert graph.get(dg.AssetKey(["kafka", "market.analytics"])).parent_keys == {processor}
+    risk = dg.AssetKey(["processors", "risk-assessment-processor"])
+    assert graph.get(dg.AssetKey(["kafka", "risk.alerts"])).parent_keys == {risk}
+    assert dg.AssetKey(["kafka", "market.analytics"]) in graph.get(risk).parent_keys
+    sensors = {s.name for s in defs.sensors}
+    assert {
+        "price_aggregation_processor_keepalive",
+        "risk_assessment_processor_keepalive",
+        "crosschain_arbitrage_processor_keepalive",
+    } <= sensors

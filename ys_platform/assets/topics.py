@@ -4,15 +4,12 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from ys_platform.catalog.topics import ALL_TOPICS, TopicSpec
+from ys_platform.assets.keys import processor_asset_key, topic_asset_key
+from ys_platform.catalog.topics import ALL_TOPICS, CONSUMER_GROUPS, TopicSpec
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.streaming.topics import TopicPlan, apply_plans, plan_topics
 
 DEAD_LETTER_GROUP = "dead_letters"
-
-
-def topic_asset_key(topic_name: str) -> dg.AssetKey:
-    return dg.AssetKey(["kafka", topic_name])
 
 
 def _group(spec: TopicSpec) -> str:
@@ -25,6 +22,13 @@ _SPECS_BY_KEY: dict[dg.AssetKey, TopicSpec] = {topic_asset_key(t.name): t for t 
 def _asset_spec(spec: TopicSpec) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=topic_asset_key(spec.name),
+        # An output topic is downstream of the processor that writes it: the lineage reads
+        # topic → processor → topic.
+        deps=[
+            processor_asset_key(g.group_id)
+            for g in CONSUMER_GROUPS
+            if g.kind == "processor" and spec.name in g.outputs
+        ],
         description=spec.description,
         group_name=_group(spec),
         kinds={"kafka"},
