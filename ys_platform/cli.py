@@ -108,7 +108,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from ys_platform.devserver import run_dev
 
-    return run_dev(settings, brokers=args.brokers, port=args.port)
+    return run_dev(settings, brokers=args.brokers, port=args.port, simulate_rate=args.simulate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: as the state folder was formatted",
     )
     dev.add_argument("--port", type=int, default=3000, help="Dagster UI port on 127.0.0.1")
+    dev.add_argument(
+        "--simulate", type=float, default=50.0, help="simulator messages/s (0: no simulator)"
+    )
     dev.set_defaults(func=_with_settings(_dev))
     return parser
 

@@ -8,15 +8,24 @@ makes SIGINT ignored, and an ignored SIGINT leaves `dagster dev` ignoring SIGTER
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 
 from ys_platform.settings import Settings
 
+# A gentle stream: enough that every processor has live output in the UI, little enough that the
+# 2-core laptop stays responsive.
+SIMULATOR_RATE = 50.0
+SIMULATOR_SEED = 7
+
+# How long running processors get to commit their batch when `make dev` stops.
+RUN_STOP_TIMEOUT_S = 30
 # How long Dagster gets to stop its webserver, daemon and code server before it is killed.
 SHUTDOWN_GRACE_S = 30
 
@@ -41,10 +50,83 @@ def prepare_dagster_home(settings: Settings) -> Path:
     return home
 
 
-def run_dev(settings: Settings, *, brokers: int | None = None, port: int = 3000) -> int:
+def stop_processor_runs(dagster_home: Path, timeout_s: float = RUN_STOP_TIMEOUT_S) -> int:
+    """Ask every in-progress processor run to stop (it commits its batch first) and wait.
+
+    Done before Dagster itself stops: its code server would otherwise wait for these
+    never-ending runs, and then leave them behind when it is killed.
+    """
+    import time
+
+    import dagster as dg
+
+    from ys_platform.assets.processors import PROCESSOR_TAG
+    from ys_platform.sensors.keepalive import IN_PROGRESS
+
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    with dg.DagsterInstance.get() as instance:
+        runs = [
+            r.dagster_run
+            for r in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+            if PROCESSOR_TAG in r.dagster_run.tags
+        ]
+        for run in runs:
+            try:
+                instance.run_coordinator.cancel_run(run.run_id)
+            except Exception as exc:  # one run that cannot be reached must not stop the others
+                print(f"could not stop run {run.run_id}: {exc}", file=sys.stderr)
+        deadline = time.monotonic() + timeout_s
+        pending = {run.run_id for run in runs}
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.5)
+            pending = {
+                run_id
+                for run_id in pending
+                if not (instance.get_run_by_id(run_id) or run).is_finished
+            }
+        return len(runs) - len(pending)
+
+
+def _kill_session(session_id: int) -> None:
+    """SIGKILL whatever is left in the session `dagster dev` ran in (its code servers too)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session_id:
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            continue
+
+
+def _start_simulator(settings: Settings, rate: float) -> tuple[threading.Thread, threading.Event]:
+    from ys_platform.sources.publish import run_simulation
+
+    stop = threading.Event()
+
+    def stream() -> None:
+        try:
+            run_simulation(settings, rate, math.inf, SIMULATOR_SEED, stop)
+        except Exception as exc:  # the UI stays up; the note says why data stopped
+            print(f"simulator stopped: {exc}", file=sys.stderr)
+
+    thread = threading.Thread(target=stream, name="simulator", daemon=True)
+    thread.start()
+    return thread, stop
+
+
+def run_dev(
+    settings: Settings,
+    *,
+    brokers: int | None = None,
+    port: int = 3000,
+    simulate_rate: float = SIMULATOR_RATE,
+) -> int:
     from ys_platform.catalog.topics import ALL_TOPICS
     from ys_platform.clients.kafka import KafkaConnection
-    from ys_platform.local.stack import LocalStackError, up
+    from ys_platform.local.stack import up
+    from ys_platform.local.state import LocalStackError
     from ys_platform.streaming.topics import TopicAdminError, apply_plans, plan_topics
 
     try:
@@ -60,6 +142,9 @@ def run_dev(settings: Settings, *, brokers: int | None = None, port: int = 3000)
         file=sys.stderr,
     )
 
+    simulator = _start_simulator(settings, simulate_rate) if simulate_rate > 0 else None
+    if simulator:
+        print(f"simulator: {simulate_rate:g} messages/s into the market topics", file=sys.stderr)
     env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home(settings))}
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)]
@@ -67,25 +152,32 @@ def run_dev(settings: Settings, *, brokers: int | None = None, port: int = 3000)
     print(f"dagster dev: http://127.0.0.1:{port} (Ctrl-C stops it)", file=sys.stderr)
     child = subprocess.Popen(command, env=env, preexec_fn=_reset_signals, start_new_session=True)
 
+    stopping = threading.Event()
+
     def forward(signum: int, _frame: FrameType | None) -> None:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+        stopping.set()
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     try:
-        while True:
-            try:
-                code = child.wait(timeout=1)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        while child.poll() is None and not stopping.wait(1.0):
+            pass
     finally:
+        if simulator:
+            simulator[1].set()
         if child.poll() is None:
+            print("stopping: processor runs first, then Dagster", file=sys.stderr)
+            stopped = stop_processor_runs(settings.dagster_home)
+            print(f"stopped {stopped} processor run(s)", file=sys.stderr)
+            child.send_signal(signal.SIGTERM)
             try:
                 child.wait(timeout=SHUTDOWN_GRACE_S)
             except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
+                print("Dagster did not stop in time: killing it", file=sys.stderr)
+        _kill_session(child.pid)
+        if simulator:
+            simulator[0].join(10)
+    code = child.wait()
     print(
         "dagster dev stopped; the local stack keeps running (`ys-platform local down` stops it)",
         file=sys.stderr,
