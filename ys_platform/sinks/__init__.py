@@ -1,0 +1,1 @@
+"""Sinks: long-running consumers that write topics into ClickHouse and Qdrant."""
