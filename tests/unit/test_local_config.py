@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from ys_platform.local import LocalStackError, log_path
+from ys_platform.local import connect as local_connect
 from ys_platform.local import postgres as local_postgres
 from ys_platform.local.config import (
     KafkaNode,
     bootstrap_servers,
+    connect_worker_properties,
     kafka_nodes,
     pg_hba_conf,
     postgresql_conf,
@@ -138,3 +141,113 @@ def test_missing_postgres_binaries_name_the_package(
     monkeypatch.setattr(local_postgres, "PG_ROOT", tmp_path / "no-postgresql")
     with pytest.raises(LocalStackError, match=r"Debian package `postgresql`.*apt-get install"):
         local_postgres._bindir(tmp_path / "data")
+
+
+# --- Kafka Connect -------------------------------------------------------------------------------
+def test_connect_worker_properties_on_one_broker() -> None:
+    text = connect_worker_properties(
+        bootstrap="127.0.0.1:9092", port=8083, brokers=1, plugin_path=Path("/cache/plugins/abc")
+    )
+
+    assert _properties(text) == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "group.id": "ys-connect",
+        "config.storage.topic": "ys-connect-configs",
+        "offset.storage.topic": "ys-connect-offsets",
+        "status.storage.topic": "ys-connect-status",
+        "config.storage.replication.factor": "1",
+        "offset.storage.replication.factor": "1",
+        "status.storage.replication.factor": "1",
+        "offset.storage.partitions": "5",
+        "status.storage.partitions": "5",
+        "offset.flush.interval.ms": "1000",
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "key.converter.schemas.enable": "false",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter.schemas.enable": "false",
+        "plugin.path": "/cache/plugins/abc",
+        "plugin.discovery": "service_load",
+        "listeners": "http://127.0.0.1:8083",
+        "rest.advertised.host.name": "127.0.0.1",
+        "rest.advertised.port": "8083",
+        "scheduled.rebalance.max.delay.ms": "0",
+        "config.providers": "env",
+        "config.providers.env.class": (
+            "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+        ),
+        "config.providers.env.param.allowlist.pattern": "^YS_CONNECT_.*",
+    }
+
+
+def test_connect_internal_topics_follow_three_brokers() -> None:
+    props = _properties(
+        connect_worker_properties(
+            bootstrap=bootstrap_servers(39092, 3), port=18083, brokers=3, plugin_path=Path("/p")
+        )
+    )
+
+    assert props["bootstrap.servers"] == "127.0.0.1:39092,127.0.0.1:39093,127.0.0.1:39094"
+    assert {k: v for k, v in props.items() if k.endswith("replication.factor")} == {
+        "config.storage.replication.factor": "3",
+        "offset.storage.replication.factor": "3",
+        "status.storage.replication.factor": "3",
+    }
+    assert props["listeners"] == "http://127.0.0.1:18083"
+    assert props["rest.advertised.port"] == "18083"
+
+
+def test_connect_pom_resolves_the_versions_the_launcher_expects() -> None:
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    pom = ET.parse(local_connect.CONNECT_POM).getroot()
+    declared = pom.find("m:properties", ns)
+    assert declared is not None
+    properties = {el.tag.split("}")[1]: el.text for el in declared}
+    assert properties["kafka.version"] == local_connect.KAFKA_VERSION
+    assert properties["debezium.version"] == local_connect.DEBEZIUM_VERSION
+    assert {p.findtext("m:id", namespaces=ns) for p in pom.iterfind(".//m:profile", ns)} == {
+        "worker",
+        "debezium-postgres",
+    }
+    # The plugin folder keeps the kafka-clients Debezium was built with, as Debezium's own
+    # archive does: Debezium 3.6.1 needs classes that Kafka 4.4's kafka-clients moved.
+    excluded = {
+        e.findtext("m:groupId", namespaces=ns)
+        for e in pom.iterfind(".//m:profile[m:id='debezium-postgres']//m:exclusion", ns)
+    }
+    assert "org.apache.kafka" not in excluded
+
+
+@pytest.mark.parametrize(
+    ("url", "managed", "port"),
+    [
+        ("http://127.0.0.1:8083", True, 8083),
+        ("http://localhost:48083", True, 48083),
+        ("http://127.0.0.1", True, 80),
+        ("http://connect.internal:8083", False, 8083),
+        ("https://127.0.0.1:8443", False, 8443),
+    ],
+)
+def test_connect_endpoint_comes_from_connect_url(url: str, managed: bool, port: int) -> None:
+    settings = load_settings(connect_url=url)
+    assert local_connect.is_managed(settings) is managed
+    assert local_connect.port(settings) == port
+
+
+def test_connect_log_path(tmp_path: Path) -> None:
+    assert log_path(load_settings(home=tmp_path), "connect") == tmp_path / "logs" / "connect.log"
+
+
+def test_missing_maven_is_named_for_connect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KAFKA_HOME", raising=False)
+    monkeypatch.setattr(local_connect, "_cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(local_connect.shutil, "which", lambda _name: None)
+    with pytest.raises(LocalStackError, match=r"Maven \(mvn\) is needed .*Kafka Connect 4\.4\.0"):
+        local_connect.worker_classpath()
+    with pytest.raises(LocalStackError, match=r"Maven \(mvn\) is needed .*Debezium PostgreSQL"):
+        local_connect.plugin_path()
+    # A failed fetch leaves no half-made plugin folder (nor its staging copy) behind.
+    assert [p.name for p in (tmp_path / "cache" / "connect-plugins").rglob("*")] == [
+        local_connect._pom_digest()
+    ]

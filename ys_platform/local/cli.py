@@ -18,7 +18,7 @@ from ys_platform.settings import Settings, SettingsError, load_settings
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NOT_RUNNING = 0, 1, 2, 3
 
 SERVICES = ["kafka", *(f"kafka-{i}" for i in range(1, max(SUPPORTED_BROKER_COUNTS) + 1))]
-SERVICES.append("postgres")
+SERVICES += ["connect", "postgres"]
 
 # Enough to see the last start or error without scrolling a terminal off the screen.
 DEFAULT_LOG_LINES = 50
@@ -28,9 +28,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the `local` command to the parent CLI's subparsers; handlers return an exit code."""
     local = subparsers.add_parser(
         "local",
-        help="start, stop and inspect the local stack (Kafka, PostgreSQL)",
-        description="The local stack: Kafka in KRaft mode and a private PostgreSQL cluster, run "
-        "as processes on this machine with their state under YS_HOME (default .ys).",
+        help="start, stop and inspect the local stack (Kafka, Connect, PostgreSQL)",
+        description="The local stack: Kafka in KRaft mode, a Kafka Connect worker with the "
+        "Debezium PostgreSQL connector, and a private PostgreSQL cluster, run as processes on "
+        "this machine with their state under YS_HOME (default .ys).",
     )
     commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
 
@@ -41,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=SUPPORTED_BROKER_COUNTS,
         default=None,
         help="Kafka brokers, each also a KRaft controller (default: as formatted, else 1)",
+    )
+    up.add_argument(
+        "--no-connect",
+        action="store_true",
+        help="do not start (or check) the Kafka Connect worker (YS_CONNECT_URL, default :8083)",
     )
     up.add_argument("--no-postgres", action="store_true", help="do not start (or check) PostgreSQL")
     up.set_defaults(func=_handler(_up))
@@ -77,7 +83,12 @@ def _handler(run: Callable[[Settings, argparse.Namespace], int]) -> Callable[...
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
-    services = stack.up(settings, brokers=args.brokers, postgres=not args.no_postgres)
+    services = stack.up(
+        settings,
+        brokers=args.brokers,
+        postgres=not args.no_postgres,
+        connect=not args.no_connect,
+    )
     _print_table(services)
     bootstrap = stack.kafka_bootstrap(settings)
     if bootstrap != settings.kafka_bootstrap_servers:

@@ -1,9 +1,10 @@
-"""The local stack as a whole: start, stop and inspect Kafka and PostgreSQL together."""
+"""The local stack as a whole: start, stop and inspect Kafka, Connect and PostgreSQL together."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ys_platform.local import connect as connect_service
 from ys_platform.local import kafka
 from ys_platform.local import postgres as pg
 from ys_platform.local.config import SUPPORTED_BROKER_COUNTS, bootstrap_servers
@@ -16,11 +17,17 @@ def _layout(settings: Settings) -> Layout:
 
 
 def up(
-    settings: Settings, brokers: int | None = None, postgres: bool = True
+    settings: Settings,
+    brokers: int | None = None,
+    postgres: bool = True,
+    connect: bool = False,
 ) -> list[ServiceStatus]:
     """Start whatever is not running yet and return the status of every service started.
 
     brokers=None keeps the broker count the state folder was formatted with (1 on a fresh one).
+    connect=True also starts the Kafka Connect worker (after Kafka, whose topics hold its state).
+    It is opt-in here, unlike on the command line, so that test fixtures which only need Kafka
+    do not pay its ~15 s start or claim its REST port (8083 unless YS_CONNECT_URL moves it).
     Raises LocalStackError with a readable message when a service cannot start.
     """
     if brokers is not None and brokers not in SUPPORTED_BROKER_COUNTS:
@@ -28,6 +35,8 @@ def up(
     layout = _layout(settings)
     with locked(layout):
         result = kafka.up(settings, layout, brokers)
+        if connect:
+            result.append(connect_service.up(settings, layout))
         if postgres:
             result.append(pg.up(settings, layout))
     return result
@@ -37,20 +46,31 @@ def down(settings: Settings) -> None:
     """Stop every service this state folder started; data stays for the next `up`."""
     layout = _layout(settings)
     with locked(layout):
+        # Connect first: a worker whose brokers are gone spends its shutdown in client timeouts.
+        connect_service.down(layout)
         kafka.down(layout)
         pg.down(settings, layout)
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
-    """Every service of the state folder, running or not, with its health and memory."""
+    """Every service of the state folder, running or not, with its health and memory.
+
+    Connect is listed once it has started in this state folder (or YS_CONNECT_URL names an
+    external worker): a stack run without it is not missing anything.
+    """
     layout = _layout(settings)
-    return [*kafka.status(settings, layout), pg.status(settings, layout)]
+    result = kafka.status(settings, layout)
+    if connect_service.was_started(settings, layout):
+        result.append(connect_service.status(settings, layout))
+    result.append(pg.status(settings, layout))
+    return result
 
 
 def log_path(settings: Settings, service: str) -> Path:
-    """The log file of a service: kafka-1 .. kafka-3 (kafka means kafka-1), or postgres."""
+    """The log file of a service: kafka-1 .. kafka-3 (kafka means kafka-1), connect, postgres."""
     name = "kafka-1" if service == "kafka" else service
-    valid = [f"kafka-{i}" for i in range(1, max(SUPPORTED_BROKER_COUNTS) + 1)] + [pg.NAME]
+    valid = [f"kafka-{i}" for i in range(1, max(SUPPORTED_BROKER_COUNTS) + 1)]
+    valid += [connect_service.NAME, pg.NAME]
     if name not in valid:
         raise ValueError(f"unknown service {service!r}; one of {', '.join(valid)}")
     return _layout(settings).log(name)

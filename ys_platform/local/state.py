@@ -76,6 +76,25 @@ class Layout:
         return self.logs / f"kafka-{node_id}.out"
 
     @property
+    def connect(self) -> Path:
+        """The Connect worker's folder: only its generated worker.properties (its state, the
+        connector configs and offsets, lives in Kafka topics)."""
+        return self.home / "connect"
+
+    @property
+    def connect_properties(self) -> Path:
+        return self.connect / "worker.properties"
+
+    @property
+    def connect_pid(self) -> Path:
+        return self.run / "connect.pid"
+
+    @property
+    def connect_console(self) -> Path:
+        """The worker JVM's own stdout/stderr: crashes before log4j is up land here."""
+        return self.logs / "connect.out"
+
+    @property
     def postgres_data(self) -> Path:
         return self.home / "postgres"
 
