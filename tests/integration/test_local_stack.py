@@ -216,3 +216,16 @@ def test_three_brokers_form_one_cluster_that_takes_rf3_topics(triple: Settings) 
     producer.produce(name, value=b"x", on_delivery=lambda err, _msg: errors.append(err))
     assert producer.flush(CLIENT_TIMEOUT_S) == 0
     assert errors == [None]
+
+    # The catalog reconcile gives the topics their full RF 3 (no cap) and min.insync 2.
+    from ys_platform.catalog.topics import ALL_TOPICS
+    from ys_platform.streaming.topics import apply_plans, describe_topics, plan_topics
+
+    admin = _admin(triple)
+    plans = plan_topics(admin, list(ALL_TOPICS))
+    assert all(p.replication_factor == 3 and p.warnings == () for p in plans)
+    apply_plans(admin, plans)
+    live = describe_topics(admin, ["defi.transactions", "system.alerts"])
+    assert live["defi.transactions"].replication_factor == 3
+    assert live["defi.transactions"].partitions == 24
+    assert live["system.alerts"].configs["min.insync.replicas"] == "2"
