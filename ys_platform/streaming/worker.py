@@ -71,6 +71,7 @@ class TransactionalWorker:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._assigned: set[TopicPartitionId] = set()
+        self._assigned_at: float | None = None
         self._broadcast: BroadcastReader | None = None
 
     @property
@@ -88,7 +89,9 @@ class TransactionalWorker:
     def run(self, stop: threading.Event, *, max_idle_s: float | None = None) -> WorkerMetrics:
         """Process until ``stop`` is set (or nothing arrived for ``max_idle_s``), then close.
 
-        The batch in hand when ``stop`` is set is finished and committed first.
+        The batch in hand when ``stop`` is set is finished and committed first. Idleness counts
+        from the later of the last record and the last partition assignment: waiting to join the
+        group is not idleness (see :meth:`_idle`).
         """
         self._producer = self.connection.producer(
             transactional_id=self.transactional_id,
@@ -112,7 +115,7 @@ class TransactionalWorker:
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
-        last_progress = last_data = time.monotonic()
+        started = last_progress = last_data = time.monotonic()
         try:
             while not stop.is_set():
                 records = self._consume()
@@ -124,7 +127,7 @@ class TransactionalWorker:
                 if records:
                     self._process(records)
                     last_data = now
-                elif max_idle_s is not None and now - last_data > max_idle_s:
+                elif max_idle_s is not None and self._idle(now, last_data, started, max_idle_s):
                     break
                 if self.on_progress and now - last_progress >= self.config.progress_interval_s:
                     self._update_lag()
@@ -134,6 +137,17 @@ class TransactionalWorker:
             self._close()
         self._update_lag()
         return self.metrics
+
+    def _idle(self, now: float, last_data: float, started: float, max_idle_s: float) -> bool:
+        if self._assigned_at is not None:
+            return now - max(last_data, self._assigned_at) > max_idle_s
+        # Not assigned yet: still joining the group. A worker restarted after a crash waits out
+        # its dead predecessor's session (session.timeout.ms) before the group rebalances, often
+        # longer than max_idle_s; stopping then would exit "idle" without draining anything.
+        # Still bounded, so an unreachable cluster does not keep a drain-and-exit run forever.
+        config = self.connection.consumer_config(self.group_id)
+        session_s = float(config.get("session.timeout.ms", 45_000)) / 1000
+        return now - started > 2 * session_s + max_idle_s
 
     def _close(self) -> None:
         if self._consumer is not None:
@@ -154,6 +168,7 @@ class TransactionalWorker:
             self.app.assign(key)
         self._assigned.update(keys)
         self._restore(consumer, partitions)
+        self._assigned_at = time.monotonic()  # the idle clock restarts after a rebalance
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Every batch commits before the next consume, so nothing is in flight here.
