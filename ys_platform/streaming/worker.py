@@ -108,7 +108,12 @@ class TransactionalWorker:
                 self.app.broadcast_lookback_ms,
             )
             self.app.on_broadcast(self._broadcast.start())
-        self._consumer = self.connection.consumer(self.group_id)
+        # Static membership: a replica restarted after a crash takes its partitions back at once
+        # instead of waiting out its dead predecessor's session (30 s), and a second copy of the
+        # same replica is fenced rather than sharing the work.
+        self._consumer = self.connection.consumer(
+            self.group_id, group_instance_id=self.transactional_id
+        )
         self._consumer.subscribe(
             [self.config.physical(name) for name in self.group.inputs if name not in broadcast],
             on_assign=self._on_assign,
