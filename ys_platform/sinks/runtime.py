@@ -1,0 +1,481 @@
+"""The sink runtime: a consumer-group loop that hands decoded batches to a :class:`Sink`.
+
+One flush: records are consumed until ``batch_size`` of them are buffered or the oldest has
+waited ``flush_interval_s``; each partition's records are decoded in bulk; the ones that do not
+decode go to the group's dead-letter topic (an idempotent producer, flushed before the sink
+writes, so a dead letter is durable before the sink's progress moves past its record); the rest
+go to the sink, partition by partition (or all at once to a :class:`BatchSink`); then the
+consumed offsets are committed to Kafka.
+
+The Kafka commit is for lag monitoring and for sinks without a store of their own: exactly-once
+comes from the sink, which records its progress beside the data and says, on every assignment,
+where each partition resumes (:meth:`Sink.resume_offsets`); the consumer starts there.
+
+Dead letters are at-least-once: a record that failed to decode after the sink's last stored
+record is read again after a restart and dead-lettered again. Their headers name the source
+topic, partition and offset, which identify the duplicates.
+
+Run standalone: ``python -m ys_platform.sinks.runtime clickhouse [--namespace NS] [--max-idle S]
+[--dsn chdb:///path]``; SIGTERM/SIGINT finish the batch in hand, then exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from types import FrameType
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+
+from ys_platform.catalog.codec import decode_batch
+from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.sinks.base import BatchSink, PartitionBatch, Sink, TopicPartitionId
+from ys_platform.streaming.dead_letter import dead_letter_headers
+from ys_platform.streaming.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[WorkerMetrics], None]
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    batch_size: int = 100_000
+    """Records per flush across all partitions: large inserts make few, large parts."""
+    flush_interval_s: float = 5.0
+    """Flush buffered records at least this often: bounds how stale the store is."""
+    consume_batch: int = 10_000
+    """Records per consume call: amortises the call, small enough to check the clock often."""
+    poll_timeout_s: float = 0.2
+    progress_interval_s: float = 5.0
+    commit_timeout_s: float = 60.0
+    namespace: str = ""
+    """Prefix of every physical topic and of the group id, as in ``WorkerConfig.namespace``."""
+    instance_id: str | None = None
+    """Stable per replica: static group membership (``group.instance.id``), so a restarted
+    replica takes its partitions back at once instead of after the dead one's session timeout."""
+
+    def physical(self, name: str) -> str:
+        return f"{self.namespace}{name}"
+
+
+class SinkStopped(RuntimeError):
+    """The sink cannot go on (a fatal client error, undeliverable dead letters)."""
+
+
+class _DeadLetters:
+    """Delivery reports of the dead-letter producer (served inside poll/flush)."""
+
+    def __init__(self) -> None:
+        self.failed: str | None = None
+
+    def __call__(self, err: KafkaError | None, msg: KafkaMessage) -> None:
+        if err is not None and self.failed is None:
+            self.failed = f"{msg.topic()}: {err.str()}"
+
+
+class SinkWorker:
+    """Consumes the sink's group inputs and writes them through ``sink``; see the module doc."""
+
+    def __init__(
+        self,
+        connection: KafkaConnection,
+        sink: Sink,
+        config: SinkConfig | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.connection = connection
+        self.sink = sink
+        self.config = config or SinkConfig()
+        self.on_progress = on_progress
+        self.group = sink.group
+        self.metrics = WorkerMetrics(group_id=self.group_id)
+        self._consumer: Consumer | None = None
+        self._producer = None
+        self._deliveries = _DeadLetters()
+        self._buffers: dict[TopicPartitionId, list[KafkaMessage]] = {}
+        self._buffered = 0
+        self._first_buffered_at: float | None = None
+        self._assigned: set[TopicPartitionId] = set()
+        self._assigned_at: float | None = None
+        self.seeks = 0
+
+    @property
+    def group_id(self) -> str:
+        return self.config.physical(self.group.group_id)
+
+    def _catalog_name(self, physical_topic: str) -> str:
+        return physical_topic.removeprefix(self.config.namespace)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def run(self, stop: threading.Event, max_idle_s: float | None = None) -> WorkerMetrics:
+        """Sink until ``stop`` is set (or nothing arrived for ``max_idle_s``), then close.
+
+        What is buffered when ``stop`` is set is flushed and committed first. Idleness counts
+        from the later of the last record and the last assignment, as in the processors.
+        """
+        self._producer = self.connection.producer(linger_ms=5)
+        self.sink.open()
+        try:
+            overrides = {}
+            if self.config.instance_id is not None:
+                overrides["group.instance.id"] = f"{self.group_id}.{self.config.instance_id}"
+            self._consumer = self.connection.consumer(self.group_id, **overrides)
+            self._consumer.subscribe(
+                [self.config.physical(name) for name in self.group.inputs],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            started = last_progress = last_data = time.monotonic()
+            while not stop.is_set():
+                records = self._consume()
+                now = time.monotonic()
+                if records:
+                    last_data = now
+                    self._buffer(records, now)
+                if self._due(now):
+                    self._flush()
+                elif (
+                    not records
+                    and max_idle_s is not None
+                    and self._idle(now, last_data, started, max_idle_s)
+                ):
+                    break
+                if self.on_progress and now - last_progress >= self.config.progress_interval_s:
+                    self._update_lag()
+                    self.on_progress(self.metrics)
+                    last_progress = now
+            self._flush()
+            self._update_lag()
+        finally:
+            self._close()
+        return self.metrics
+
+    def _due(self, now: float) -> bool:
+        if not self._buffered:
+            return False
+        assert self._first_buffered_at is not None
+        return (
+            self._buffered >= self.config.batch_size
+            or now - self._first_buffered_at >= self.config.flush_interval_s
+        )
+
+    def _idle(self, now: float, last_data: float, started: float, max_idle_s: float) -> bool:
+        if self._assigned_at is not None:
+            return now - max(last_data, self._assigned_at) > max_idle_s
+        # Not assigned yet: a restart after a crash waits out the dead member's session before
+        # the group rebalances; that is not idleness (see TransactionalWorker._idle). Bounded.
+        config = self.connection.consumer_config(self.group_id)
+        session_s = float(config.get("session.timeout.ms", 45_000)) / 1000
+        return now - started > 2 * session_s + max_idle_s
+
+    def _close(self) -> None:
+        try:
+            if self._consumer is not None:
+                try:
+                    self._consumer.close()
+                except KafkaException as exc:
+                    log.warning("%s: closing the consumer failed: %s", self.group_id, exc)
+            if self._producer is not None:
+                self._producer.flush(self.config.commit_timeout_s)
+        finally:
+            self._consumer = self._producer = None
+            self.sink.close()
+
+    # --- rebalance ---------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(self._catalog_name(tp.topic), tp.partition) for tp in partitions]
+        resume = self.sink.resume_offsets(keys) if keys else {}
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in (
+                consumer.committed(
+                    [TopicPartition(tp.topic, tp.partition) for tp in partitions],
+                    timeout=self.config.commit_timeout_s,
+                )
+                if partitions
+                else []
+            )
+        }
+        for tp, key in zip(partitions, keys, strict=True):
+            offset = resume.get(key)
+            # The sink's store is the truth: start where it says whenever it knows, even if the
+            # group's commit is elsewhere (behind after a crash, ahead of a BEFORE range).
+            if offset is not None:
+                tp.offset = offset
+                if committed.get((tp.topic, tp.partition)) != offset:
+                    self.seeks += 1
+                    log.info(
+                        "%s[%d]: resuming at %d from the sink's store (group committed %s)",
+                        tp.topic,
+                        tp.partition,
+                        offset,
+                        committed.get((tp.topic, tp.partition)),
+                    )
+        strategy = self.connection.consumer_config(self.group_id).get(
+            "partition.assignment.strategy", ""
+        )
+        if "cooperative" in str(strategy):
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        self._assigned.update(keys)
+        self._assigned_at = time.monotonic()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Still the owner: store what is buffered, so the next owner does not redo it.
+        self._flush()
+        self._forget(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # No longer the owner (session expired): another member may be writing these
+        # partitions, so drop their buffers unwritten; the sink's store says where to resume.
+        lost = {(self._catalog_name(tp.topic), tp.partition) for tp in partitions}
+        for key in lost:
+            self._buffered -= len(self._buffers.pop(key, []))
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._assigned.discard((self._catalog_name(tp.topic), tp.partition))
+
+    # --- the loop ----------------------------------------------------------------------------
+    def _consume(self) -> list[KafkaMessage]:
+        assert self._consumer is not None
+        room = max(self.config.batch_size - self._buffered, 1)
+        batch = self._consumer.consume(
+            num_messages=min(self.config.consume_batch, room), timeout=self.config.poll_timeout_s
+        )
+        records = []
+        for record in batch:
+            err = record.error()
+            if err is None:
+                records.append(record)
+            elif err.fatal():
+                raise SinkStopped(f"{self.group_id}: consumer failed: {err.str()}")
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("%s: consume error: %s", self.group_id, err.str())
+        return records
+
+    def _buffer(self, records: list[KafkaMessage], now: float) -> None:
+        buffers = self._buffers
+        name = self._catalog_name
+        for record in records:
+            key = (name(record.topic()), record.partition())
+            slot = buffers.get(key)
+            if slot is None:
+                slot = buffers[key] = []
+            slot.append(record)
+        if not self._buffered:
+            self._first_buffered_at = now
+        self._buffered += len(records)
+
+    def _flush(self) -> None:
+        if not self._buffered:
+            return
+        started = time.perf_counter()
+        buffers, self._buffers = self._buffers, {}
+        consumed, self._buffered, self._first_buffered_at = self._buffered, 0, None
+        batches: list[PartitionBatch] = []
+        dead = 0
+        commits: list[TopicPartition] = []
+        for key, records in buffers.items():
+            messages, failures = decode_batch(key[0], [r.value() for r in records])
+            if failures:
+                failed = {index for index, _ in failures}
+                for index, error in failures:
+                    self._dead_letter(records[index], str(error))
+                dead += len(failures)
+                offsets = [r.offset() for i, r in enumerate(records) if i not in failed]
+            else:
+                offsets = [r.offset() for r in records]
+            end = records[-1].offset() + 1
+            batches.append(PartitionBatch(key, messages, offsets, end_offset=end))
+            commits.append(TopicPartition(self.config.physical(key[0]), key[1], end))
+        if dead:
+            self._flush_dead_letters()
+        written = self._write(batches)
+        assert self._consumer is not None
+        try:
+            # Asynchronous: the sink's store, not this commit, decides where a restart resumes.
+            self._consumer.commit(offsets=commits, asynchronous=True)
+        except KafkaException as exc:
+            log.warning("%s: offset commit failed: %s", self.group_id, exc)
+        self.metrics.consumed += consumed
+        self.metrics.produced += written
+        self.metrics.dead_lettered += dead
+        for tp in commits:
+            self.metrics.committed[f"{tp.topic}[{tp.partition}]"] = tp.offset
+        self.metrics.record_batch(time.perf_counter() - started)
+
+    def _write(self, batches: Sequence[PartitionBatch]) -> int:
+        if not batches:
+            return 0
+        if isinstance(self.sink, BatchSink):
+            return self.sink.write_many(batches)
+        # A plain sink has no use for a slice that only held records that failed to decode.
+        return sum(
+            self.sink.write(b.partition, b.messages, b.offsets) for b in batches if b.messages
+        )
+
+    def _dead_letter(self, record: KafkaMessage, reason: str) -> None:
+        assert self._producer is not None
+        headers = dead_letter_headers(record, reason, self.group_id)
+        topic = self.config.physical(self.group.dead_letter_topic)
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    record.value(),
+                    record.key(),
+                    headers=headers,
+                    on_delivery=self._deliveries,
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def _flush_dead_letters(self) -> None:
+        assert self._producer is not None
+        remaining = self._producer.flush(self.config.commit_timeout_s)
+        if remaining or self._deliveries.failed:
+            raise SinkStopped(
+                f"{self.group_id}: dead letters not delivered ({remaining} pending; "
+                f"{self._deliveries.failed or 'timed out'}); stopping before the sink moves past "
+                "their records"
+            )
+
+    def _update_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None or not self._assigned:
+            return
+        assigned = [TopicPartition(self.config.physical(t), p) for t, p in sorted(self._assigned)]
+        try:
+            for tp in consumer.position(assigned):
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    self.metrics.lag[f"{tp.topic}[{tp.partition}]"] = max(high - tp.offset, 0)
+        except KafkaException as exc:
+            log.debug("lag update failed: %s", exc)
+
+
+# --- the standalone service -----------------------------------------------------------------------
+
+
+def run_sink(
+    worker: SinkWorker, stop: threading.Event | None = None, max_idle_s: float | None = None
+) -> WorkerMetrics:
+    """Run ``worker`` until ``stop``, SIGTERM/SIGINT (main thread only) or ``max_idle_s``."""
+    stop = stop or threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("%s: signal %d, flushing the batch in hand", worker.group_id, signum)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, request_stop)
+    try:
+        return worker.run(stop, max_idle_s=max_idle_s)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ys_platform.sinks.runtime", description="Run a sink in this process."
+    )
+    parser.add_argument("sink", choices=["clickhouse"], help="which sink")
+    parser.add_argument("--namespace", default="", help="prefix of topics, group and tables")
+    parser.add_argument("--max-idle", type=float, default=None, help="exit after S idle seconds")
+    parser.add_argument("--dsn", default=None, help="ClickHouse DSN (default: from settings)")
+    parser.add_argument("--mapping", default=None, help="mapping file (default: connectors/)")
+    parser.add_argument("--batch-size", type=int, default=None, help="records per flush")
+    parser.add_argument("--instance", default=None, help="stable replica id (static membership)")
+    parser.add_argument("--flush-interval", type=float, default=None, help="seconds per flush")
+    parser.add_argument(
+        "--share-every",
+        type=float,
+        default=30.0,
+        help="chDB only: release the path after a flush once held this many seconds, so other "
+        "processes (Dagster assets) can read it; 0 holds it for good",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ys_platform.sinks.runtime clickhouse ...``; prints a JSON summary."""
+    from ys_platform.settings import SettingsError, load_settings
+    from ys_platform.sinks.clickhouse import (
+        ClickHouseSink,
+        SinkConfigError,
+        SinkRangeError,
+        load_mapping,
+    )
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        settings = load_settings()
+        mapping = load_mapping(args.mapping)
+    except (SettingsError, SinkConfigError) as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    password = (
+        settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
+    )
+    sink = ClickHouseSink(
+        args.dsn or settings.clickhouse_dsn,
+        mapping,
+        args.namespace,
+        password=password,
+        share_every_s=args.share_every or None,
+    )
+    config = replace(
+        SinkConfig(
+            batch_size=mapping.batch_size, flush_interval_s=mapping.flush_interval_ms / 1000
+        ),
+        namespace=args.namespace,
+        instance_id=args.instance,
+    )
+    if args.batch_size is not None:
+        config = replace(config, batch_size=args.batch_size)
+    if args.flush_interval is not None:
+        config = replace(config, flush_interval_s=args.flush_interval)
+
+    def report(metrics: WorkerMetrics) -> None:
+        print(json.dumps({"group": metrics.group_id, **metrics.summary()}), file=sys.stderr)
+
+    worker = SinkWorker(KafkaConnection.from_settings(settings), sink, config, report)
+    try:
+        metrics = run_sink(worker, max_idle_s=args.max_idle)
+    except (SinkStopped, SinkRangeError) as exc:
+        print(f"{worker.group_id} stopped: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    summary = {
+        "group": metrics.group_id,
+        **metrics.summary(),
+        "inserts": sink.inserts,
+        "replayed_batches": sink.replayed_batches,
+        "seeks": worker.seeks,
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
