@@ -60,7 +60,7 @@ def stop_processor_runs(dagster_home: Path, timeout_s: float = RUN_STOP_TIMEOUT_
 
     import dagster as dg
 
-    from ys_platform.assets.processors import PROCESSOR_TAG
+    from ys_platform.assets.workers import WORKER_TAG
     from ys_platform.sensors.keepalive import IN_PROGRESS
 
     os.environ["DAGSTER_HOME"] = str(dagster_home)
@@ -68,7 +68,7 @@ def stop_processor_runs(dagster_home: Path, timeout_s: float = RUN_STOP_TIMEOUT_
         runs = [
             r.dagster_run
             for r in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS))
-            if PROCESSOR_TAG in r.dagster_run.tags
+            if WORKER_TAG in r.dagster_run.tags
         ]
         for run in runs:
             try:

@@ -11,14 +11,13 @@ import dagster as dg
 from kafka_helpers import create_namespaced_topics
 
 from ys_platform.assets.keys import processor_asset_key, topic_asset_key
-from ys_platform.assets.processors import (
+from ys_platform.assets.processors import processor_assets, processor_jobs
+from ys_platform.assets.workers import (
     HEARTBEAT_TAG,
-    PROCESSOR_TAG,
     SENSOR_NAME_TAG,
+    WORKER_TAG,
     keepalive_sensor_name,
-    processor_assets,
-    processor_job_name,
-    processor_jobs,
+    worker_job_name,
 )
 from ys_platform.catalog.models import MarketPrice
 from ys_platform.resources.kafka import KafkaResource
@@ -47,7 +46,7 @@ def _tick(defs: dg.Definitions, instance, cursor=None, now=None):
 def test_sensor_launches_run_records_outputs_and_relaunches(local_stack):
     defs = _defs(local_stack)
     sensor = defs.resolve_sensor_def(keepalive_sensor_name(GROUP))
-    assert sensor.job_name == processor_job_name(GROUP)
+    assert sensor.job_name == worker_job_name(GROUP)
     namespace = f"t{uuid.uuid4().hex[:8]}."
     kafka = KafkaResource(bootstrap_servers=local_stack.kafka_bootstrap_servers)
     create_namespaced_topics(
@@ -86,10 +85,10 @@ def test_sensor_launches_run_records_outputs_and_relaunches(local_stack):
         # 1. Nothing running: the sensor asks for a run.
         result = _tick(defs, instance)
         (request,) = result.run_requests
-        assert request.tags[PROCESSOR_TAG] == GROUP
+        assert request.tags[WORKER_TAG] == GROUP
 
         # 2. The run processes the input and records its output topic's materialization.
-        job = defs.resolve_job_def(processor_job_name(GROUP))
+        job = defs.resolve_job_def(worker_job_name(GROUP))
         run = job.execute_in_process(
             instance=instance,
             tags={**request.tags, SENSOR_NAME_TAG: keepalive_sensor_name(GROUP)},
@@ -107,7 +106,7 @@ def test_sensor_launches_run_records_outputs_and_relaunches(local_stack):
         assert metadata["consumed"].value == len(ticks)
         # 120 s of one-second ticks: windows end every 5 s up to watermark − grace (119 − 5 s).
         assert metadata["produced"].value == len(range(0, 115, 5))
-        assert metadata["output_topic"].value == f"{namespace}market.analytics"
+        assert metadata["written_to"].value == f"{namespace}market.analytics"
         processor = instance.get_latest_materialization_event(processor_asset_key(GROUP))
         assert processor.asset_materialization.metadata["consumed"].value == len(ticks)
         assert dict(instance.get_run_by_id(run.run_id).tags)[HEARTBEAT_TAG]

@@ -1,4 +1,4 @@
-"""Keep exactly one long-running run of each processor alive.
+"""Keep exactly one long-running run of each processor and sink alive.
 
 Each tick: if a run of the processor is in progress and its heartbeat is fresh, do nothing; if
 its heartbeat is stale (stalled), cancel it and count a failure; if none is in progress, launch
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from ys_platform.assets.processors import (
+from ys_platform.assets.processors import PROCESSOR_GROUPS
+from ys_platform.assets.workers import (
     HEARTBEAT_TAG,
-    PROCESSOR_GROUPS,
-    PROCESSOR_TAG,
+    WORKER_TAG,
     keepalive_sensor_name,
-    processor_job_name,
+    worker_job_name,
 )
 
 # A heartbeat is written every 10 s; 12 missed beats is a stall, not a slow batch.
@@ -76,7 +76,7 @@ def evaluate_keepalive(
     now = time.time() if now is None else now
     instance = context.instance
     cursor = KeepaliveCursor.parse(context.cursor)
-    tags = {PROCESSOR_TAG: group_id}
+    tags = {WORKER_TAG: group_id}
     active = instance.get_run_records(
         filters=dg.RunsFilter(tags=tags, statuses=IN_PROGRESS), limit=10
     )
@@ -122,7 +122,7 @@ def evaluate_keepalive(
 def _build_sensor(group_id: str) -> dg.SensorDefinition:
     @dg.sensor(
         name=keepalive_sensor_name(group_id),
-        job_name=processor_job_name(group_id),
+        job_name=worker_job_name(group_id),
         minimum_interval_seconds=SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Keeps one run of {group_id} alive; stop this sensor to stop the processor.",
