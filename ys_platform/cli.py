@@ -105,6 +105,12 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _sink_run(args: argparse.Namespace) -> int:
+    from ys_platform.sinks.runtime import main as sink_main
+
+    return sink_main([args.sink, *args.options])
+
+
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from ys_platform.devserver import run_dev
 
@@ -145,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--namespace", default="", help="prefix of topics and group (isolation)")
     run.add_argument("--max-idle", type=float, default=None, help="stop after S idle seconds")
     run.set_defaults(func=_with_settings(_processor_run))
+
+    sink = commands.add_parser("sink", help="run a sink (ClickHouse) in this process")
+    sink_commands = sink.add_subparsers(dest="sink_command", required=True)
+    sink_run = sink_commands.add_parser(
+        "run", help="consume topics into the store exactly once", add_help=False
+    )
+    sink_run.add_argument("sink", choices=["clickhouse"])
+    sink_run.add_argument("options", nargs=argparse.REMAINDER, help="see --help of the sink")
+    sink_run.set_defaults(func=_sink_run)
 
     simulate = commands.add_parser("simulate", help="stream a deterministic simulated market")
     simulate.add_argument("--rate", type=float, default=200.0, help="messages per second")

@@ -1,18 +1,30 @@
-"""The ys_platform code location: assets, checks, sensors, schedules, jobs and resources."""
+"""The ys_platform code location: assets, checks, sensors, schedules, jobs and resources.
+
+Built when Dagster loads the location (``@dg.definitions``), not at import: settings are read
+and the connector files parsed then, and a bad value fails the load with a sentence naming it.
+"""
 
 import dagster as dg
 
 from ys_platform.assets.backfills import market_analytics_backfill
-from ys_platform.assets.processors import processor_assets, processor_jobs
+from ys_platform.assets.clickhouse_sink import clickhouse_sink_definitions
+from ys_platform.assets.processors import PROCESSOR_GROUPS, processor_assets, processor_jobs
 from ys_platform.assets.topics import kafka_topics, kafka_topics_match_catalog
 from ys_platform.resources.bindings import bind_resources
-from ys_platform.sensors.keepalive import keepalive_sensors
+from ys_platform.sensors.keepalive import build_keepalive_sensors
 from ys_platform.settings import load_settings
+from ys_platform.sinks.clickhouse import load_mapping as load_clickhouse_mapping
 
-defs = dg.Definitions(
-    assets=[kafka_topics, *processor_assets],
-    asset_checks=[kafka_topics_match_catalog],
-    jobs=[*processor_jobs, market_analytics_backfill],
-    sensors=keepalive_sensors,
-    resources=bind_resources(load_settings()),
-)
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    clickhouse_mapping = load_clickhouse_mapping()
+    sink_assets, sink_jobs = clickhouse_sink_definitions(clickhouse_mapping)
+    workers = [g.group_id for g in PROCESSOR_GROUPS] + [clickhouse_mapping.group]
+    return dg.Definitions(
+        assets=[kafka_topics, *processor_assets, *sink_assets],
+        asset_checks=[kafka_topics_match_catalog],
+        jobs=[*processor_jobs, *sink_jobs, market_analytics_backfill],
+        sensors=build_keepalive_sensors(workers),
+        resources=bind_resources(load_settings()),
+    )

@@ -8,7 +8,7 @@ from ys_platform.catalog.topics import ALL_TOPICS, TOPICS
 def test_code_location_loads_with_every_topic_asset():
     from ys_platform.definitions import defs
 
-    graph = defs.resolve_asset_graph()
+    graph = defs().resolve_asset_graph()
     keys = graph.get_all_asset_keys()
     for spec in ALL_TOPICS:
         assert dg.AssetKey(["kafka", spec.name]) in keys
@@ -25,16 +25,28 @@ def test_code_location_loads_with_every_topic_asset():
 def test_lineage_reads_topic_processor_topic():
     from ys_platform.definitions import defs
 
-    graph = defs.resolve_asset_graph()
+    graph = defs().resolve_asset_graph()
     processor = dg.AssetKey(["processors", "price-aggregation-processor"])
     assert graph.get(processor).parent_keys == {dg.AssetKey(["kafka", "market.prices"])}
     assert graph.get(dg.AssetKey(["kafka", "market.analytics"])).parent_keys == {processor}
     risk = dg.AssetKey(["processors", "risk-assessment-processor"])
     assert graph.get(dg.AssetKey(["kafka", "risk.alerts"])).parent_keys == {risk}
     assert dg.AssetKey(["kafka", "market.analytics"]) in graph.get(risk).parent_keys
-    sensors = {s.name for s in defs.sensors}
+    sensors = {s.name for s in defs().sensors}
     assert {
         "price_aggregation_processor_keepalive",
         "risk_assessment_processor_keepalive",
         "crosschain_arbitrage_processor_keepalive",
     } <= sensors
+
+
+def test_sink_lineage_and_the_location_validates():
+    from ys_platform.definitions import defs
+
+    definitions = defs()
+    dg.Definitions.validate_loadable(definitions)
+    graph = definitions.resolve_asset_graph()
+    sink = dg.AssetKey(["sinks", "clickhouse-sink"])
+    assert dg.AssetKey(["kafka", "market.prices"]) in graph.get(sink).parent_keys
+    assert graph.get(dg.AssetKey(["clickhouse", "market_data"])).parent_keys == {sink}
+    assert "clickhouse_sink_keepalive" in {s.name for s in definitions.sensors}

@@ -133,4 +133,9 @@ def _build_sensor(group_id: str) -> dg.SensorDefinition:
     return _keepalive
 
 
-keepalive_sensors = [_build_sensor(g.group_id) for g in PROCESSOR_GROUPS]
+def build_keepalive_sensors(group_ids: list[str]) -> list[dg.SensorDefinition]:
+    """One keep-alive sensor per long-running worker (processors and sinks)."""
+    return [_build_sensor(group_id) for group_id in group_ids]
+
+
+keepalive_sensors = build_keepalive_sensors([g.group_id for g in PROCESSOR_GROUPS])

@@ -1,0 +1,114 @@
+"""The ClickHouse sink and its tables: topics → clickhouse-sink → ``["clickhouse", table]``.
+
+Built from the sink's connector file when the code location loads (not at import).
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from ys_platform.assets.keys import clickhouse_table_key, sink_asset_key, topic_asset_key
+from ys_platform.assets.workers import run_worker_in_dagster, worker_job
+from ys_platform.catalog.tables import progress_table_ddl
+from ys_platform.catalog.topics import consumer_group
+from ys_platform.resources.clickhouse import ClickHouseResource
+from ys_platform.resources.kafka import KafkaResource
+from ys_platform.sinks.clickhouse import ClickHouseSink, ClickHouseSinkMapping
+from ys_platform.sinks.runtime import SinkConfig, SinkWorker
+
+SINK_GROUP = "sinks"
+TABLE_GROUP = "clickhouse"
+
+
+class ClickHouseSinkRunConfig(dg.Config):
+    namespace: str = ""
+    """Topic/group/table prefix: run a copy on isolated topics and tables (tests, replays)."""
+    instance_id: str = "0"
+    max_idle_s: float | None = None
+    share_every_s: float = 30.0
+    """chDB only: release the database path after a flush once held this long, so assets in
+    other processes (tables, analytics) get their turn."""
+
+
+def clickhouse_sink_definitions(
+    mapping: ClickHouseSinkMapping,
+) -> tuple[list[dg.AssetsDefinition], list[object]]:
+    """The sink's long-running asset, its job, and the table assets it feeds."""
+    sink_key = sink_asset_key(mapping.group)
+    topics = dict(mapping.topics)
+
+    @dg.asset(
+        key=sink_key,
+        deps=[topic_asset_key(t) for t in topics],
+        group_name=SINK_GROUP,
+        kinds={"kafka", "clickhouse", "python"},
+        description="Writes topics into ClickHouse exactly once: each partition's offset range "
+        "is stored beside the rows and every batch carries an insert de-duplication token.",
+    )
+    def clickhouse_sink(
+        context: dg.AssetExecutionContext,
+        kafka: KafkaResource,
+        clickhouse: ClickHouseResource,
+        config: ClickHouseSinkRunConfig,
+    ) -> dg.MaterializeResult:
+        sink = ClickHouseSink(
+            clickhouse.dsn,
+            mapping,
+            config.namespace,
+            password=clickhouse.password,
+            share_every_s=config.share_every_s or None,
+        )
+        worker = SinkWorker(
+            kafka.connection(),
+            sink,
+            SinkConfig(
+                batch_size=mapping.batch_size,
+                flush_interval_s=mapping.flush_interval_ms / 1000,
+                namespace=config.namespace,
+                instance_id=config.instance_id,
+            ),
+        )
+        outputs = [(clickhouse_table_key(table), sink.table(t)) for t, table in topics.items()]
+        return run_worker_in_dagster(context, worker, outputs, config.max_idle_s)
+
+    @dg.multi_asset(
+        name="clickhouse_tables",
+        specs=[
+            dg.AssetSpec(
+                clickhouse_table_key(table),
+                deps=[sink_key],
+                group_name=TABLE_GROUP,
+                kinds={"clickhouse"},
+                description=f"Rows of {topic}, one per record, with their Kafka topic, "
+                "partition and offset.",
+                metadata={"source_topic": topic},
+            )
+            for topic, table in topics.items()
+        ],
+        can_subset=True,
+        description="Create the sink's tables (idempotent) and report their row counts.",
+    )
+    def clickhouse_tables(
+        context: dg.AssetExecutionContext, clickhouse: ClickHouseResource
+    ) -> Iterator[dg.MaterializeResult]:
+        specs = mapping.tables()
+        with clickhouse.get_client() as client:
+            client.command(progress_table_ddl())
+            for topic, table in topics.items():
+                key = clickhouse_table_key(table)
+                if key not in context.selected_asset_keys:
+                    continue
+                ddl = specs[topic].ddl()
+                client.command(ddl)
+                rows = client.query(f"SELECT count() FROM {table}").result_rows[0][0]
+                yield dg.MaterializeResult(
+                    asset_key=key,
+                    metadata={
+                        "rows": dg.MetadataValue.int(int(rows)),
+                        "ddl": dg.MetadataValue.md(f"```sql\n{ddl}\n```"),
+                    },
+                )
+
+    return [clickhouse_sink, clickhouse_tables], [
+        worker_job(consumer_group(mapping.group), sink_key)
+    ]
