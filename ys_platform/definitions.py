@@ -6,6 +6,7 @@ and the connector files parsed then, and a bad value fails the load with a sente
 
 import dagster as dg
 
+from ys_platform.assets.analytics import analytics_assets, analytics_checks, analytics_schedules
 from ys_platform.assets.backfills import market_analytics_backfill
 from ys_platform.assets.clickhouse_sink import clickhouse_sink_definitions
 from ys_platform.assets.processors import PROCESSOR_GROUPS, processor_assets, processor_jobs
@@ -22,8 +23,9 @@ def defs() -> dg.Definitions:
     sink_assets, sink_jobs = clickhouse_sink_definitions(clickhouse_mapping)
     workers = [g.group_id for g in PROCESSOR_GROUPS] + [clickhouse_mapping.group]
     return dg.Definitions(
-        assets=[kafka_topics, *processor_assets, *sink_assets],
-        asset_checks=[kafka_topics_match_catalog],
+        assets=[kafka_topics, *processor_assets, *sink_assets, *analytics_assets],
+        asset_checks=[kafka_topics_match_catalog, *analytics_checks],
+        schedules=analytics_schedules,
         jobs=[*processor_jobs, *sink_jobs, market_analytics_backfill],
         sensors=build_keepalive_sensors(workers),
         resources=bind_resources(load_settings()),

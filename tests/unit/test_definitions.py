@@ -50,3 +50,7 @@ def test_sink_lineage_and_the_location_validates():
     assert dg.AssetKey(["kafka", "market.prices"]) in graph.get(sink).parent_keys
     assert graph.get(dg.AssetKey(["clickhouse", "market_data"])).parent_keys == {sink}
     assert "clickhouse_sink_keepalive" in {s.name for s in definitions.sensors}
+    ohlcv = graph.get(dg.AssetKey(["clickhouse", "ohlcv_1m"]))
+    assert ohlcv.parent_keys == {dg.AssetKey(["clickhouse", "market_data"])}
+    assert ohlcv.partitions_def is not None
+    assert {s.name for s in definitions.schedules} == {"analytics_daily_schedule"}
