@@ -37,7 +37,7 @@ lint: install
 bench: install prereqs
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/ys-platform local up
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 down:
 	-$(BIN)/ys-platform local down

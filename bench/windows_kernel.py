@@ -55,8 +55,10 @@ def synthetic_stream(
 
 def run(stream: TickBatch, batch_size: int, config: WindowConfig) -> tuple[float, int, int, int]:
     """Feed the stream in batches; returns (seconds, records, too late, ticks held)."""
-    batches = [stream.take(np.arange(i, min(i + batch_size, len(stream))))
-               for i in range(0, len(stream), batch_size)]
+    batches = [
+        stream.take(np.arange(i, min(i + batch_size, len(stream))))
+        for i in range(0, len(stream), batch_size)
+    ]
     state = SlidingWindowState(config)
     records = too_late = 0
     start = time.perf_counter()
@@ -73,8 +75,13 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=1_000_000)
     parser.add_argument("--symbols", type=int, default=200)
     parser.add_argument("--sources", type=int, default=3)
-    parser.add_argument("--rate", type=float, nargs="*", default=[0.5, 2.0, 10.0],
-                        help="ticks per second per (symbol, source), event time")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        nargs="*",
+        default=[0.5, 2.0, 10.0],
+        help="ticks per second per (symbol, source), event time",
+    )
     parser.add_argument("--batch", type=int, nargs="*", default=[1_000, 10_000])
     args = parser.parse_args()
     config = WindowConfig()

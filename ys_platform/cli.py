@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = processor_commands.add_parser("run", help="consume, process and produce exactly once")
     run.add_argument("name", help="e.g. price-aggregation (or its group id)")
     run.add_argument("--instance", default="0", help="stable replica id (transactional id)")
-    run.add_argument("--batch-size", type=int, default=5000)
+    run.add_argument("--batch-size", type=int, default=10_000)
     run.add_argument("--namespace", default="", help="prefix of topics and group (isolation)")
     run.add_argument("--max-idle", type=float, default=None, help="stop after S idle seconds")
     run.set_defaults(func=_with_settings(_processor_run))

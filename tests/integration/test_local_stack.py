@@ -225,7 +225,11 @@ def test_three_brokers_form_one_cluster_that_takes_rf3_topics(triple: Settings) 
     plans = plan_topics(admin, list(ALL_TOPICS))
     assert all(p.replication_factor == 3 and p.warnings == () for p in plans)
     apply_plans(admin, plans)
-    live = describe_topics(admin, ["defi.transactions", "system.alerts"])
+    # Creation returns when the controller accepted it; metadata reaches the brokers just after.
+    deadline = time.monotonic() + CLIENT_TIMEOUT_S
+    while len(live := describe_topics(admin, ["defi.transactions", "system.alerts"])) < 2:
+        assert time.monotonic() < deadline, "created topics never showed in metadata"
+        time.sleep(0.2)
     assert live["defi.transactions"].replication_factor == 3
     assert live["defi.transactions"].partitions == 24
     assert live["system.alerts"].configs["min.insync.replicas"] == "2"

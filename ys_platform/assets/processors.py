@@ -13,7 +13,7 @@ PROCESSOR_GROUP = "processors"
 
 
 class ProcessorRunConfig(dg.Config):
-    batch_size: int = 5000
+    batch_size: int = 10_000
     instance_id: str = "0"
     namespace: str = ""
     """Topic/group prefix: run a copy on isolated topics (tests, replays)."""

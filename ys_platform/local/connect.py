@@ -235,7 +235,7 @@ def up(settings: Settings, layout: Layout) -> ServiceStatus:
         )
     )
     layout.logs.mkdir(parents=True, exist_ok=True)
-    process = _spawn(java, cp, layout)
+    process = _spawn(java, cp, layout, worker_environment(settings))
     try:
         procs.wait_ready(
             NAME,
@@ -253,7 +253,27 @@ def up(settings: Settings, layout: Layout) -> ServiceStatus:
     return status(settings, layout)
 
 
-def _spawn(java: str, cp: str, layout: Layout) -> subprocess.Popen[bytes]:
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The worker's environment: ours, plus — for the local stack's own PostgreSQL — the
+    ``YS_CONNECT_PG_*`` values ``connectors/postgres-source.json`` refers to, unless set already.
+
+    The local cluster trusts loopback (see ``postgres.py``), so its password is a placeholder.
+    """
+    env = dict(os.environ)
+    if settings.uses_local_postgres:
+        defaults = {
+            "YS_CONNECT_PG_HOST": "127.0.0.1",
+            "YS_CONNECT_PG_PORT": str(settings.postgres_port),
+            "YS_CONNECT_PG_DBNAME": "yieldsensei",
+            "YS_CONNECT_PG_USER": "yieldsensei",
+            "YS_CONNECT_PG_PASSWORD": "local-trust-auth",
+        }
+        for name, value in defaults.items():
+            env.setdefault(name, value)
+    return env
+
+
+def _spawn(java: str, cp: str, layout: Layout, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with layout.connect_console.open("ab") as out:
         process = subprocess.Popen(
             [
@@ -274,6 +294,7 @@ def _spawn(java: str, cp: str, layout: Layout) -> subprocess.Popen[bytes]:
             # the env config provider, as the worker found it at start (a change needs a restart).
             start_new_session=True,
             cwd=layout.home,
+            env=env,
         )
     write_pid(layout.connect_pid, process.pid)
     return process
