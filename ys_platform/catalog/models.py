@@ -32,6 +32,8 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    TypeAdapter,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -318,6 +320,24 @@ class UserPortfolio(Message):
     user_id: NonEmptyStr
     positions: tuple[Position, ...]
     ts: UtcDatetime
+
+    @field_validator("positions", mode="before")
+    @classmethod
+    def _positions_from_json_text(cls, value: Any) -> Any:
+        # Debezium (CDC of the portfolios table) sends a JSONB column as a string holding the
+        # JSON document. Parse it here with the same strict rules as the rest of the message;
+        # Position instances then pass the field's own (strict) validation unchanged.
+        if isinstance(value, str):
+            return _POSITIONS_JSON.validate_json(value, strict=True)
+        if isinstance(value, list):
+            # A before-validator hands the field the JSON array as a Python list, which strict
+            # tuple validation refuses; the elements are still validated strictly after this.
+            return tuple(value)
+        return value
+
+
+# Built once when the module loads (no I/O): the validator of a JSON-text positions document.
+_POSITIONS_JSON: TypeAdapter[tuple[Position, ...]] = TypeAdapter(tuple[Position, ...])
 
 
 # --- system.* ----------------------------------------------------------------------------------

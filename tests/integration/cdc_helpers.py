@@ -1,0 +1,121 @@
+"""Shared by the CDC and connector lifecycle tests: Connect up, a fresh database, cleanup."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from confluent_kafka import TopicPartition
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.clients.kafka_connect import ConnectError, KafkaConnectClient
+from ys_platform.local import kafka_bootstrap, up
+from ys_platform.postgres import migrate
+from ys_platform.settings import Settings, load_settings
+
+# The worker resolves these from its environment (EnvVarConfigProvider, YS_CONNECT_* only).
+# They are set before `up` starts the worker; a worker already running keeps the environment it
+# was started with, so the tests also override host/port/dbname/user in the config with
+# literals. The local cluster trusts loopback: the password reference is never checked.
+PG_ENV = ("YS_CONNECT_PG_HOST", "YS_CONNECT_PG_PORT", "YS_CONNECT_PG_DBNAME", "YS_CONNECT_PG_USER")
+# An active slot stays active for a moment after its connector is deleted (the walsender exits
+# when the task's connection closes); 30 s bounds that wait.
+SLOT_RELEASE_TIMEOUT_S = 30.0
+
+
+@contextmanager
+def connect_stack() -> Iterator[Settings]:
+    settings = load_settings()
+    if not settings.uses_local_postgres:
+        pytest.skip("needs the local stack's PostgreSQL (superuser on loopback)")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("YS_CONNECT_PG_HOST", "127.0.0.1")
+        env.setenv("YS_CONNECT_PG_PORT", str(settings.postgres_port))
+        env.setenv("YS_CONNECT_PG_DBNAME", "yieldsensei")
+        env.setenv("YS_CONNECT_PG_USER", "yieldsensei")
+        env.setenv("YS_CONNECT_PG_PASSWORD", "unused-loopback-trust")
+        services = up(settings, connect=True)
+    unhealthy = [s.name for s in services if not s.healthy]
+    assert not unhealthy, f"unhealthy: {unhealthy}"
+    bootstrap = kafka_bootstrap(settings)
+    yield settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+
+
+def superuser_conninfo(settings: Settings, dbname: str = "yieldsensei") -> str:
+    params = conninfo_to_dict(settings.postgres_conninfo())
+    return make_conninfo(**{**params, "user": "postgres", "dbname": dbname})
+
+
+def app_conninfo(settings: Settings, dbname: str) -> str:
+    params = conninfo_to_dict(settings.postgres_conninfo())
+    return make_conninfo(**{**params, "dbname": dbname})
+
+
+@contextmanager
+def fresh_database(settings: Settings, *, migrated: bool = True) -> Iterator[str]:
+    """A new database owned by the app role (migrated), dropped with its slots afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(superuser_conninfo(settings), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} OWNER yieldsensei")
+    try:
+        if migrated:
+            migrate(app_conninfo(settings, name))
+        yield name
+    finally:
+        drop_slots_of(settings, name)
+        with psycopg.connect(superuser_conninfo(settings), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def drop_slots_of(settings: Settings, dbname: str) -> None:
+    """Drop the database's replication slots (slots pin WAL), waiting for them to go idle."""
+    deadline = time.monotonic() + SLOT_RELEASE_TIMEOUT_S
+    with psycopg.connect(superuser_conninfo(settings), autocommit=True) as conn:
+        while True:
+            rows = conn.execute(
+                "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s",
+                (dbname,),
+            ).fetchall()
+            if not rows:
+                return
+            for slot, pid in rows:
+                if pid is not None:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                else:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            if time.monotonic() > deadline:
+                raise AssertionError(f"slots of {dbname} still active: {rows}")
+            time.sleep(0.2)
+
+
+def delete_connector(client: KafkaConnectClient, name: str) -> None:
+    try:
+        client.delete(name)
+    except ConnectError as exc:
+        if exc.status != 404:
+            raise
+
+
+def read_records(
+    connection: KafkaConnection, topic: str, count: int, *, timeout_s: float = 60.0
+) -> list:
+    """At least ``count`` records of ``topic`` from its start, in offset order per partition."""
+    consumer = connection.consumer(f"test-cdc-{uuid.uuid4().hex[:8]}")
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        records: list = []
+        deadline = time.monotonic() + timeout_s
+        while len(records) < count and time.monotonic() < deadline:
+            records += [r for r in consumer.consume(100, timeout=0.5) if r.error() is None]
+        assert len(records) >= count, f"{topic}: {len(records)} of {count} records in {timeout_s}s"
+        # Give a surplus record (a duplicate, an unexpected event) a moment to show up too.
+        records += [r for r in consumer.consume(100, timeout=1.0) if r.error() is None]
+        return sorted(records, key=lambda r: (r.partition(), r.offset()))
+    finally:
+        consumer.close()

@@ -1,0 +1,234 @@
+"""CDC end to end, for real: PostgreSQL rows -> Debezium (Kafka Connect) -> catalog topics.
+
+A fresh migrated database per test, the repository's ``connectors/postgres-source.json`` with
+its topics routed under a test namespace (``t<hex>.defi.protocols``, ...), a unique slot and
+topic prefix. Rows that exist before the connector starts arrive through the snapshot; an
+insert, an update and a delete afterwards through the stream. Every record must decode with the
+catalog codec, be keyed by the catalog key, and equal the source row.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from cdc_helpers import (
+    app_conninfo,
+    connect_stack,
+    delete_connector,
+    fresh_database,
+    read_records,
+)
+from kafka_helpers import create_namespaced_topics
+
+from ys_platform.catalog.codec import decode
+from ys_platform.catalog.models import MODELS
+from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.clients.kafka_connect import KafkaConnectClient
+from ys_platform.connectors import (
+    CONNECTORS_DIR,
+    apply,
+    heartbeat_topic,
+    load_connector_file,
+    namespaced,
+)
+from ys_platform.postgres import CAPTURED
+from ys_platform.settings import Settings
+from ys_platform.streaming.topics import apply_plans, plan_topics
+
+# Connect up (~10 s if not running), snapshot ~5 s, streaming within a second or two; a busy
+# 2-core machine can triple that.
+pytestmark = pytest.mark.timeout(240)
+
+T0 = datetime(2026, 11, 27, 12, 0, 0, 123_000, tzinfo=UTC)  # whole milliseconds, as on the wire
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Settings]:
+    with connect_stack() as settings:
+        yield settings
+
+
+def _rows(conn: psycopg.Connection, table: str) -> list[dict]:
+    cur = conn.execute(f"SELECT * FROM {table}")
+    names = [c.name for c in cur.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _seed(conn: psycopg.Connection) -> None:
+    """One or two rows in every captured table, written before the connector exists."""
+    conn.execute(
+        "INSERT INTO protocols (id, name, description, category, chains, tvl, apy, risk_score,"
+        " updated_at) VALUES"
+        " ('aave-v3', 'Aave V3', 'Lending', 'lending', '{ethereum,arbitrum}', 5.2e9, 4.2, 0.3, %s),"
+        " ('uni-v3', 'Uniswap V3', NULL, 'dex', '{}', 3.1e9, NULL, NULL, %s)",
+        (T0, T0),
+    )
+    conn.execute(
+        "INSERT INTO tokens VALUES ('0xa0b8', 'USDC', 'USD Coin', 'ethereum', 6, 1.0, 3.2e10,"
+        " NULL, %s)",
+        (T0,),
+    )
+    conn.execute(
+        "INSERT INTO transactions VALUES ('0xt1', 'user-1', 'aave-v3', 'ethereum', 'deposit',"
+        " 'WETH', 2.5, %s)",
+        (T0,),
+    )
+    conn.execute(
+        "INSERT INTO liquidity_pools VALUES ('pool-1', 'uni-v3', 'ethereum', 'WETH', 'USDC',"
+        " 1200.0, 4.1e6, 30, 8.2e6, %s)",
+        (T0,),
+    )
+    conn.execute(
+        "INSERT INTO yield_strategies VALUES ('y-1', 'aave-v3', 'ethereum', 'USDC', 4.5, 1e8, %s)",
+        (T0,),
+    )
+    positions = [
+        {
+            "protocol": "aave-v3",
+            "chain": "ethereum",
+            "asset": "WETH",
+            "kind": "collateral",
+            "amount": 2.5,
+            "liquidation_threshold": 0.83,
+        },
+        {
+            "protocol": "aave-v3",
+            "chain": "ethereum",
+            "asset": "USDC",
+            "kind": "debt",
+            "amount": 900,
+        },
+    ]
+    conn.execute("INSERT INTO portfolios VALUES ('user-1', %s, %s)", (json.dumps(positions), T0))
+
+
+def _changes(conn: psycopg.Connection) -> None:
+    """After the snapshot: an insert, an update and a delete in the tables that show them."""
+    later = T0 + timedelta(seconds=1)
+    conn.execute(
+        "INSERT INTO protocols (id, name, category, tvl, updated_at)"
+        " VALUES ('curve', 'Curve', 'dex', 1.9e9, %s)",
+        (later,),
+    )
+    conn.execute(
+        "UPDATE protocols SET tvl = 5.3e9, apy = 4.4, updated_at = %s WHERE id = 'aave-v3'",
+        (later,),
+    )
+    conn.execute("DELETE FROM protocols WHERE id = 'uni-v3'")
+    conn.execute(
+        "INSERT INTO transactions VALUES ('0xt2', 'user-2', 'aave-v3', 'ethereum', 'borrow',"
+        " 'USDC', 500, %s)",
+        (later,),
+    )
+    conn.execute("UPDATE transactions SET amount = 3.0 WHERE tx_hash = '0xt1'")
+    conn.execute("DELETE FROM transactions WHERE tx_hash = '0xt2'")
+    conn.execute(
+        "UPDATE portfolios SET positions = '[]', ts = %s WHERE user_id = 'user-1'", (later,)
+    )
+
+
+def test_snapshot_then_insert_update_delete_reach_the_catalog_topics(stack: Settings) -> None:
+    suffix = uuid.uuid4().hex[:10]
+    namespace = f"t{suffix}."
+    topics = [c.topic for c in CAPTURED]
+    kafka = KafkaConnection.from_settings(stack)
+    admin = kafka.admin()
+    create_namespaced_topics(admin, namespace, topics, partitions=1)
+
+    with fresh_database(stack) as dbname:
+        conninfo = app_conninfo(stack, dbname)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            _seed(conn)
+            snapshot = {c.table: _rows(conn, c.table) for c in CAPTURED}
+
+        base = load_connector_file(CONNECTORS_DIR / "postgres-source.json")
+        file = namespaced(base, namespace, name=f"pg-cdc-{suffix}").with_config(
+            **{
+                "database.hostname": "127.0.0.1",
+                "database.port": str(stack.postgres_port),
+                "database.dbname": dbname,
+                "database.user": "yieldsensei",
+                "slot.name": f"t_{suffix}",
+                "topic.prefix": f"t{suffix}",
+            }
+        )
+        with KafkaConnectClient(stack.connect_url) as client:
+            try:
+                result = apply(
+                    client,
+                    file,
+                    ensure_topics=lambda specs: apply_plans(admin, plan_topics(admin, specs)),
+                )
+                assert result.ok, result.message
+                assert result.action == "created"
+
+                # --- the snapshot: every pre-existing row, keyed and equal to the source ----
+                for captured in CAPTURED:
+                    expected = snapshot[captured.table]
+                    records = read_records(kafka, namespace + captured.topic, len(expected))
+                    model = MODELS[captured.topic]
+                    got = {r.key().decode(): decode(captured.topic, r.value()) for r in records}
+                    want = {str(row[captured.key]): model.model_validate(row) for row in expected}
+                    assert got == want, captured.topic
+                    assert len(records) == len(expected)
+
+                # --- streaming: insert, update, delete ---------------------------------------
+                with psycopg.connect(conninfo, autocommit=True) as conn:
+                    _changes(conn)
+                    after = {c.table: _rows(conn, c.table) for c in CAPTURED}
+
+                # defi.protocols: r aave, r uni, c curve, u aave, tombstone uni (compacted topic:
+                # the tombstone deletes the key; Debezium's delete event itself is dropped).
+                records = read_records(kafka, namespace + "defi.protocols", 5)
+                assert [(r.key().decode(), r.value() is None) for r in records] == [
+                    ("aave-v3", False),
+                    ("uni-v3", False),
+                    ("curve", False),
+                    ("aave-v3", False),
+                    ("uni-v3", True),
+                ]
+                latest: dict[str, object] = {}
+                for r in records:
+                    key = r.key().decode()
+                    latest[key] = None if r.value() is None else decode("defi.protocols", r.value())
+                model = MODELS["defi.protocols"]
+                assert {k: v for k, v in latest.items() if v is not None} == {
+                    row["id"]: model.model_validate(row) for row in after["protocols"]
+                }
+                assert latest["uni-v3"] is None
+
+                # defi.transactions: r t1, c t2, u t1 -- the delete of t2 is dropped, so the
+                # strict consumers (risk processor, ClickHouse sink) never see a tombstone.
+                records = read_records(kafka, namespace + "defi.transactions", 3)
+                values = [decode("defi.transactions", r.value()) for r in records]
+                assert [
+                    (r.key().decode(), v.tx_hash, v.amount)
+                    for r, v in zip(records, values, strict=True)
+                ] == [
+                    ("user-1", "0xt1", 2.5),
+                    ("user-2", "0xt2", 500.0),
+                    ("user-1", "0xt1", 3.0),
+                ]
+                assert values[-1] == MODELS["defi.transactions"].model_validate(
+                    after["transactions"][0]
+                )
+
+                # users.portfolios: the JSONB positions document, then the update emptying it.
+                records = read_records(kafka, namespace + "users.portfolios", 2)
+                values = [decode("users.portfolios", r.value()) for r in records]
+                assert [len(v.positions) for v in values] == [2, 0]
+                assert values[-1] == MODELS["users.portfolios"].model_validate(
+                    after["portfolios"][0]
+                )
+
+                # The heartbeat topic exists (created by the platform, not by Connect).
+                heartbeat = heartbeat_topic(file)
+                assert heartbeat == f"__debezium-heartbeat.t{suffix}"
+                assert heartbeat in admin.list_topics(timeout=10).topics
+            finally:
+                delete_connector(client, file.name)

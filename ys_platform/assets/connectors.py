@@ -1,0 +1,137 @@
+"""Kafka Connect connectors as assets: materializing one applies its file (PUT config, pause or
+resume to ``desired_state``, wait until there); a check per connector says it is as desired.
+
+Built from the files in ``connectors/`` by :func:`build_connector_defs` (called when the
+definitions load, not at import). A connector's asset depends on the ``["postgres", table]``
+assets of the tables it captures; the catalog topics it writes are downstream of it
+(:func:`connector_topic_deps` gives ``{topic: [connector asset key]}`` for the topic assets).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from ys_platform.assets.postgres import postgres_asset_key
+from ys_platform.catalog.topics import TopicSpec
+from ys_platform.connectors import (
+    CONNECTORS_DIR,
+    ConnectorFile,
+    apply,
+    connector_files,
+    output_topics,
+    source_tables,
+    status,
+)
+from ys_platform.resources.kafka import KafkaResource
+from ys_platform.resources.kafka_connect import KafkaConnectResource
+from ys_platform.streaming.topics import apply_plans, plan_topics
+
+__all__ = [
+    "ConnectorDefs",
+    "build_connector_defs",
+    "connector_asset_key",
+    "connector_topic_deps",
+]
+
+GROUP = "connectors"
+
+
+def connector_asset_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["connectors", name])
+
+
+@dataclass(frozen=True)
+class ConnectorDefs:
+    assets: list[dg.AssetsDefinition]
+    checks: list[dg.AssetChecksDefinition]
+    files: list[ConnectorFile]
+
+
+def connector_topic_deps(files: Sequence[ConnectorFile]) -> dict[str, list[dg.AssetKey]]:
+    """``{catalog topic: [keys of the connector assets writing it]}`` for the topic assets' deps."""
+    deps: dict[str, list[dg.AssetKey]] = {}
+    for file in files:
+        for topic in output_topics(file):
+            deps.setdefault(topic, []).append(connector_asset_key(file.name))
+    return deps
+
+
+def _build_asset(file: ConnectorFile) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=connector_asset_key(file.name),
+        deps=[postgres_asset_key(t) for t in source_tables(file)],
+        group_name=GROUP,
+        kinds={"kafka_connect"},
+        description=f"Kafka Connect connector {file.name} ({file.config['connector.class']}); "
+        f"writes {', '.join(output_topics(file)) or 'no routed topics'}.",
+        metadata={
+            "desired_state": file.desired_state,
+            "file": str(file.path.name if file.path else file.name),
+        },
+    )
+    def _connector(
+        context: dg.AssetExecutionContext, kafka_connect: KafkaConnectResource, kafka: KafkaResource
+    ) -> dg.MaterializeResult:
+        admin = kafka.admin()
+
+        def ensure_topics(specs: list[TopicSpec]) -> None:
+            apply_plans(admin, plan_topics(admin, specs))
+
+        with kafka_connect.get_client() as client:
+            result = apply(client, file, ensure_topics=ensure_topics)
+        if not result.ok:
+            # Failing the run makes the problem visible where the operator looks; the health
+            # sensor restarts failed tasks either way.
+            raise dg.Failure(
+                description=f"{file.name}: {result.message}",
+                metadata={"state": result.status.state or "absent"},
+            )
+        context.log.info(f"{file.name}: {result.message}")
+        # Config values are not reported: they may hold resolved-looking references, and the
+        # file in the repository is the reviewable source anyway.
+        return dg.MaterializeResult(
+            metadata={
+                "action": result.action,
+                "changed_keys": dg.MetadataValue.json(list(result.changed_keys)),
+                "state": result.status.state or "absent",
+                "tasks": dg.MetadataValue.json(
+                    [{"id": t.id, "state": t.state} for t in result.status.tasks]
+                ),
+                "waited_s": result.waited_s,
+            }
+        )
+
+    return _connector
+
+
+def _build_check(file: ConnectorFile) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=connector_asset_key(file.name),
+        name="in_desired_state",
+        description=f"{file.name} and all its tasks are {file.desired_state}.",
+    )
+    def _check(kafka_connect: KafkaConnectResource) -> dg.AssetCheckResult:
+        with kafka_connect.get_client() as client:
+            live = status(client, file.name)
+        return dg.AssetCheckResult(
+            passed=live.is_(file.desired_state),
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "summary": live.summary(),
+                "error": live.first_trace_line() or "none",
+            },
+        )
+
+    return _check
+
+
+def build_connector_defs(directory: str | Path = CONNECTORS_DIR) -> ConnectorDefs:
+    """One asset and one check per Kafka Connect connector file in ``directory``."""
+    files = connector_files(directory)
+    return ConnectorDefs(
+        assets=[_build_asset(f) for f in files],
+        checks=[_build_check(f) for f in files],
+        files=files,
+    )
