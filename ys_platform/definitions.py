@@ -9,9 +9,12 @@ import dagster as dg
 from ys_platform.assets.analytics import analytics_assets, analytics_checks, analytics_schedules
 from ys_platform.assets.backfills import market_analytics_backfill
 from ys_platform.assets.clickhouse_sink import clickhouse_sink_definitions
+from ys_platform.assets.connectors import build_connector_defs, connector_topic_deps
+from ys_platform.assets.postgres import postgres_tables
 from ys_platform.assets.processors import PROCESSOR_GROUPS, processor_assets, processor_jobs
-from ys_platform.assets.topics import kafka_topics, kafka_topics_match_catalog
+from ys_platform.assets.topics import build_topic_assets
 from ys_platform.resources.bindings import bind_resources
+from ys_platform.sensors.connectors import build_connector_health_sensor
 from ys_platform.sensors.keepalive import build_keepalive_sensors
 from ys_platform.settings import load_settings
 from ys_platform.sinks.clickhouse import load_mapping as load_clickhouse_mapping
@@ -19,14 +22,28 @@ from ys_platform.sinks.clickhouse import load_mapping as load_clickhouse_mapping
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    connectors = build_connector_defs()
+    kafka_topics, kafka_topics_match_catalog = build_topic_assets(
+        connector_topic_deps(connectors.files)
+    )
     clickhouse_mapping = load_clickhouse_mapping()
     sink_assets, sink_jobs = clickhouse_sink_definitions(clickhouse_mapping)
     workers = [g.group_id for g in PROCESSOR_GROUPS] + [clickhouse_mapping.group]
     return dg.Definitions(
-        assets=[kafka_topics, *processor_assets, *sink_assets, *analytics_assets],
-        asset_checks=[kafka_topics_match_catalog, *analytics_checks],
+        assets=[
+            postgres_tables,
+            *connectors.assets,
+            kafka_topics,
+            *processor_assets,
+            *sink_assets,
+            *analytics_assets,
+        ],
+        asset_checks=[kafka_topics_match_catalog, *connectors.checks, *analytics_checks],
         schedules=analytics_schedules,
         jobs=[*processor_jobs, *sink_jobs, market_analytics_backfill],
-        sensors=build_keepalive_sensors(workers),
+        sensors=[
+            *build_keepalive_sensors(workers),
+            build_connector_health_sensor(connectors.files),
+        ],
         resources=bind_resources(load_settings()),
     )

@@ -54,3 +54,13 @@ def test_sink_lineage_and_the_location_validates():
     assert ohlcv.parent_keys == {dg.AssetKey(["clickhouse", "market_data"])}
     assert ohlcv.partitions_def is not None
     assert {s.name for s in definitions.schedules} == {"analytics_daily_schedule"}
+
+
+def test_cdc_lineage_postgres_to_connector_to_topic():
+    from ys_platform.definitions import defs
+
+    graph = defs().resolve_asset_graph()
+    connector = dg.AssetKey(["connectors", "postgres-source"])
+    assert dg.AssetKey(["postgres", "protocols"]) in graph.get(connector).parent_keys
+    assert connector in graph.get(dg.AssetKey(["kafka", "defi.protocols"])).parent_keys
+    assert connector in graph.get(dg.AssetKey(["kafka", "defi.transactions"])).parent_keys

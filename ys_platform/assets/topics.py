@@ -1,6 +1,6 @@
 """Kafka topics as assets: materializing one reconciles the live topic to the catalog."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 
@@ -19,16 +19,17 @@ def _group(spec: TopicSpec) -> str:
 _SPECS_BY_KEY: dict[dg.AssetKey, TopicSpec] = {topic_asset_key(t.name): t for t in ALL_TOPICS}
 
 
-def _asset_spec(spec: TopicSpec) -> dg.AssetSpec:
+def _asset_spec(spec: TopicSpec, upstream: Sequence[dg.AssetKey]) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=topic_asset_key(spec.name),
-        # An output topic is downstream of the processor that writes it: the lineage reads
-        # topic → processor → topic.
+        # A topic is downstream of whatever writes it: the processor of an output topic (the
+        # lineage reads topic → processor → topic) and the CDC connectors of a captured table.
         deps=[
             processor_asset_key(g.group_id)
             for g in CONSUMER_GROUPS
             if g.kind == "processor" and spec.name in g.outputs
-        ],
+        ]
+        + list(upstream),
         description=spec.description,
         group_name=_group(spec),
         kinds={"kafka"},
@@ -57,56 +58,68 @@ def _bullets(lines: tuple[str, ...]) -> str:
     return "\n".join(f"- {line}" for line in lines)
 
 
-@dg.multi_asset(
-    name="kafka_topics",
-    specs=[_asset_spec(t) for t in ALL_TOPICS],
-    can_subset=True,
-    description="Reconcile Kafka topics to the catalog: create, set configs, add partitions.",
-)
-def kafka_topics(
-    context: dg.AssetExecutionContext, kafka: KafkaResource
-) -> Iterator[dg.MaterializeResult]:
-    """The platform's topics. Reconcile never deletes a topic or removes partitions; what it must
-    not fix (fewer partitions wanted, another replication factor) is reported as drift."""
-    specs = [_SPECS_BY_KEY[key] for key in sorted(context.selected_asset_keys)]
-    admin = kafka.admin()
-    plans = plan_topics(admin, specs)
-    apply_plans(admin, plans)
-    for plan in plans:
-        for line in plan.warnings + plan.drift:
-            context.log.warning(f"{plan.spec.name}: {line}")
-        yield dg.MaterializeResult(
-            asset_key=topic_asset_key(plan.spec.name), metadata=_plan_metadata(plan)
-        )
+def build_topic_assets(
+    upstream: Mapping[str, Sequence[dg.AssetKey]] | None = None,
+) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
+    """The topic assets and their checks; ``upstream`` adds writers (e.g. CDC connectors) per
+    topic, known only when the code location loads its connector files."""
+    upstream = upstream or {}
+
+    @dg.multi_asset(
+        name="kafka_topics",
+        specs=[_asset_spec(t, upstream.get(t.name, ())) for t in ALL_TOPICS],
+        can_subset=True,
+        description="Reconcile Kafka topics to the catalog: create, set configs, add partitions.",
+    )
+    def kafka_topics(
+        context: dg.AssetExecutionContext, kafka: KafkaResource
+    ) -> Iterator[dg.MaterializeResult]:
+        """The platform's topics. Reconcile never deletes a topic or removes partitions; what
+        it must not fix (fewer partitions wanted, another RF) is reported as drift."""
+        specs = [_SPECS_BY_KEY[key] for key in sorted(context.selected_asset_keys)]
+        admin = kafka.admin()
+        plans = plan_topics(admin, specs)
+        apply_plans(admin, plans)
+        for plan in plans:
+            for line in plan.warnings + plan.drift:
+                context.log.warning(f"{plan.spec.name}: {line}")
+            yield dg.MaterializeResult(
+                asset_key=topic_asset_key(plan.spec.name), metadata=_plan_metadata(plan)
+            )
+
+    @dg.multi_asset_check(
+        specs=[
+            dg.AssetCheckSpec(
+                "matches_catalog",
+                asset=topic_asset_key(t.name),
+                description="The live topic has the catalog's partitions, replication and configs.",
+            )
+            for t in ALL_TOPICS
+        ],
+        can_subset=True,
+        name="kafka_topics_match_catalog",
+    )
+    def kafka_topics_match_catalog(
+        context: dg.AssetCheckExecutionContext, kafka: KafkaResource
+    ) -> Iterator[dg.AssetCheckResult]:
+        keys = sorted({check.asset_key for check in context.selected_asset_check_keys})
+        plans = plan_topics(kafka.admin(), [_SPECS_BY_KEY[key] for key in keys])
+        for plan in plans:
+            # A missing topic shows up as its pending "create" change.
+            problems = plan.changes + plan.drift
+            yield dg.AssetCheckResult(
+                asset_key=topic_asset_key(plan.spec.name),
+                check_name="matches_catalog",
+                passed=plan.in_sync,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "differences": dg.MetadataValue.md(_bullets(problems) or "none"),
+                    "warnings": dg.MetadataValue.md(_bullets(plan.warnings) or "none"),
+                },
+            )
+
+    return kafka_topics, kafka_topics_match_catalog
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            "matches_catalog",
-            asset=topic_asset_key(t.name),
-            description="The live topic has the catalog's partitions, replication and configs.",
-        )
-        for t in ALL_TOPICS
-    ],
-    can_subset=True,
-    name="kafka_topics_match_catalog",
-)
-def kafka_topics_match_catalog(
-    context: dg.AssetCheckExecutionContext, kafka: KafkaResource
-) -> Iterator[dg.AssetCheckResult]:
-    keys = sorted({check.asset_key for check in context.selected_asset_check_keys})
-    plans = plan_topics(kafka.admin(), [_SPECS_BY_KEY[key] for key in keys])
-    for plan in plans:
-        # A missing topic shows up as its pending "create" change.
-        problems = plan.changes + plan.drift
-        yield dg.AssetCheckResult(
-            asset_key=topic_asset_key(plan.spec.name),
-            check_name="matches_catalog",
-            passed=plan.in_sync,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "differences": dg.MetadataValue.md(_bullets(problems) or "none"),
-                "warnings": dg.MetadataValue.md(_bullets(plan.warnings) or "none"),
-            },
-        )
+# The catalog alone (no connectors): for tests and tools that load topics only.
+kafka_topics, kafka_topics_match_catalog = build_topic_assets()
