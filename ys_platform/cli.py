@@ -118,6 +118,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ys_platform.cli_connect import register as register_connect
     from ys_platform.local.cli import register as register_local
 
     parser = argparse.ArgumentParser(
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_local(commands)
+    register_connect(commands, _with_settings)
 
     topics = commands.add_parser("topics", help="reconcile Kafka topics to the catalog")
     topics_commands = topics.add_subparsers(dest="topics_command", required=True)

@@ -100,6 +100,22 @@ def _kill_session(session_id: int) -> None:
             continue
 
 
+def _prepare_cdc(settings: Settings) -> None:
+    """Migrations and the CDC connectors, so Postgres changes flow while the UI is up. A failure
+    here leaves the rest of the platform running and says what to run by hand."""
+    import argparse
+
+    from ys_platform.cli_connect import connectors_apply, db_migrate
+
+    no_args = argparse.Namespace(names=[])
+    if db_migrate(no_args, settings) or connectors_apply(no_args, settings):
+        print(
+            "CDC is not running: see above, then `ys-platform db migrate` and "
+            "`ys-platform connectors apply`",
+            file=sys.stderr,
+        )
+
+
 def _start_simulator(settings: Settings, rate: float) -> tuple[threading.Thread, threading.Event]:
     from ys_platform.sources.publish import run_simulation
 
@@ -130,13 +146,14 @@ def run_dev(
     from ys_platform.streaming.topics import TopicAdminError, apply_plans, plan_topics
 
     try:
-        up(settings, brokers=brokers)
+        up(settings, brokers=brokers, connect=True)
         admin = KafkaConnection.from_settings(settings).admin()
         plans = plan_topics(admin, list(ALL_TOPICS))
         apply_plans(admin, plans)
     except (LocalStackError, TopicAdminError) as exc:
         print(f"make dev could not start the platform: {exc}", file=sys.stderr)
         return 1
+    _prepare_cdc(settings)
     print(
         f"topics: {len(plans)} in the catalog, {sum(1 for p in plans if p.changes)} changed",
         file=sys.stderr,
