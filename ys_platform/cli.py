@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -65,7 +66,6 @@ def _schemas_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _processor_run(args: argparse.Namespace, settings: Settings) -> int:
-    import json
     import logging
 
     from ys_platform.processors.registry import resolve
@@ -109,6 +109,32 @@ def _sink_run(args: argparse.Namespace) -> int:
     from ys_platform.sinks.runtime import main as sink_main
 
     return sink_main([args.sink, *args.options])
+
+
+def _search(args: argparse.Namespace, settings: Settings) -> int:
+    from ys_platform.clients.locks import StoreLockedError
+    from ys_platform.clients.qdrant import open_qdrant
+    from ys_platform.sinks.vector import collection_prefix, search_collection
+
+    api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    collection = f"{collection_prefix(args.namespace)}{args.collection}"
+    try:
+        with open_qdrant(
+            url=settings.qdrant_url,
+            path=None if settings.qdrant_url else str(settings.qdrant_path),
+            api_key=api_key,
+        ) as client:
+            if not client.collection_exists(collection):
+                print(f"no collection {collection!r}: is the vector sink running?", file=sys.stderr)
+                return EXIT_FAILED
+            hits = search_collection(client, collection, args.query, args.limit)
+    except StoreLockedError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    for score, payload in hits:
+        shown = {k: v for k, v in payload.items() if not k.startswith("_")}
+        print(f"{score:.3f}  {payload.get('_key', '?')}  {json.dumps(shown, default=str)}")
+    return 0
 
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
@@ -168,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--duration", type=float, default=60.0, help="seconds of event time")
     simulate.add_argument("--seed", type=int, default=7)
     simulate.set_defaults(func=_with_settings(_simulate))
+
+    search = commands.add_parser("search", help="semantic search in a Qdrant collection")
+    search.add_argument("collection", help="e.g. protocols, tokens, user_behavior, documents")
+    search.add_argument("query", help="free text, e.g. 'decentralized lending'")
+    search.add_argument("--limit", type=int, default=5)
+    search.add_argument("--namespace", default="", help="the sink's namespace, if any")
+    search.set_defaults(func=_with_settings(_search))
 
     dev = commands.add_parser("dev", help="local stack, topics, then `dagster dev` (make dev)")
     dev.add_argument(

@@ -13,11 +13,13 @@ from ys_platform.assets.connectors import build_connector_defs, connector_topic_
 from ys_platform.assets.postgres import postgres_tables
 from ys_platform.assets.processors import PROCESSOR_GROUPS, processor_assets, processor_jobs
 from ys_platform.assets.topics import build_topic_assets
+from ys_platform.assets.vector_sink import vector_sink_definitions
 from ys_platform.resources.bindings import bind_resources
 from ys_platform.sensors.connectors import build_connector_health_sensor
 from ys_platform.sensors.keepalive import build_keepalive_sensors
 from ys_platform.settings import load_settings
 from ys_platform.sinks.clickhouse import load_mapping as load_clickhouse_mapping
+from ys_platform.sinks.vector import load_mapping as load_vector_mapping
 
 
 @dg.definitions
@@ -27,8 +29,11 @@ def defs() -> dg.Definitions:
         connector_topic_deps(connectors.files)
     )
     clickhouse_mapping = load_clickhouse_mapping()
+    vector_mapping = load_vector_mapping()
     sink_assets, sink_jobs = clickhouse_sink_definitions(clickhouse_mapping)
-    workers = [g.group_id for g in PROCESSOR_GROUPS] + [clickhouse_mapping.group]
+    vector_assets, vector_jobs = vector_sink_definitions(vector_mapping)
+    workers = [g.group_id for g in PROCESSOR_GROUPS]
+    workers += [clickhouse_mapping.group, vector_mapping.group]
     return dg.Definitions(
         assets=[
             postgres_tables,
@@ -36,11 +41,12 @@ def defs() -> dg.Definitions:
             kafka_topics,
             *processor_assets,
             *sink_assets,
+            *vector_assets,
             *analytics_assets,
         ],
         asset_checks=[kafka_topics_match_catalog, *connectors.checks, *analytics_checks],
         schedules=analytics_schedules,
-        jobs=[*processor_jobs, *sink_jobs, market_analytics_backfill],
+        jobs=[*processor_jobs, *sink_jobs, *vector_jobs, market_analytics_backfill],
         sensors=[
             *build_keepalive_sensors(workers),
             build_connector_health_sensor(connectors.files),

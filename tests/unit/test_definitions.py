@@ -64,3 +64,12 @@ def test_cdc_lineage_postgres_to_connector_to_topic():
     assert dg.AssetKey(["postgres", "protocols"]) in graph.get(connector).parent_keys
     assert connector in graph.get(dg.AssetKey(["kafka", "defi.protocols"])).parent_keys
     assert connector in graph.get(dg.AssetKey(["kafka", "defi.transactions"])).parent_keys
+
+
+def test_vector_lineage_topic_to_sink_to_collection():
+    from ys_platform.definitions import defs
+
+    graph = defs().resolve_asset_graph()
+    sink = dg.AssetKey(["sinks", "vector-sink"])
+    assert dg.AssetKey(["kafka", "defi.protocols"]) in graph.get(sink).parent_keys
+    assert graph.get(dg.AssetKey(["qdrant", "protocols"])).parent_keys == {sink}

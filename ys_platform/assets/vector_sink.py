@@ -1,0 +1,107 @@
+"""The vector sink and its collections: topics → vector-sink → ``["qdrant", collection]``.
+
+Built from the sink's connector file when the code location loads (not at import).
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from ys_platform.assets.keys import qdrant_collection_key, sink_asset_key, topic_asset_key
+from ys_platform.assets.workers import run_worker_in_dagster, worker_job
+from ys_platform.catalog.topics import consumer_group
+from ys_platform.resources.kafka import KafkaResource
+from ys_platform.resources.qdrant import QdrantResource
+from ys_platform.sinks.runtime import SinkConfig, SinkWorker
+from ys_platform.sinks.vector import VectorSink, VectorSinkMapping, ensure_collection
+
+SINK_GROUP = "sinks"
+COLLECTION_GROUP = "qdrant"
+
+
+class VectorSinkRunConfig(dg.Config):
+    namespace: str = ""
+    """Topic/group/collection prefix: run a copy on isolated topics (tests, replays)."""
+    instance_id: str = "0"
+    max_idle_s: float | None = None
+
+
+def vector_sink_definitions(
+    mapping: VectorSinkMapping,
+) -> tuple[list[dg.AssetsDefinition], list[object]]:
+    """The sink's long-running asset, its job, and the collection assets it feeds."""
+    sink_key = sink_asset_key(mapping.group)
+    topics = {topic: spec.collection for topic, spec in mapping.topics.items()}
+
+    @dg.asset(
+        key=sink_key,
+        deps=[topic_asset_key(t) for t in topics],
+        group_name=SINK_GROUP,
+        kinds={"kafka", "qdrant", "python"},
+        description="Embeds protocols, tokens, portfolios and sentiment (all-MiniLM-L6-v2, "
+        "384-d) and upserts them with deterministic point ids, so replays are idempotent.",
+    )
+    def vector_sink(
+        context: dg.AssetExecutionContext,
+        kafka: KafkaResource,
+        qdrant: QdrantResource,
+        config: VectorSinkRunConfig,
+    ) -> dg.MaterializeResult:
+        sink = VectorSink(
+            qdrant.url or qdrant.path or "",
+            mapping,
+            namespace=config.namespace,
+            api_key=qdrant.api_key,
+            lock_timeout_s=qdrant.lock_timeout_s,
+        )
+        worker = SinkWorker(
+            kafka.connection(),
+            sink,
+            SinkConfig(
+                # Embedding is the slow step (~200-400 texts/s): small flushes keep each poll
+                # well inside Kafka's max.poll.interval.
+                batch_size=mapping.batch_size,
+                flush_interval_s=mapping.flush_interval_ms / 1000,
+                namespace=config.namespace,
+                instance_id=config.instance_id,
+            ),
+        )
+        outputs = [(qdrant_collection_key(c), sink.collection(t)) for t, c in topics.items()]
+        return run_worker_in_dagster(context, worker, outputs, config.max_idle_s)
+
+    @dg.multi_asset(
+        name="qdrant_collections",
+        specs=[
+            dg.AssetSpec(
+                qdrant_collection_key(collection),
+                deps=[sink_key],
+                group_name=COLLECTION_GROUP,
+                kinds={"qdrant"},
+                description=f"Embeddings of {topic} (384-d, cosine), one point per key.",
+                metadata={"source_topic": topic},
+            )
+            for topic, collection in topics.items()
+        ],
+        can_subset=True,
+        description="Create the collections (idempotent) and report their point counts.",
+    )
+    def qdrant_collections(
+        context: dg.AssetExecutionContext, qdrant: QdrantResource
+    ) -> Iterator[dg.MaterializeResult]:
+        with qdrant.get_client() as client:
+            for collection in topics.values():
+                key = qdrant_collection_key(collection)
+                if key not in context.selected_asset_keys:
+                    continue
+                created = ensure_collection(client, collection)
+                points = client.count(collection, exact=True).count
+                yield dg.MaterializeResult(
+                    asset_key=key,
+                    metadata={
+                        "points": dg.MetadataValue.int(points),
+                        "created": dg.MetadataValue.bool(created),
+                    },
+                )
+
+    job = worker_job(consumer_group(mapping.group), sink_key)
+    return [vector_sink, qdrant_collections], [job]
