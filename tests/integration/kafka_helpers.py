@@ -74,3 +74,15 @@ def read_topic(connection, topic: str, *, idle_s: float = 3.0, timeout_s: float 
         return sorted(records, key=lambda r: (r.partition(), r.offset()))
     finally:
         consumer.close()
+
+
+def recent_minute(hours_ago: float = 1.0):
+    """A whole minute about ``hours_ago`` before now, as an event-time origin for test data.
+
+    Never a fixed date: topics keep records 7 days by their timestamp, so a record stamped months
+    ago can be deleted by retention between being produced and being read.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC) - timedelta(hours=hours_ago)
+    return now.replace(second=0, microsecond=0)

@@ -4,10 +4,10 @@ records the live processor emitted for the window ends of its range."""
 import threading
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import dagster as dg
-from kafka_helpers import create_namespaced_topics, read_topic
+from kafka_helpers import create_namespaced_topics, read_topic, recent_minute
 
 from ys_platform.assets.backfills import market_analytics_backfill
 from ys_platform.assets.keys import topic_asset_key
@@ -17,7 +17,7 @@ from ys_platform.processors.runner import run_processor
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.streaming.worker import WorkerConfig
 
-START = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
+START = recent_minute()
 
 
 def test_backfill_job_rewrites_the_live_records(local_stack):

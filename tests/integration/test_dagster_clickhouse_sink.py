@@ -2,10 +2,10 @@
 the table assets get materializations from the run, and the table asset reports the row count."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import dagster as dg
-from kafka_helpers import create_namespaced_topics
+from kafka_helpers import create_namespaced_topics, recent_minute
 
 from ys_platform.assets.clickhouse_sink import clickhouse_sink_definitions
 from ys_platform.assets.keys import clickhouse_table_key
@@ -14,7 +14,7 @@ from ys_platform.resources.clickhouse import ClickHouseResource
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.sinks.clickhouse import load_mapping
 
-START = datetime(2026, 2, 4, 10, 0, tzinfo=UTC)
+START = recent_minute()
 
 
 def test_sink_run_writes_rows_and_materializes_tables(local_stack, tmp_path):

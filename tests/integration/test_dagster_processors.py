@@ -5,10 +5,10 @@ in-process against the local broker."""
 
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import dagster as dg
-from kafka_helpers import create_namespaced_topics
+from kafka_helpers import create_namespaced_topics, recent_minute
 
 from ys_platform.assets.keys import processor_asset_key, topic_asset_key
 from ys_platform.assets.processors import processor_assets, processor_jobs
@@ -24,7 +24,7 @@ from ys_platform.resources.kafka import KafkaResource
 from ys_platform.sensors.keepalive import BACKOFF_BASE_S, STALL_AFTER_S, keepalive_sensors
 
 GROUP = "price-aggregation-processor"
-START = datetime(2026, 2, 2, 8, 0, tzinfo=UTC)
+START = recent_minute()
 
 
 def _defs(settings) -> dg.Definitions:

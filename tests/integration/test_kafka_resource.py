@@ -3,16 +3,16 @@ keyed and with the catalog's headers; the subscribe helper commits only after it
 
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import timedelta
 
 from confluent_kafka import TopicPartition
-from kafka_helpers import create_namespaced_topics
+from kafka_helpers import create_namespaced_topics, recent_minute
 
 from ys_platform.catalog.codec import decode
 from ys_platform.catalog.models import DefiProtocol, MarketPrice
 from ys_platform.resources.kafka import KafkaResource
 
-TS = datetime(2026, 3, 1, 9, 30, 15, 250000, tzinfo=UTC)
+TS = recent_minute() + timedelta(seconds=15, milliseconds=250)
 
 
 def test_model_round_trip_and_subscribe_commits_after_handler(local_stack):

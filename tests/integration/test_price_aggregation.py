@@ -6,10 +6,10 @@ import math
 import threading
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
-from kafka_helpers import create_namespaced_topics, read_topic
+from kafka_helpers import create_namespaced_topics, read_topic, recent_minute
 
 from ys_platform.catalog.codec import DecodeError, decode, decode_batch, encode, timestamp_ms
 from ys_platform.catalog.models import MarketPrice
@@ -20,7 +20,7 @@ from ys_platform.processors.runner import run_processor
 from ys_platform.streaming import dead_letter
 from ys_platform.streaming.worker import WorkerConfig
 
-START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+START = recent_minute()
 SYMBOLS = ["ETH", "BTC", "SOL", "ARB", "OP", "LINK", "UNI", "AAVE"]
 SOURCES = ["binance", "coinbase", "chainlink"]
 
