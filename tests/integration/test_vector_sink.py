@@ -20,7 +20,6 @@ from ys_platform.embeddings import shared_embedder
 from ys_platform.sinks.runtime import SinkConfig, SinkWorker
 from ys_platform.sinks.vector import VectorSink, load_mapping, point_id
 from ys_platform.sources.simulator import MarketSimulator
-from ys_platform.streaming import dead_letter
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -145,10 +144,10 @@ def test_protocols_become_points_once_and_are_found_by_paraphrase(
     assert not read_topic(connection, f"{namespace}{GROUP.dead_letter_topic}", idle_s=0.5)
 
 
-def test_tombstones_are_dead_lettered_not_lost(connection: KafkaConnection, tmp_path: Path) -> None:
-    """The runtime decodes every record: a tombstone on compacted defi.protocols is not a
-    message and goes to the group's DLQ (the sink's `delete` is there for a runtime that hands
-    tombstones over); the protocol's point stays."""
+def test_tombstone_deletes_the_point(connection: KafkaConnection, tmp_path: Path) -> None:
+    """A tombstone on compacted defi.protocols (a protocol deleted at the source) removes its
+    point; the other protocols stay, nothing is dead-lettered, and a later record of the same
+    key brings the point back."""
     namespace = f"t{uuid.uuid4().hex[:8]}."
     names = [*GROUP.inputs, GROUP.dead_letter_topic]
     create_namespaced_topics(connection.admin(), namespace, names, PARTITIONS)
@@ -159,9 +158,11 @@ def test_tombstones_are_dead_lettered_not_lost(connection: KafkaConnection, tmp_
     assert producer.flush(30) == 0
     store = tmp_path / "qdrant"
 
-    consumed, written = _run_worker(connection, namespace, store)
-    assert (consumed, written) == (6, 5)
+    consumed, _ = _run_worker(connection, namespace, store)
+    assert consumed == 6
+    assert _counts(store, namespace)[PROTOCOLS] == 4
+    assert not read_topic(connection, f"{namespace}{GROUP.dead_letter_topic}", idle_s=0.5)
+
+    _produce(connection, namespace, protocols[:1])
+    _run_worker(connection, namespace, store)
     assert _counts(store, namespace)[PROTOCOLS] == 5
-    dead = read_topic(connection, f"{namespace}{GROUP.dead_letter_topic}", idle_s=0.5)
-    assert len(dead) == 1
-    assert "tombstone" in (dead_letter.header(dead[0].headers(), dead_letter.ERROR) or "")

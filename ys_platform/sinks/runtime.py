@@ -85,6 +85,32 @@ class _DeadLetters:
             self.failed = f"{msg.topic()}: {err.str()}"
 
 
+def split_tombstones(records: Sequence[KafkaMessage]) -> tuple[list[KafkaMessage], list[str]]:
+    """For a sink that can delete: the records to write and the keys to delete.
+
+    A tombstone (a keyed record with no value, as compaction and CDC deletes produce) deletes its
+    key; within one batch the last record of a key decides, so a re-insert after a delete wins
+    and a delete after an update removes it. Unkeyed empty records stay in and are dead-lettered.
+    """
+    last: dict[bytes, int] = {}
+    for index, record in enumerate(records):
+        key = record.key()
+        if key is not None:
+            last[key] = index
+    keep: list[KafkaMessage] = []
+    removed: list[str] = []
+    for index, record in enumerate(records):
+        key = record.key()
+        if key is None:
+            keep.append(record)
+        elif record.value() is None:
+            if last[key] == index:
+                removed.append(key.decode())
+        elif records[last[key]].value() is not None:
+            keep.append(record)
+    return keep, removed
+
+
 class SinkWorker:
     """Consumes the sink's group inputs and writes them through ``sink``; see the module doc."""
 
@@ -291,7 +317,14 @@ class SinkWorker:
         batches: list[PartitionBatch] = []
         dead = 0
         commits: list[TopicPartition] = []
-        for key, records in buffers.items():
+        deletes: dict[str, list[str]] = {}
+        deleting = callable(getattr(self.sink, "delete", None))
+        for key, all_records in buffers.items():
+            records = all_records
+            if deleting:
+                records, removed = split_tombstones(all_records)
+                if removed:
+                    deletes.setdefault(key[0], []).extend(removed)
             messages, failures = decode_batch(key[0], [r.value() for r in records])
             if failures:
                 failed = {index for index, _ in failures}
@@ -301,12 +334,14 @@ class SinkWorker:
                 offsets = [r.offset() for i, r in enumerate(records) if i not in failed]
             else:
                 offsets = [r.offset() for r in records]
-            end = records[-1].offset() + 1
+            end = all_records[-1].offset() + 1
             batches.append(PartitionBatch(key, messages, offsets, end_offset=end))
             commits.append(TopicPartition(self.config.physical(key[0]), key[1], end))
         if dead:
             self._flush_dead_letters()
         written = self._write(batches)
+        for topic_name, keys in deletes.items():
+            written += self.sink.delete(topic_name, keys)  # type: ignore[attr-defined]
         assert self._consumer is not None
         try:
             # Asynchronous: the sink's store, not this commit, decides where a restart resumes.
