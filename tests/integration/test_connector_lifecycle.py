@@ -22,7 +22,6 @@ from ys_platform.connectors import (
     load_connector_file,
     namespaced,
     status,
-    wait_for_state,
 )
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.resources.kafka_connect import KafkaConnectResource
@@ -167,7 +166,13 @@ def test_failed_task_is_restarted_by_the_health_sensor(
         assert isinstance(result, dg.SensorResult)
         assert "restart #1" in (result.skip_reason.skip_message if result.skip_reason else "")
 
-        back = wait_for_state(client, file.name, "RUNNING", timeout_s=60)
+        # The restart is asynchronous: the status can still show the old FAILED task for a
+        # moment, so wait for RUNNING itself rather than stopping at the first FAILED.
+        deadline = time.monotonic() + 60
+        back = status(client, file.name)
+        while not back.is_("RUNNING") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            back = status(client, file.name)
         assert back.is_("RUNNING"), back.summary()
 
         # The next tick sees it healthy and resets the streak.
