@@ -188,13 +188,17 @@ def evaluate_pair(
         x, y = float(sell.reserve_base), float(sell.reserve_quote)  # type: ignore[arg-type]
         cost_per_base = buy.price_usd / (1.0 - buy.fee)  # USD spent per base unit bought
         base_in = optimal_base_in_against_price(x, y, cost_per_base * (1.0 + k), sell.fee)
-        size = min(base_in * cost_per_base, max_trade_usd,
-                   _liquidity_cap(buy, max_liquidity_fraction))
+        size = min(
+            base_in * cost_per_base, max_trade_usd, _liquidity_cap(buy, max_liquidity_fraction)
+        )
         gross = float(get_amount_out(size / cost_per_base, x, y, sell.fee)) - size
         sizing = "pool_sell"
     else:
-        size = min(max_trade_usd, _liquidity_cap(buy, max_liquidity_fraction),
-                   _liquidity_cap(sell, max_liquidity_fraction))
+        size = min(
+            max_trade_usd,
+            _liquidity_cap(buy, max_liquidity_fraction),
+            _liquidity_cap(sell, max_liquidity_fraction),
+        )
         gross = expected_profit_usd(size, buy.price_usd, sell.price_usd, buy.fee, sell.fee)
         sizing = "liquidity_cap"
     costs = bridge.fee_usd(size) + buy.gas_usd + sell.gas_usd
@@ -331,7 +335,5 @@ class OpportunityTracker:
         """Rebuild from :meth:`to_state` output (list keys become tuples again)."""
         self = cls(ttl_ms, min_profit_change, refresh_ms)
         for key, profit, emitted_at, seen_at in state:
-            self._live[tuple(key) if isinstance(key, list) else key] = [
-                profit, emitted_at, seen_at
-            ]
+            self._live[tuple(key) if isinstance(key, list) else key] = [profit, emitted_at, seen_at]
         return self

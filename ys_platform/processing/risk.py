@@ -216,9 +216,15 @@ def assess_positions(positions: Sequence[Position]) -> RiskAssessment:
     collateral_usd = float(value[~is_debt].sum())
     debt_usd = float(value[is_debt].sum())
     hf = (
-        health_factor(value[~is_debt], np.ones(int((~is_debt).sum())), lt[~is_debt],
-                      value[is_debt], np.ones(int(is_debt.sum())))
-        if positions else None
+        health_factor(
+            value[~is_debt],
+            np.ones(int((~is_debt).sum())),
+            lt[~is_debt],
+            value[is_debt],
+            np.ones(int(is_debt.sum())),
+        )
+        if positions
+        else None
     )
     gross = np.abs(value)
     conc = hhi_by(gross, [p.asset for p in positions])
@@ -268,8 +274,10 @@ class HysteresisBands:
 
     def __post_init__(self) -> None:
         s = -1.0 if self.higher_is_worse else 1.0  # map to the "lower is worse" orientation
-        ok = (s * self.critical <= s * self.critical_clear <= s * self.clear
-              and s * self.critical <= s * self.warning <= s * self.clear)
+        ok = (
+            s * self.critical <= s * self.critical_clear <= s * self.clear
+            and s * self.critical <= s * self.warning <= s * self.clear
+        )
         if not ok:
             raise ValueError(f"inconsistent hysteresis bands: {self}")
 

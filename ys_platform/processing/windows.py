@@ -131,9 +131,7 @@ class TickBatch:
         return cls(symbols, ts, px, vol, src)
 
     @classmethod
-    def from_ticks(
-        cls, ticks: Iterable[tuple[str, int, float, float | None, str]]
-    ) -> TickBatch:
+    def from_ticks(cls, ticks: Iterable[tuple[str, int, float, float | None, str]]) -> TickBatch:
         """Build a batch from ``(symbol, ts_ms, price, volume or None, source)`` rows."""
         rows = list(ticks)
         return cls.from_columns(
@@ -188,8 +186,12 @@ class _Ticks:
 
     def select(self, idx: np.ndarray) -> _Ticks:
         return _Ticks(
-            self.symbol[idx], self.ts[idx], self.price[idx], self.volume[idx],
-            self.source[idx], self.seq[idx],
+            self.symbol[idx],
+            self.ts[idx],
+            self.price[idx],
+            self.volume[idx],
+            self.source[idx],
+            self.seq[idx],
         )
 
     def merged(self, other: _Ticks) -> _Ticks:
@@ -372,8 +374,9 @@ class SlidingWindowState:
 
     def _merge_pending(self) -> None:
         if self._pending:
-            new = _Ticks(*(np.concatenate(cols) for cols in zip(*map(_columns, self._pending),
-                                                                   strict=True)))
+            new = _Ticks(
+                *(np.concatenate(cols) for cols in zip(*map(_columns, self._pending), strict=True))
+            )
             self._pending = []
             self._ticks = self._ticks.merged(new)
 
@@ -629,9 +632,7 @@ def _consolidate(
     n_win = lo.size
     # Fresh ticks: end - staleness <= ts <= end, searched like the window itself; the symbol's
     # part of the key is key - ts (key = symbol * span + ts - base).
-    fresh_lo = np.searchsorted(
-        key, key[lo] - t.ts[lo] + (end - cfg.max_staleness_ms), side="left"
-    )
+    fresh_lo = np.searchsorted(key, key[lo] - t.ts[lo] + (end - cfg.max_staleness_ms), side="left")
     fresh_lo = np.maximum(fresh_lo, first)  # never before the symbol's own ticks
     win_of, idx = _gather(fresh_lo, np.maximum(hi - fresh_lo, 0))
     if not idx.size:

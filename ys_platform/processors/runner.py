@@ -1,20 +1,17 @@
-"""Run one processor in this process until stopped: the standalone service and the Dagster run
-share this function."""
+"""Run one processor in this process until stopped: ``ys-platform processor run NAME``.
+
+The Dagster run drives the same ``TransactionalWorker`` (see ``assets/workers.py``)."""
 
 from __future__ import annotations
 
-import logging
-import signal
 import threading
-from types import FrameType
 
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.processors.registry import build_processor
 from ys_platform.settings import Settings
 from ys_platform.streaming.metrics import WorkerMetrics
+from ys_platform.streaming.signals import stop_on_signals
 from ys_platform.streaming.worker import ProgressCallback, TransactionalWorker, WorkerConfig
-
-log = logging.getLogger(__name__)
 
 
 def run_processor(
@@ -32,17 +29,5 @@ def run_processor(
     worker = TransactionalWorker(
         KafkaConnection.from_settings(settings), build_processor(name), config, on_progress
     )
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("%s: signal %d, finishing the batch in hand", worker.group_id, signum)
-            stop.set()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, request_stop)
-    try:
+    with stop_on_signals(stop, worker.group_id):
         return worker.run(stop, max_idle_s=max_idle_s)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -24,13 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from types import FrameType
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
@@ -40,6 +38,7 @@ from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.sinks.base import BatchSink, PartitionBatch, Sink, TopicPartitionId
 from ys_platform.streaming.dead_letter import dead_letter_headers
 from ys_platform.streaming.metrics import WorkerMetrics
+from ys_platform.streaming.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -414,20 +413,8 @@ def run_sink(
 ) -> WorkerMetrics:
     """Run ``worker`` until ``stop``, SIGTERM/SIGINT (main thread only) or ``max_idle_s``."""
     stop = stop or threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("%s: signal %d, flushing the batch in hand", worker.group_id, signum)
-            stop.set()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, request_stop)
-    try:
+    with stop_on_signals(stop, worker.group_id):
         return worker.run(stop, max_idle_s=max_idle_s)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -47,10 +47,12 @@ def test_liquidity_capped_size_when_reserves_unknown() -> None:
 
 
 def test_two_pool_sizing_is_optimal_after_bridge_bps() -> None:
-    buy = VenueQuote("ethereum", "uniswap", 2_000, reserve_base=1_000, reserve_quote=2_000_000,
-                     gas_usd=4)
-    sell = VenueQuote("base", "aerodrome", 2_100, reserve_base=500, reserve_quote=1_050_000,
-                      gas_usd=1)
+    buy = VenueQuote(
+        "ethereum", "uniswap", 2_000, reserve_base=1_000, reserve_quote=2_000_000, gas_usd=4
+    )
+    sell = VenueQuote(
+        "base", "aerodrome", 2_100, reserve_base=500, reserve_quote=1_050_000, gas_usd=1
+    )
     bridge = BridgeCost(fixed_usd=3, bps=8)
     opp = evaluate_pair("ETH", buy, sell, bridge)
     assert opp.sizing == "two_pool"

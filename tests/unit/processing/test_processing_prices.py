@@ -97,7 +97,17 @@ def test_consolidation_staleness_bound_is_inclusive() -> None:
     assert consolidated_price(["A", "B"], [90_000, 119_000], [100.0, 101.0], END) == (
         ConsolidatedPrice(100.5, 2)
     )
-    assert consolidated_price(["A"], [89_999, ], [100.0], END) is None
+    assert (
+        consolidated_price(
+            ["A"],
+            [
+                89_999,
+            ],
+            [100.0],
+            END,
+        )
+        is None
+    )
 
 
 def test_consolidation_without_consensus_is_none() -> None:

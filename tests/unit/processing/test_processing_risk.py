@@ -109,8 +109,9 @@ def test_risk_score_vectors_and_monotonicity() -> None:
 
 def test_assess_positions() -> None:
     positions = [
-        Position("ETH", "aave", "ethereum", 10, 2_000, liquidation_threshold=0.825,
-                 volatility_1d=0.04),
+        Position(
+            "ETH", "aave", "ethereum", 10, 2_000, liquidation_threshold=0.825, volatility_1d=0.04
+        ),
         Position("USDC", "aave", "arbitrum", 5_000, 1, liquidation_threshold=0.87),
         Position("USDC", "aave", "ethereum", 15_000, 1, is_debt=True),
     ]
@@ -139,7 +140,10 @@ def test_liquidation_alert_hysteresis_no_flapping() -> None:
     assert levels == [
         None,  # 1.5  ok
         W,  # 1.19 < 1.2 → warning
-        None, None, None, None,  # 1.21 1.25 1.19 1.29: inside the 1.2–1.3 band: no flapping
+        None,
+        None,
+        None,
+        None,  # 1.21 1.25 1.19 1.29: inside the 1.2–1.3 band: no flapping
         OK,  # 1.31 > 1.3 → clear
         None,  # 1.2 is not < 1.2
         W,  # 1.19
@@ -154,9 +158,7 @@ def test_liquidation_alert_hysteresis_no_flapping() -> None:
 
 def test_oscillation_around_threshold_emits_once() -> None:
     state = AlertState()
-    transitions = state.update_many(
-        ("u", "liquidation_risk", hf) for hf in [1.19, 1.21] * 50
-    )
+    transitions = state.update_many(("u", "liquidation_risk", hf) for hf in [1.19, 1.21] * 50)
     assert [t.level for t in transitions] == [AlertLevel.WARNING]
 
 
@@ -180,10 +182,14 @@ def test_alert_state_snapshot_restore() -> None:
     state.update("a", "liquidation_risk", 1.1)
     state.update("b", "volatility", 0.2)
     restored = AlertState.from_state(state.to_state())
-    assert restored.to_state() == state.to_state() == [
-        ["a", "liquidation_risk", "warning"],
-        ["b", "volatility", "critical"],
-    ]
+    assert (
+        restored.to_state()
+        == state.to_state()
+        == [
+            ["a", "liquidation_risk", "warning"],
+            ["b", "volatility", "critical"],
+        ]
+    )
     assert restored.update("a", "liquidation_risk", 1.25) is None  # still inside the band
 
 

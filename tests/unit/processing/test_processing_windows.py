@@ -88,7 +88,11 @@ def reference_record(
 
 def assert_records_close(got: WindowAnalytics, want: WindowAnalytics) -> None:
     assert (got.symbol, got.window_start_ms, got.window_end_ms, got.ticks, got.sources) == (
-        want.symbol, want.window_start_ms, want.window_end_ms, want.ticks, want.sources
+        want.symbol,
+        want.window_start_ms,
+        want.window_end_ms,
+        want.ticks,
+        want.sources,
     )
     for field in ("twap", "vwap", "volatility", "consolidated_price"):
         g, w = getattr(got, field), getattr(want, field)
@@ -136,9 +140,7 @@ def test_window_hand_example_with_late_and_too_late_ticks() -> None:
     # TWAP (100·1_000 + 101·3_000) / 4_000 = 403_000 / 4_000; VWAP (100·1 + 101·3)/4 = 100.75
     # one return: volatility 0.0; sources a (age 4 s) and b (age 3 s): median 100.5, both
     # within 2 % (2.01) of it.
-    assert records == [
-        WindowAnalytics("ETH", 40_000, 100_000, 100.75, 100.75, 0.0, 100.5, 2, 2)
-    ]
+    assert records == [WindowAnalytics("ETH", 40_000, 100_000, 100.75, 100.75, 0.0, 100.5, 2, 2)]
     one_by_one.advance_watermark(1_000_000)
     rest = one_by_one.emit()
     # Window (45_000, 105_000]: 96_000@100 1 s, 97_000@101 4 s, 101_000@110 1 ms,
