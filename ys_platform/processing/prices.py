@@ -55,18 +55,18 @@ def twap(
 ) -> float | None:
     """Arithmetic time-weighted average price over ``(window_end_ms - window_ms, window_end_ms]``.
 
-        ``ts_ms``/``prices`` are all known ticks of one symbol (any source, any order; ticks after the
-        window are ignored). Each price holds from its tick until the next tick in event-time order.
-        The last tick at or before the window start (the *prior* tick) holds from the window start
-        until the first tick inside, if it is less than ``max_carry_ms`` older than the window start;
-    without one, the window starts at its first tick. The last tick
-        inside holds until the window end, so a tick exactly at the window end holds for zero time
-        (it still counts as a tick of the window). Of ticks with equal timestamps only the last given
-        holds (the others hold for zero time).
+    ``ts_ms``/``prices`` are all known ticks of one symbol (any source, any order; ticks after the
+    window are ignored). Each price holds from its tick until the next tick in event-time order.
+    The last tick at or before the window start (the *prior* tick) holds from the window start
+    until the first tick inside, if it is less than ``max_carry_ms`` older than the window
+    start; without one, the window starts at its first tick. The last tick inside holds until
+    the window end, so a tick exactly at the window end holds for zero time (it still counts as
+    a tick of the window). Of ticks with equal timestamps only the last given holds (the others
+    hold for zero time).
 
-        Returns None when no tick falls inside the window. When the covered time is zero (the only
-        ticks inside are at the window end and there is no prior tick) the TWAP is the price of the
-        last such tick: the limit of the time-weighted mean over a vanishing interval.
+    Returns None when no tick falls inside the window. When the covered time is zero (the only
+    ticks inside are at the window end and there is no prior tick) the TWAP is the price of the
+    last such tick: the limit of the time-weighted mean over a vanishing interval.
     """
     ts = np.asarray(ts_ms, dtype=np.int64)
     px = np.asarray(prices, dtype=np.float64)
