@@ -106,3 +106,10 @@ def _settle(futures: Mapping[str, Future[Any]]) -> list[tuple[str, KafkaError]]:
         except KafkaException as exc:
             failed.append((name, exc.args[0]))
     return failed
+
+
+def create_catalog_topics(
+    admin: AdminClient, namespace: str, names: Sequence[str], partitions: int | None = None
+) -> list[str]:
+    """The catalog topics ``names`` under ``namespace`` (catalog configs and partitions)."""
+    return create_topics(admin, [catalog_spec(n, f"{namespace}{n}", partitions) for n in names])

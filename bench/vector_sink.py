@@ -121,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         unit = "texts/s" if name == "model" else "points/s"
         spread = f"{min(rates[name]):,.0f}-{max(rates[name]):,.0f}"
         paired = "" if name == "model" else f", {ratio[name]:.0%} of the model (paired median)"
+        # The detail goes to stderr: stdout carries the one comparable line.
         print(
-            f"{name:32s} {median[name]:8,.0f} {unit}  (median of {args.repeats}, {spread}){paired}"
+            f"{name:32s} {median[name]:8,.0f} {unit}  (median of {args.repeats}, {spread}){paired}",
+            file=sys.stderr,
         )
     disk, memory = ratio["sink on disk"], ratio["sink in memory"]
     verdict = "meets" if min(disk, memory) >= TARGET else "misses"
