@@ -183,9 +183,9 @@ def run_dev(
         if simulator:
             simulator[1].set()
         if child.poll() is None:
-            print("stopping: processor runs first, then Dagster", file=sys.stderr)
+            print("stopping: processor and sink runs first, then Dagster", file=sys.stderr)
             stopped = stop_processor_runs(settings.dagster_home)
-            print(f"stopped {stopped} processor run(s)", file=sys.stderr)
+            print(f"stopped {stopped} processor and sink run(s)", file=sys.stderr)
             child.send_signal(signal.SIGTERM)
             try:
                 child.wait(timeout=SHUTDOWN_GRACE_S)
