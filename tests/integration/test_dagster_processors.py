@@ -140,3 +140,52 @@ def test_sensor_launches_run_records_outputs_and_relaunches(local_stack):
         )
         after = _tick(defs, instance, cursor=result.cursor, now=now)
         assert after.run_requests == []  # backing off after the stall
+
+
+def _record_sensor_stopped(instance, sensor_name: str) -> None:
+    """Store the sensor as STOPPED, as the UI's toggle does (through Dagster's own state API)."""
+    import dagster._core.remote_origin as remote
+    from dagster._core.scheduler.instigation import (
+        InstigatorState,
+        InstigatorStatus,
+        InstigatorType,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    location = remote.InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=__file__))
+    origin = remote.RemoteInstigatorOrigin(
+        remote.RemoteRepositoryOrigin(location, "__repository__"), sensor_name
+    )
+    instance.add_instigator_state(
+        InstigatorState(origin, InstigatorType.SENSOR, InstigatorStatus.STOPPED)
+    )
+
+
+def test_stopping_the_sensor_stops_its_run(local_stack):
+    defs = _defs(local_stack)
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    kafka = KafkaResource(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    create_namespaced_topics(
+        kafka.admin(),
+        namespace,
+        ["market.prices", "market.analytics", "dlq.price-aggregation-processor"],
+        1,
+    )
+    sensor_name = keepalive_sensor_name(GROUP)
+    with dg.instance_for_test() as instance:
+        _record_sensor_stopped(instance, sensor_name)
+        started = time.monotonic()
+        # No max_idle_s: without the stopped sensor this run would go on for ever.
+        run = defs.resolve_job_def(worker_job_name(GROUP)).execute_in_process(
+            instance=instance,
+            tags={WORKER_TAG: GROUP, SENSOR_NAME_TAG: sensor_name},
+            run_config={
+                "ops": {
+                    "processors__price_aggregation_processor": {"config": {"namespace": namespace}}
+                }
+            },
+        )
+        elapsed = time.monotonic() - started
+    assert run.success
+    # The run checks its sensor every 10 s; allow for the worker's start and commit.
+    assert elapsed < 45, f"the run went on {elapsed:.0f} s after its sensor was stopped"
