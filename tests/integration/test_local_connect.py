@@ -1,7 +1,7 @@
 """The local stack's Kafka Connect worker against real processes: up, plugin, topics, status, down.
 
-The stack lives in its own temporary state folder on ports of its own (Kafka 49092, PostgreSQL
-45432, Connect 48083), so these tests run beside a developer's default stack without touching it.
+The stack lives in its own temporary state folder on ports of its own (Kafka 23092, PostgreSQL
+23432, Connect 23083), so these tests run beside a developer's default stack without touching it.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from ys_platform.settings import Settings, load_settings
 pytestmark = pytest.mark.timeout(120)
 
 PORTS = {
-    "local_kafka_port": 49092,
-    "postgres_port": 45432,
-    "connect_url": "http://127.0.0.1:48083",
+    "local_kafka_port": 23092,
+    "postgres_port": 23432,
+    "connect_url": "http://127.0.0.1:23083",
 }
 CONNECT_URL = str(PORTS["connect_url"])
 
@@ -63,9 +63,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             services = up(settings, connect=True)
             print(f"fresh up with Connect: {time.monotonic() - started:.1f} s", file=sys.stderr)
             assert [(s.name, s.endpoint, s.state, s.healthy) for s in services] == [
-                ("kafka-1", "127.0.0.1:49092", "running", True),
+                ("kafka-1", "127.0.0.1:23092", "running", True),
                 ("connect", CONNECT_URL, "running", True),
-                ("postgres", "127.0.0.1:45432/yieldsensei", "running", True),
+                ("postgres", "127.0.0.1:23432/yieldsensei", "running", True),
             ]
             yield settings
         finally:

@@ -28,8 +28,10 @@ pytestmark = pytest.mark.timeout(120)
 
 # Away from the defaults (9092, 15432) and from each other: broker i on port+i-1, controller
 # on port+100+i-1.
-SINGLE = {"local_kafka_port": 39092, "postgres_port": 35432}
-TRIPLE = {"local_kafka_port": 40092, "postgres_port": 40432}
+# Below Linux's ephemeral range (32768-60999): a port there can be taken at random by any
+# outgoing connection on the machine, and a broker that cannot bind fails the test.
+SINGLE = {"local_kafka_port": 21092, "postgres_port": 21432}
+TRIPLE = {"local_kafka_port": 22092, "postgres_port": 22432}
 
 # Client requests against a local broker finish in milliseconds; 30 s only bounds a hang.
 CLIENT_TIMEOUT_S = 30
@@ -74,11 +76,11 @@ def test_fresh_up_starts_kafka_and_postgres(single: Settings) -> None:
     services = up(single)
 
     assert [(s.name, s.endpoint, s.state, s.healthy) for s in services] == [
-        ("kafka-1", "127.0.0.1:39092", "running", True),
-        ("postgres", "127.0.0.1:35432/yieldsensei", "running", True),
+        ("kafka-1", "127.0.0.1:21092", "running", True),
+        ("postgres", "127.0.0.1:21432/yieldsensei", "running", True),
     ]
     metadata = _admin(single).list_topics(timeout=CLIENT_TIMEOUT_S)
-    assert {b.id: f"{b.host}:{b.port}" for b in metadata.brokers.values()} == {1: "127.0.0.1:39092"}
+    assert {b.id: f"{b.host}:{b.port}" for b in metadata.brokers.values()} == {1: "127.0.0.1:21092"}
     assert _query(single, "SELECT current_user, current_database()") == [
         ("yieldsensei", "yieldsensei")
     ]
@@ -195,11 +197,11 @@ def test_three_brokers_form_one_cluster_that_takes_rf3_topics(triple: Settings) 
     services = up(triple, brokers=3, postgres=False)
 
     assert [(s.name, s.endpoint, s.healthy) for s in services] == [
-        ("kafka-1", "127.0.0.1:40092", True),
-        ("kafka-2", "127.0.0.1:40093", True),
-        ("kafka-3", "127.0.0.1:40094", True),
+        ("kafka-1", "127.0.0.1:22092", True),
+        ("kafka-2", "127.0.0.1:22093", True),
+        ("kafka-3", "127.0.0.1:22094", True),
     ]
-    assert kafka_bootstrap(triple) == "127.0.0.1:40092,127.0.0.1:40093,127.0.0.1:40094"
+    assert kafka_bootstrap(triple) == "127.0.0.1:22092,127.0.0.1:22093,127.0.0.1:22094"
     metadata = _admin(triple).list_topics(timeout=CLIENT_TIMEOUT_S)
     assert sorted(metadata.brokers) == [1, 2, 3]
 
