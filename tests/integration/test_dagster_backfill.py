@@ -13,6 +13,7 @@ from ys_platform.assets.backfills import market_analytics_backfill
 from ys_platform.assets.keys import topic_asset_key
 from ys_platform.catalog.codec import decode
 from ys_platform.catalog.models import MarketPrice
+from ys_platform.clients.kafka import produce_messages
 from ys_platform.processors.runner import run_processor
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.streaming.worker import WorkerConfig
@@ -45,17 +46,7 @@ def test_backfill_job_rewrites_the_live_records(local_stack):
         for base in ("ETH", "BTC")
     ]
     with kafka.get_producer() as producer:
-        from ys_platform.catalog.codec import encode, timestamp_ms
-
-        for tick in ticks:
-            key, value, headers = encode(tick)
-            producer.produce(
-                f"{namespace}market.prices",
-                value,
-                key,
-                headers=headers,
-                timestamp=timestamp_ms(tick),
-            )
+        produce_messages(producer, ticks, namespace=namespace)
     run_processor(
         local_stack,
         "price-aggregation-processor",

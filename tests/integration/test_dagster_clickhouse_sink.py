@@ -10,6 +10,7 @@ from kafka_helpers import create_namespaced_topics, recent_minute
 from ys_platform.assets.clickhouse_sink import clickhouse_sink_definitions
 from ys_platform.assets.keys import clickhouse_table_key
 from ys_platform.catalog.models import MarketPrice
+from ys_platform.clients.kafka import produce_messages
 from ys_platform.resources.clickhouse import ClickHouseResource
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.sinks.clickhouse import load_mapping
@@ -38,17 +39,7 @@ def test_sink_run_writes_rows_and_materializes_tables(local_stack, tmp_path):
         for i in range(250)
     ]
     with kafka.get_producer() as producer:
-        from ys_platform.catalog.codec import encode, timestamp_ms
-
-        for tick in ticks:
-            key, value, headers = encode(tick)
-            producer.produce(
-                f"{namespace}market.prices",
-                value,
-                key,
-                headers=headers,
-                timestamp=timestamp_ms(tick),
-            )
+        produce_messages(producer, ticks, namespace=namespace)
 
     clickhouse = ClickHouseResource(dsn=f"chdb://{tmp_path / 'ch'}")
     assets, jobs = clickhouse_sink_definitions(mapping)

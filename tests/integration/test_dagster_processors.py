@@ -20,6 +20,7 @@ from ys_platform.assets.workers import (
     worker_job_name,
 )
 from ys_platform.catalog.models import MarketPrice
+from ys_platform.clients.kafka import produce_messages
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.sensors.keepalive import BACKOFF_BASE_S, STALL_AFTER_S, keepalive_sensors
 
@@ -69,17 +70,7 @@ def test_sensor_launches_run_records_outputs_and_relaunches(local_stack):
         for i in range(120)
     ]
     with kafka.get_producer() as producer:
-        from ys_platform.catalog.codec import encode, timestamp_ms
-
-        for tick in ticks:
-            key, value, headers = encode(tick)
-            producer.produce(
-                f"{namespace}market.prices",
-                value,
-                key,
-                headers=headers,
-                timestamp=timestamp_ms(tick),
-            )
+        produce_messages(producer, ticks, namespace=namespace)
 
     with dg.instance_for_test() as instance:
         # 1. Nothing running: the sensor asks for a run.

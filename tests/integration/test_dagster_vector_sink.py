@@ -9,6 +9,7 @@ from kafka_helpers import create_namespaced_topics
 from ys_platform.assets.keys import qdrant_collection_key
 from ys_platform.assets.vector_sink import vector_sink_definitions
 from ys_platform.cli import main
+from ys_platform.clients.kafka import produce_messages
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.resources.qdrant import QdrantResource
 from ys_platform.sinks.vector import load_mapping
@@ -25,17 +26,7 @@ def test_vector_sink_run_then_search(local_stack, tmp_path, monkeypatch, capsys)
     protocols = MarketSimulator(5).protocols()
     assert len(protocols) >= 20
     with kafka.get_producer() as producer:
-        from ys_platform.catalog.codec import encode, timestamp_ms
-
-        for protocol in protocols:
-            key, value, headers = encode(protocol)
-            producer.produce(
-                f"{namespace}defi.protocols",
-                value,
-                key,
-                headers=headers,
-                timestamp=timestamp_ms(protocol),
-            )
+        produce_messages(producer, protocols, namespace=namespace)
 
     qdrant = QdrantResource(path=str(tmp_path / "qdrant"))
     assets, jobs = vector_sink_definitions(mapping)

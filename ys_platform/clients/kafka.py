@@ -140,10 +140,15 @@ class DeliveryError(RuntimeError):
 
 
 def produce_messages(
-    producer: Producer, messages: Iterable[CatalogMessage], *, flush_timeout_s: float = 30.0
+    producer: Producer,
+    messages: Iterable[CatalogMessage],
+    *,
+    namespace: str = "",
+    flush_timeout_s: float = 30.0,
 ) -> int:
     """Produce catalog messages to their topics (key and headers from the catalog) and wait.
 
+    ``namespace`` prefixes the topic names, as a worker's namespace does (isolated copies).
     Returns how many were acknowledged; raises :class:`DeliveryError` naming the first failure.
     """
     from ys_platform.catalog.codec import encode, timestamp_ms, topic_of
@@ -158,9 +163,8 @@ def produce_messages(
     for message in messages:
         key, value, headers = encode(message)
         # The record timestamp is the event time, as the catalog's contract says.
-        _produce(
-            producer, topic_of(message), key, value, headers, timestamp_ms(message), on_delivery
-        )
+        topic = f"{namespace}{topic_of(message)}"
+        _produce(producer, topic, key, value, headers, timestamp_ms(message), on_delivery)
         count += 1
     remaining = producer.flush(flush_timeout_s)
     if remaining:
