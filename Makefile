@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 prereqs:
 	@bash deployments/local/prereqs.sh
 
-## dev: local Kafka + PostgreSQL, topics reconciled, `dagster dev` on http://127.0.0.1:3000
+## dev: local Kafka, Connect and PostgreSQL, topics and CDC applied, simulator, then `dagster dev` on http://127.0.0.1:3000
 dev: install prereqs
 	$(BIN)/ys-platform dev
 
