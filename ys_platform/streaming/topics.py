@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -172,6 +172,10 @@ def describe_topics(
         try:
             entries = future.result(timeout=timeout_s)
         except KafkaException as exc:
+            if _code(exc) == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                # Just created: listed in the metadata, not yet known to the broker asked for
+                # its configs (multi-broker clusters). Treated as not there yet.
+                continue
             raise TopicAdminError(f"{name}: could not describe configs: {_reason(exc)}") from None
         partitions = metadata.topics[name].partitions
         live[name] = LiveTopic(
@@ -254,7 +258,16 @@ def _collect(futures: Mapping, timeout_s: float, errors: list[str], action: str)
         try:
             future.result(timeout=timeout_s)
         except KafkaException as exc:
+            if action == "create" and _code(exc) == KafkaError.TOPIC_ALREADY_EXISTS:
+                # Another reconcile (or a topic still propagating when we looked) got there
+                # first: creating is idempotent; its configs are checked on the next plan.
+                continue
             errors.append(f"{name} ({action}): {_reason(exc)}")
+
+
+def _code(exc: KafkaException) -> int | None:
+    err = exc.args[0] if exc.args else None
+    return err.code() if hasattr(err, "code") else None
 
 
 def _reason(exc: KafkaException) -> str:
