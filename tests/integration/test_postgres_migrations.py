@@ -32,7 +32,7 @@ def database(local_stack: Settings) -> Iterator[str]:
 
 
 def test_migrate_applies_once_and_is_idempotent(database: str) -> None:
-    assert migrate(database) == ["0001_initial.sql"]
+    assert migrate(database) == ["0001_initial.sql", "0002_immutable_transaction_identity.sql"]
     assert migrate(database) == []
     with psycopg.connect(database) as conn:
         tables = {
@@ -63,6 +63,22 @@ def test_migrate_applies_once_and_is_idempotent(database: str) -> None:
         "portfolios",
     }
     assert set(identity.values()) == {"f"}  # REPLICA IDENTITY FULL
+
+
+def test_a_transactions_user_and_time_cannot_change(database: str) -> None:
+    migrate(database)
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO transactions VALUES ('0xt1', 'user-1', 'aave-v3', 'ethereum', 'deposit',"
+            " 'WETH', 2.5, '2026-11-27T12:00:00Z')"
+        )
+        conn.execute("UPDATE transactions SET amount = 3.0 WHERE tx_hash = '0xt1'")  # fine
+        for change in ("user_id = 'user-2'", "ts = ts + interval '1 second'"):
+            with pytest.raises(psycopg.errors.CheckViolation, match="cannot change"):
+                conn.execute(f"UPDATE transactions SET {change} WHERE tx_hash = '0xt1'")
+        conn.execute("UPDATE transactions SET user_id = 'user-1' WHERE tx_hash = '0xt1'")
+        row = conn.execute("SELECT user_id, amount FROM transactions").fetchall()
+    assert row == [("user-1", 3.0)]
 
 
 def test_an_edited_applied_migration_is_refused(

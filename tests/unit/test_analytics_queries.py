@@ -176,7 +176,7 @@ def test_yield_history_select() -> None:
         "        strategy_id,\n"
         "        groupArray(apy) AS apys,\n"
         "        argMax(tvl_usd, (ts, _partition, _offset, tvl_usd)) AS last_tvl_usd\n"
-        "    FROM `ns_yield_data`\n"
+        "    FROM `ns_yield_data` FINAL\n"
         f"    WHERE {DAY_RANGE}\n"
         "    GROUP BY protocol, asset, chain, strategy_id\n"
         ")\n"
@@ -256,7 +256,8 @@ def test_ohlcv_check_sql() -> None:
 def test_other_checks(table: q.AnalyticsTable, invariant: str, expected: str) -> None:
     sql = q.check_sql(table, DAY)
     assert f"countIf(NOT ({invariant})) AS bad_rows\n" in sql
-    assert f"    SELECT {expected} AS expected_rows\n    FROM `{table.source}`\n" in sql
+    final = " FINAL" if table.source_is_versioned else ""
+    assert f"    SELECT {expected} AS expected_rows\n    FROM `{table.source}`{final}\n" in sql
 
 
 # --- the Dagster definitions --------------------------------------------------------------------
@@ -301,3 +302,16 @@ def test_run_config_names_every_op() -> None:
     assert {c.table_prefix for c in config.ops.values()} == {"ns_"}
     only_checks = analytics_run_config("ns_", analytics_checks)
     assert set(only_checks.ops) == {c.op.name for c in analytics_checks}
+
+
+def test_versioned_sources_are_read_final() -> None:
+    from ys_platform.catalog.tables import LAYOUTS
+    from ys_platform.sinks.clickhouse import load_mapping
+
+    tables = {name: topic for topic, name in load_mapping().topics.items()}
+    for table in (q.OHLCV_1M, q.TWAP_1M, q.YIELD_HISTORY_1D):
+        assert table.source_is_versioned == LAYOUTS[tables[table.source]].versioned, table.name
+    plan = q.refresh_plan(q.YIELD_HISTORY_1D, date(2026, 11, 27), prefix="t_", token="x")
+    assert "FROM `t_yield_data` FINAL\n" in plan.insert
+    ohlcv = q.refresh_plan(q.OHLCV_1M, date(2026, 11, 27), token="x")
+    assert "FROM `market_data`\n" in ohlcv.insert

@@ -43,7 +43,7 @@ EXPECTED = {
             ("amount", "Float64"),
             ("ts", DT),
         ],
-        "(user_id, ts)",
+        "(user_id, tx_hash)",
         "toDate(ts)",
     ),
     "market.prices": (
@@ -135,16 +135,27 @@ EXPECTED = {
 }
 
 
+# Change-stream tables keep the latest version of a row; transactions also store deletes.
+ENGINES = {
+    "defi.transactions": "ReplacingMergeTree(_offset, _is_deleted)",
+    "defi.yields": "ReplacingMergeTree(_offset)",
+}
+DELETED = {"defi.transactions": [("_is_deleted", "UInt8")]}
+
+
 @pytest.mark.parametrize("topic_name", sorted(EXPECTED))
 def test_table_ddl_from_the_model(topic_name):
     name, columns, order_by, partition_by = EXPECTED[topic_name]
     spec = table_spec(topic_name, name)
-    assert [(c.name, c.type) for c in spec.columns] == columns + PROVENANCE
+    expected_columns = columns + PROVENANCE + DELETED.get(topic_name, [])
+    assert [(c.name, c.type) for c in spec.columns] == expected_columns
     ddl = spec.ddl()
     assert ddl.startswith(f"CREATE TABLE IF NOT EXISTS `{name}`\n(\n")
     body = re.findall(r"^    `(\w+)` (.+?),?$", ddl, re.M)
-    assert body == columns + PROVENANCE
-    assert "\nENGINE = MergeTree\n" in ddl
+    assert body == expected_columns
+    assert f"\nENGINE = {ENGINES.get(topic_name, 'MergeTree')}\n" in ddl
+    assert spec.versioned == (topic_name in ENGINES)
+    assert spec.keeps_deletes == (topic_name in DELETED)
     assert f"\nORDER BY {order_by}\n" in ddl
     assert f"\nPARTITION BY {partition_by}\n" in ddl
     assert ddl.endswith(f"SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}")
@@ -292,3 +303,54 @@ def test_version_grows_with_progress():
     following = RangeState(20, 20, "BEFORE", "u")
     versions = [s.version for s in (before, after, skipped, following)]
     assert versions == sorted(versions) and len(set(versions)) == 4
+
+
+def test_change_stream_tables_store_deletes_as_versions_or_leave_them_out():
+    from datetime import UTC, datetime
+
+    from ys_platform.catalog.models import DefiTransaction, YieldStrategy
+    from ys_platform.sinks.clickhouse import build_arrow
+
+    at = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    txs = [
+        DefiTransaction(
+            tx_hash=f"0x{i}",
+            user_id="user-1",
+            protocol="aave-v3",
+            chain="ethereum",
+            action="deposit",
+            asset="WETH",
+            amount=float(i),
+            ts=at,
+        )
+        for i in range(3)
+    ]
+    table = build_arrow(
+        table_spec("defi.transactions", "transactions"), txs, "t", 0, [10, 11, 12], {11}
+    )
+    assert table.column("_is_deleted").to_pylist() == [0, 1, 0]
+    assert table.column("tx_hash").to_pylist() == ["0x0", "0x1", "0x2"]
+
+    yields = [
+        YieldStrategy(
+            strategy_id="y-1",
+            protocol="aave-v3",
+            chain="ethereum",
+            asset="USDC",
+            apy=4.0 + i,
+            tvl_usd=1e8,
+            ts=at,
+        )
+        for i in range(3)
+    ]
+    table = build_arrow(table_spec("defi.yields", "yield_data"), yields, "t", 0, [5, 6, 7], {6})
+    assert "_is_deleted" not in table.column_names
+    assert table.column("_offset").to_pylist() == [5, 7]
+    assert table.column("apy").to_pylist() == [4.0, 6.0]
+
+
+def test_keeping_deletes_needs_versions():
+    from ys_platform.catalog.tables import TableLayout
+
+    with pytest.raises(ValueError, match="keeps_deletes needs versioned"):
+        TableLayout(("id",), keeps_deletes=True)

@@ -52,6 +52,23 @@ def test_postgres_source_routes_every_captured_table_to_its_catalog_topic() -> N
     assert heartbeat_topic(file) == "__debezium-heartbeat.ys"
 
 
+def test_captured_topics_are_the_change_streams_and_get_the_delete_mark() -> None:
+    from ys_platform.catalog.codec import CDC_OP_HEADER
+    from ys_platform.catalog.topics import TOPICS
+
+    assert {t.name for t in TOPICS if t.change_stream} == {c.topic for c in CAPTURED}
+    config = load_connector_file(SOURCE).config
+    prefix, op = CDC_OP_HEADER.rsplit(".", 1)
+    for unwrap in ("unwrap_compacted", "unwrap_events"):
+        assert config[f"transforms.{unwrap}.add.headers"] == op
+        assert config[f"transforms.{unwrap}.add.headers.prefix"] == prefix + "."
+    # Deletes on the event topics: the deleted row, without the __deleted field rewrite adds.
+    assert config["transforms.unwrap_events.delete.tombstone.handling.mode"] == "rewrite"
+    assert config["transforms.drop_deleted_flag.exclude"] == "__deleted"
+    order = config["transforms"].split(",")
+    assert order.index("drop_deleted_flag") == order.index("unwrap_events") + 1
+
+
 def test_namespaced_prefixes_only_the_routed_topics() -> None:
     file = namespaced(load_connector_file(SOURCE), "t1.", name="x")
     assert file.name == "x"

@@ -97,6 +97,8 @@ class AnalyticsTable:
     entity_column: str
     """What the ``symbols`` metadata counts: ``symbol`` for prices, ``asset`` for yields."""
     time_is_date: bool = False
+    source_is_versioned: bool = False
+    """The source is a versioned sink table (``TableLayout.versioned``): read it with FINAL."""
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -164,6 +166,7 @@ YIELD_HISTORY_1D = AnalyticsTable(
     time_column="day",
     entity_column="asset",
     time_is_date=True,
+    source_is_versioned=True,
 )
 
 ANALYTICS_TABLES: Mapping[str, AnalyticsTable] = MappingProxyType(
@@ -219,6 +222,13 @@ def _qualified(prefix: str, name: str) -> str:
     return f"`{table_name(prefix + name)}`"
 
 
+def _source(prefix: str, table: AnalyticsTable) -> str:
+    """The sink table ``table`` reads, with ``FINAL`` if its rows are versioned: only the latest
+    version of each row counts (a corrected observation replaces the first one)."""
+    source = _qualified(prefix, table.source)
+    return f"{source} FINAL" if table.source_is_versioned else source
+
+
 # --- DDL and the replace-partition plan ----------------------------------------------------------
 
 
@@ -242,7 +252,7 @@ def stage_table_name(table: AnalyticsTable, prefix: str, day: date, token: str) 
 
 def select_sql(table: AnalyticsTable, day: date, prefix: str = "") -> str:
     """The ``SELECT`` computing ``day``'s rows of ``table``, columns in the table's order."""
-    source = _qualified(prefix, table.source)
+    source = _source(prefix, table)
     if table.name == OHLCV_1M.name:
         return ohlcv_1m_select(source, day)
     if table.name == TWAP_1M.name:
@@ -493,7 +503,7 @@ def check_sql(table: AnalyticsTable, day: date, prefix: str = "") -> str:
     holds for that day. The check passes when bad_rows = 0 and rows = distinct_keys =
     expected_rows (no key missing, none extra, none twice)."""
     target = _qualified(prefix, table.name)
-    source = _qualified(prefix, table.source)
+    source = _source(prefix, table)
     keys = ", ".join(c for c in table.order_by if c != table.time_column)
     return (
         "SELECT\n"

@@ -25,11 +25,13 @@ from ys_platform.catalog.models import MODELS, VALUE_TYPES, Message
 from ys_platform.catalog.topics import topic
 
 __all__ = [
+    "CDC_OP_HEADER",
     "CONTENT_TYPE",
     "DecodeError",
     "decode",
     "decode_batch",
     "encode",
+    "is_delete",
     "key_of",
     "timestamp_ms",
     "topic_of",
@@ -43,6 +45,13 @@ _TOMBSTONE = "no value (a tombstone)"
 _TOPIC_BY_MODEL: dict[type, str] = {model: name for name, model in MODELS.items()}
 
 Headers = list[tuple[str, bytes]]
+
+CDC_OP_HEADER = "ys.cdc.op"
+"""The change's operation on a record of a change-stream topic (``TopicSpec.change_stream``):
+``r`` snapshot read, ``c`` insert, ``u`` update, ``d`` delete. The CDC connector sets it
+(Debezium's ``add.headers=op`` with the prefix ``ys.cdc.``); a delete's value is the deleted row,
+a valid message, so a consumer that does not look at the header would take it for an upsert."""
+_DELETE_OP = b"d"
 
 
 class DecodeError(ValueError):
@@ -144,6 +153,14 @@ def encode(message: Message) -> tuple[bytes | None, bytes, Headers]:
 @functools.cache
 def _version_header(model: type[Message]) -> bytes:
     return str(model.SCHEMA_VERSION).encode()
+
+
+def is_delete(headers: Headers | None) -> bool:
+    """Whether a record's headers mark it as the delete of its row (see :data:`CDC_OP_HEADER`)."""
+    for name, value in headers or ():
+        if name == CDC_OP_HEADER:
+            return value == _DELETE_OP
+    return False
 
 
 def decode(topic_name: str, value: bytes | bytearray | str | None) -> Message:

@@ -3,7 +3,10 @@
 The column list is the model's fields in declaration order, typed from their annotations, plus
 the Kafka provenance of every row (``_topic``, ``_partition``, ``_offset``): the exactly-once
 sink and the asset checks use it to prove that each record is stored once. Only the physical
-layout (sort key, partitioning) is declared by hand, per topic, in :data:`LAYOUTS`.
+layout (sort key, partitioning, whether rows are versioned) is declared by hand, per topic, in
+:data:`LAYOUTS`. Tables of change-stream topics are ReplacingMergeTrees keyed by the row's
+identity and read with ``FINAL``; the transactions table also stores deletes
+(:data:`DELETED_COLUMN`), so that ``FINAL`` shows exactly the rows of the table of record.
 
 Type mapping (``column_type``):
 
@@ -39,6 +42,7 @@ from ys_platform.catalog.models import MODELS, Message
 
 __all__ = [
     "DEDUPLICATION_WINDOW",
+    "DELETED_COLUMN",
     "LAYOUTS",
     "PROGRESS_TABLE",
     "PROVENANCE_COLUMNS",
@@ -73,6 +77,10 @@ PROVENANCE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("_partition", "UInt16"),
     ("_offset", "UInt64"),
 )
+
+DELETED_COLUMN = ("_is_deleted", "UInt8")
+"""On tables that keep deletes: 1 on the version that deletes its row (ReplacingMergeTree's
+``is_deleted``, which ``FINAL`` hides together with the versions before it)."""
 
 # Fields whose values form a small, slowly growing set (pairs, tickers, chains, venues, sources,
 # protocols): LowCardinality stores them as a per-part dictionary plus small indices.
@@ -113,6 +121,19 @@ class TableLayout:
     order_by: tuple[str, ...]
     partition: Literal["day", "month"] = "month"
     """``day`` (``toDate``) for the high-volume streams, ``month`` (``toYYYYMM``) otherwise."""
+    versioned: bool = False
+    """``order_by`` is the identity of a row: ``ReplacingMergeTree(_offset)`` keeps its latest
+    version, so an updated row (a change-stream topic re-sends the whole row) replaces the one
+    before. Rows of one identity share a Kafka partition (their key is part of the identity),
+    where the offset orders their versions. Read with ``FINAL`` for the latest state."""
+    keeps_deletes: bool = False
+    """Deletes of rows (change streams) are stored as versions with ``_is_deleted = 1``
+    (ReplacingMergeTree's ``is_deleted``): ``FINAL`` then shows exactly the source's rows.
+    Without it a delete is left out: the table is a history, and history is not undone."""
+
+    def __post_init__(self) -> None:
+        if self.keeps_deletes and not self.versioned:
+            raise ValueError("keeps_deletes needs versioned rows (ReplacingMergeTree)")
 
 
 # Sort keys follow the queries: per-symbol time ranges for prices, analytics and arbitrage
@@ -124,12 +145,22 @@ class TableLayout:
 # day: daily analytics assets and retention then drop or read whole partitions, and a year is
 # ~365 partitions, well under the ~1000 ClickHouse advises as a ceiling. The other topics are
 # a few rows a second at most: monthly partitions keep their parts large.
+#
+# The change-stream topics (fed by CDC from PostgreSQL) are versioned:
+# - transactions mirrors its table of record: one row per tx_hash, updates replace it, deletes
+#   remove it (under FINAL). The identity leads with user_id for per-user reads; user_id and ts
+#   (the partition) are immutable in the source (migration 0002 refuses to change them), so a
+#   transaction never moves between sort keys or partitions.
+# - yield_data is the history of each strategy's observations: one row per (strategy, ts), a
+#   re-sent or corrected observation replaces its row, and deleting a strategy keeps its history.
 LAYOUTS: Mapping[str, TableLayout] = MappingProxyType(
     {
-        "defi.transactions": TableLayout(("user_id", "ts"), "day"),
+        "defi.transactions": TableLayout(
+            ("user_id", "tx_hash"), "day", versioned=True, keeps_deletes=True
+        ),
         "market.prices": TableLayout(("symbol", "ts"), "day"),
         "market.analytics": TableLayout(("symbol", "window_end")),
-        "defi.yields": TableLayout(("protocol", "strategy_id", "ts")),
+        "defi.yields": TableLayout(("protocol", "strategy_id", "ts"), versioned=True),
         "risk.assessments": TableLayout(("user_id", "assessed_at")),
         "crosschain.arbitrage": TableLayout(("symbol", "detected_at")),
     }
@@ -156,17 +187,27 @@ class TableSpec:
     partition_by: str
     json_fields: frozenset[str] = frozenset()
     """Fields stored as their JSON text (nested values)."""
+    versioned: bool = False
+    """See :attr:`TableLayout.versioned`: read with ``FINAL``."""
+    keeps_deletes: bool = False
+    """See :attr:`TableLayout.keeps_deletes`: the table has the :data:`DELETED_COLUMN`."""
 
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
+
+    @property
+    def engine(self) -> str:
+        if self.keeps_deletes:
+            return f"ReplacingMergeTree(_offset, {DELETED_COLUMN[0]})"
+        return "ReplacingMergeTree(_offset)" if self.versioned else "MergeTree"
 
     def ddl(self, prefix: str = "") -> str:
         """``CREATE TABLE IF NOT EXISTS`` for this table (named ``prefix + name``)."""
         columns = ",\n".join(f"    `{c.name}` {c.type}" for c in self.columns)
         return (
             f"CREATE TABLE IF NOT EXISTS `{prefix}{self.name}`\n(\n{columns}\n)\n"
-            "ENGINE = MergeTree\n"
+            f"ENGINE = {self.engine}\n"
             f"PARTITION BY {self.partition_by}\n"
             f"ORDER BY ({', '.join(self.order_by)})\n"
             f"SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
@@ -202,6 +243,8 @@ def table_spec(topic_name: str, name: str) -> TableSpec:
             json_fields.add(field_name)
         columns.append(Column(field_name, type_, field_name))
     columns += [Column(n, t) for n, t in PROVENANCE_COLUMNS]
+    if layout.keeps_deletes:
+        columns.append(Column(*DELETED_COLUMN))
     event_time = model.EVENT_TIME_FIELD
     partition_by = (
         f"toDate({event_time})" if layout.partition == "day" else f"toYYYYMM({event_time})"
@@ -218,6 +261,8 @@ def table_spec(topic_name: str, name: str) -> TableSpec:
         order_by=layout.order_by,
         partition_by=partition_by,
         json_fields=frozenset(json_fields),
+        versioned=layout.versioned,
+        keeps_deletes=layout.keeps_deletes,
     )
 
 

@@ -30,6 +30,11 @@ class TopicSpec:
     replication_factor: int = SEED_REPLICATION_FACTOR
     dead_letter_for: str | None = None
     """For a dead-letter topic: the consumer group whose rejects it holds."""
+    change_stream: bool = False
+    """Fed by CDC from a table of record (``ys_platform.postgres.CAPTURED``): its records carry
+    the change's operation in the ``ys.cdc.op`` header, and a delete arrives as the deleted row
+    marked ``d`` (:func:`ys_platform.catalog.codec.is_delete`), except on compacted topics,
+    where it is a tombstone. Consumers of these topics, and only these, look at the header."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "configs", MappingProxyType(dict(self.configs)))
@@ -45,7 +50,13 @@ class TopicSpec:
 
 
 def _topic(
-    name: str, partitions: int, description: str, key: str | None, **configs: str
+    name: str,
+    partitions: int,
+    description: str,
+    key: str | None,
+    *,
+    change_stream: bool = False,
+    **configs: str,
 ) -> TopicSpec:
     return TopicSpec(
         name=name,
@@ -53,6 +64,7 @@ def _topic(
         description=description,
         key=key,
         configs={k.replace("_", "."): v for k, v in configs.items()},
+        change_stream=change_stream,
     )
 
 
@@ -64,26 +76,28 @@ TOPICS: tuple[TopicSpec, ...] = (
         12,
         "Protocol metadata and updates (latest state per protocol).",
         "id",
+        change_stream=True,
         cleanup_policy="compact",
         compression_type="snappy",
     ),
-    _topic("defi.tokens", 12, "Token information and prices.", "address"),
+    _topic("defi.tokens", 12, "Token information and prices.", "address", change_stream=True),
     _topic(
         "defi.transactions",
         24,
         "User transactions (high volume).",
         "user_id",
+        change_stream=True,
         compression_type="snappy",
         segment_ms=str(DAY_MS),
         retention_ms=str(30 * DAY_MS),
     ),
-    _topic("defi.liquidity-pools", 12, "Liquidity pool data.", "pool_id"),
-    _topic("defi.yields", 6, "Yield farming data.", "strategy_id"),
+    _topic("defi.liquidity-pools", 12, "Liquidity pool data.", "pool_id", change_stream=True),
+    _topic("defi.yields", 6, "Yield farming data.", "strategy_id", change_stream=True),
     _topic("market.prices", 12, "Real-time price feeds.", "symbol"),
     _topic("market.analytics", 6, "Aggregated market metrics (TWAP, volatility).", "symbol"),
     _topic("market.sentiment", 6, "Social sentiment data.", "source_id"),
     _topic("users.events", 6, "User activity events.", "user_id"),
-    _topic("users.portfolios", 6, "Portfolio updates.", "user_id"),
+    _topic("users.portfolios", 6, "Portfolio updates.", "user_id", change_stream=True),
     _topic("system.alerts", 3, "System notifications.", "alert_id"),
     _topic("system.metrics", 3, "Application metrics.", "name"),
     _topic("risk.assessments", 6, "Risk calculation results.", "user_id"),

@@ -55,6 +55,10 @@ class PartitionBatch:
     """One past the last record consumed for this slice, those that failed to decode included
     (None: ``offsets[-1] + 1``). A sink that records its progress stores it, so that a restart
     does not read, and dead-letter, those records again. ``messages`` may then be empty."""
+    deleted: frozenset[int] = frozenset()
+    """Offsets (among ``offsets``) whose record is the delete of its row on a change-stream
+    topic: the message is the deleted row. A sink that keeps the latest state of rows stores it
+    as deleted; one that keeps history or events leaves it out."""
 
 
 @runtime_checkable

@@ -37,6 +37,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -69,6 +70,7 @@ __all__ = [
     "PartitionPlan",
     "RangeState",
     "SinkRangeError",
+    "SinkTableError",
     "build_arrow",
     "load_mapping",
     "plan_partition",
@@ -82,7 +84,7 @@ DEFAULT_MAPPING_PATH = Path(__file__).resolve().parents[2] / "connectors" / "cli
 # Largest batch one flush may hold: 10 M records is ~3 GiB of decoded models, beyond any sane
 # setting on the machines this runs on.
 MAX_BATCH_SIZE = 10_000_000
-TOKEN_VERSION = "ys1"
+TOKEN_VERSION = "ys2"  # ys2: deletes of rows on change-stream topics (_is_deleted)
 """Part of every token: bump it if the rows built from a range ever change (new columns, ...),
 so that a replay across the upgrade is not taken for the old batch."""
 
@@ -92,6 +94,10 @@ so that a replay across the upgrade is not taken for the old batch."""
 
 class SinkConfigError(ValueError):
     """The mapping file is missing or invalid; the message names the file and the key."""
+
+
+class SinkTableError(RuntimeError):
+    """A table in ClickHouse does not have the layout the catalog gives it; says how to fix."""
 
 
 class ClickHouseSinkMapping(BaseModel):
@@ -338,12 +344,19 @@ def build_arrow(
     topic: str,
     partition: int,
     offsets: Sequence[int],
+    deleted: AbstractSet[int] = frozenset(),
 ) -> pa.Table:
     """The rows of ``messages`` as an Arrow table with ``spec``'s columns, built column-wise.
 
     One ``pa.array`` per column from a list of attribute values: the conversion runs in C, and
     the same records always give the same table (one chunk per column), which a replay needs.
+    ``deleted`` holds the offsets of rows' deletes (:attr:`PartitionBatch.deleted`): stored as
+    versions marked deleted on a table that keeps deletes, left out of any other table.
     """
+    if deleted and not spec.keeps_deletes:
+        kept = [i for i, offset in enumerate(offsets) if offset not in deleted]
+        messages = [messages[i] for i in kept]
+        offsets = [offsets[i] for i in kept]
     n = len(messages)
     arrays: list[pa.Array] = []
     for column in spec.columns:
@@ -356,6 +369,11 @@ def build_arrow(
     arrays.append(pa.array([topic] * n, pa.string()))
     arrays.append(pa.array(np.full(n, partition, dtype=np.uint16)))
     arrays.append(pa.array(np.asarray(offsets, dtype=np.uint64)))
+    if spec.keeps_deletes:
+        flags = np.zeros(n, dtype=np.uint8)
+        if deleted:
+            flags[[i for i, offset in enumerate(offsets) if offset in deleted]] = 1
+        arrays.append(pa.array(flags))
     return pa.Table.from_arrays(arrays, names=list(spec.column_names))
 
 
@@ -367,6 +385,8 @@ class _Partition:
     state: RangeState | None = None
     held_messages: list[Message] = field(default_factory=list)
     held_offsets: list[int] = field(default_factory=list)
+    deleted: set[int] = field(default_factory=set)
+    """Offsets of rows' deletes not yet inserted (a replay may hold them over a flush)."""
 
 
 class ClickHouseSink:
@@ -426,7 +446,29 @@ class ClickHouseSink:
         client = self._connect()
         for spec in self.tables.values():
             client.command(spec.ddl(self.table_prefix))
+            self._check_table(client, spec)
         client.command(progress_table_ddl(self.table_prefix))
+
+    def _check_table(self, client: Client, spec: TableSpec) -> None:
+        """Refuse a table left by an older layout (``CREATE … IF NOT EXISTS`` keeps it as it is):
+        inserting into it would fail on the first batch or, worse, store rows with other rules."""
+        name = f"{self.table_prefix}{spec.name}"
+        rows = client.query(
+            "SELECT engine, (SELECT groupArray(name) FROM (SELECT name FROM system.columns"
+            " WHERE database = currentDatabase() AND table = {t:String} ORDER BY position))"
+            " FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
+            parameters={"t": name},
+        ).result_rows
+        engine, columns = rows[0]
+        expected_engine = spec.engine.split("(", 1)[0]
+        if engine != expected_engine or tuple(columns) != spec.column_names:
+            raise SinkTableError(
+                f"ClickHouse table {name} was created by an older version of the platform "
+                f"(engine {engine}, columns {', '.join(columns)}; expected {spec.engine} with "
+                f"{', '.join(spec.column_names)}). To rebuild it from Kafka: DROP TABLE {name}, "
+                f"delete the rows of topic {self.physical_topic(spec.topic)} from "
+                f"{self.progress_table}, and restart the sink (it re-reads what the topic retains)."
+            )
 
     def close(self) -> None:
         self._disconnect()
@@ -512,6 +554,7 @@ class ClickHouseSink:
             key = batch.partition
             part = self._partitions.setdefault(key, _Partition())
             messages, offsets = batch.messages, batch.offsets
+            part.deleted.update(batch.deleted)
             if part.held_offsets:
                 messages = [*part.held_messages, *messages]
                 offsets = [*part.held_offsets, *offsets]
@@ -584,9 +627,18 @@ class ClickHouseSink:
         offsets: Sequence[int],
     ) -> int:
         topic_name, partition = key
+        part = self._partitions[key]
+        deleted = frozenset(o for o in part.deleted if o <= chunk.max_offset)
         table = build_arrow(
-            self.tables[topic_name], messages, self.physical_topic(topic_name), partition, offsets
+            self.tables[topic_name],
+            messages,
+            self.physical_topic(topic_name),
+            partition,
+            offsets,
+            deleted,
         )
+        if table.num_rows == 0:
+            return 0  # only deletes, on a table that leaves them out
         client.insert_arrow(
             self.table(topic_name),
             table,
@@ -598,7 +650,9 @@ class ClickHouseSink:
             },
         )
         self.inserts += 1
-        return len(messages)
+        if deleted:
+            part.deleted -= deleted
+        return table.num_rows
 
     def _record(self, client: Client, states: list[tuple[TopicPartitionId, RangeState]]) -> None:
         """One insert of state rows (a single block, so all of them land or none)."""

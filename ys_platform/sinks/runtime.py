@@ -33,7 +33,8 @@ from dataclasses import dataclass, replace
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
-from ys_platform.catalog.codec import decode_batch
+from ys_platform.catalog.codec import decode_batch, is_delete
+from ys_platform.catalog.topics import topic as catalog_topic
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.sinks.base import BatchSink, PartitionBatch, Sink, TopicPartitionId
 from ys_platform.streaming.dead_letter import dead_letter_headers
@@ -84,28 +85,37 @@ class _DeadLetters:
             self.failed = f"{msg.topic()}: {err.str()}"
 
 
-def split_tombstones(records: Sequence[KafkaMessage]) -> tuple[list[KafkaMessage], list[str]]:
+def split_tombstones(
+    records: Sequence[KafkaMessage], *, marked_deletes: bool = False
+) -> tuple[list[KafkaMessage], list[str]]:
     """For a sink that can delete: the records to write and the keys to delete.
 
-    A tombstone (a keyed record with no value, as compaction and CDC deletes produce) deletes its
-    key; within one batch the last record of a key decides, so a re-insert after a delete wins
-    and a delete after an update removes it. Unkeyed empty records stay in and are dead-lettered.
+    A tombstone (a keyed record with no value, as compaction produces) deletes its key, and so,
+    with ``marked_deletes`` (a change-stream topic), does a record whose headers mark it as the
+    delete of its row (:func:`~ys_platform.catalog.codec.is_delete`). Within one batch the last
+    record of a key decides, so a re-insert after a delete wins and a delete after an update
+    removes it. Unkeyed empty records stay in and are dead-lettered.
     """
     last: dict[bytes, int] = {}
+    removes: list[bool] = []
     for index, record in enumerate(records):
         key = record.key()
         if key is not None:
             last[key] = index
+        removes.append(
+            key is not None
+            and (record.value() is None or (marked_deletes and is_delete(record.headers())))
+        )
     keep: list[KafkaMessage] = []
     removed: list[str] = []
     for index, record in enumerate(records):
         key = record.key()
         if key is None:
             keep.append(record)
-        elif record.value() is None:
+        elif removes[index]:
             if last[key] == index:
                 removed.append(key.decode())
-        elif records[last[key]].value() is not None:
+        elif not removes[last[key]]:
             keep.append(record)
     return keep, removed
 
@@ -134,6 +144,9 @@ class SinkWorker:
         self._first_buffered_at: float | None = None
         self._assigned: set[TopicPartitionId] = set()
         self._assigned_at: float | None = None
+        self._change_streams = frozenset(
+            name for name in self.group.inputs if catalog_topic(name).change_stream
+        )
         self.seeks = 0
 
     @property
@@ -320,10 +333,15 @@ class SinkWorker:
         deleting = callable(getattr(self.sink, "delete", None))
         for key, all_records in buffers.items():
             records = all_records
+            change_stream = key[0] in self._change_streams
+            marked: frozenset[int] = frozenset()
             if deleting:
-                records, removed = split_tombstones(all_records)
+                records, removed = split_tombstones(all_records, marked_deletes=change_stream)
                 if removed:
                     deletes.setdefault(key[0], []).extend(removed)
+            elif change_stream:
+                # A sink that stores rows (ClickHouse) writes a delete as a row marked deleted.
+                marked = frozenset(r.offset() for r in records if is_delete(r.headers()))
             messages, failures = decode_batch(key[0], [r.value() for r in records])
             if failures:
                 failed = {index for index, _ in failures}
@@ -334,7 +352,7 @@ class SinkWorker:
             else:
                 offsets = [r.offset() for r in records]
             end = all_records[-1].offset() + 1
-            batches.append(PartitionBatch(key, messages, offsets, end_offset=end))
+            batches.append(PartitionBatch(key, messages, offsets, end_offset=end, deleted=marked))
             commits.append(TopicPartition(self.config.physical(key[0]), key[1], end))
         if dead:
             self._flush_dead_letters()
@@ -446,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ClickHouseSink,
         SinkConfigError,
         SinkRangeError,
+        SinkTableError,
         load_mapping,
     )
 
@@ -485,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = SinkWorker(KafkaConnection.from_settings(settings), sink, config, report)
     try:
         metrics = run_sink(worker, max_idle_s=args.max_idle)
-    except (SinkStopped, SinkRangeError) as exc:
+    except (SinkStopped, SinkRangeError, SinkTableError) as exc:
         print(f"{worker.group_id} stopped: {exc}", file=sys.stderr)
         return EXIT_FAILED
     summary = {

@@ -20,7 +20,15 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from ys_platform.catalog.codec import decode_batch, encode, timestamp_ms, topic_of
+from ys_platform.catalog.codec import (
+    DecodeError,
+    decode_batch,
+    encode,
+    is_delete,
+    timestamp_ms,
+    topic_of,
+)
+from ys_platform.catalog.topics import topic as catalog_topic
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.streaming.app import StreamApp, TopicPartitionId
 from ys_platform.streaming.broadcast import BroadcastReader
@@ -75,6 +83,9 @@ class TransactionalWorker:
         self._assigned: set[TopicPartitionId] = set()
         self._assigned_at: float | None = None
         self._broadcast: BroadcastReader | None = None
+        self._change_streams = frozenset(
+            name for name in self.group.inputs if catalog_topic(name).change_stream
+        )
 
     @property
     def group_id(self) -> str:
@@ -222,14 +233,23 @@ class TransactionalWorker:
                 log.warning("%s: consume error: %s", self.group_id, err.str())
         return records
 
-    @staticmethod
-    def _decode(key: TopicPartitionId, records: list[Message]):
+    def _decode(
+        self, key: TopicPartitionId, records: list[Message]
+    ) -> tuple[list, list[tuple[Message, DecodeError]], list[Message]]:
+        """``(messages, [(record, error), ...], the records of messages)`` for one partition.
+
+        On a change-stream topic the deletes of rows are left out: a processor reads these
+        topics as events and facts (a transaction, a portfolio snapshot), and a deleted row is
+        neither; it is consumed and committed like any record, in restores too.
+        """
+        if key[0] in self._change_streams:
+            records = [r for r in records if not is_delete(r.headers())]
         messages, failures = decode_batch(key[0], [r.value() for r in records])
         if not failures:
-            return messages, failures, records
+            return messages, [], records
         failed = {index for index, _ in failures}
         good = [r for i, r in enumerate(records) if i not in failed]
-        return messages, failures, good
+        return messages, [(records[i], error) for i, error in failures], good
 
     def _process(self, records: list[Message]) -> None:
         started = time.perf_counter()
@@ -246,8 +266,8 @@ class TransactionalWorker:
         try:
             for key, slice_ in by_partition.items():
                 messages, failures, good = self._decode(key, slice_)
-                for index, error in failures:
-                    self._dead_letter(slice_[index], str(error))
+                for record, error in failures:
+                    self._dead_letter(record, str(error))
                 dead += len(failures)
                 result = self.app.process(key, messages, [r.timestamp()[1] for r in good])
                 for message in result.outputs:
