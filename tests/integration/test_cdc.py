@@ -4,15 +4,19 @@ A fresh migrated database per test, the repository's ``connectors/postgres-sourc
 its topics routed under a test namespace (``t<hex>.defi.protocols``, ...), a unique slot and
 topic prefix. Rows that exist before the connector starts arrive through the snapshot; an
 insert, an update and a delete afterwards through the stream. Every record must decode with the
-catalog codec, be keyed by the catalog key, and equal the source row.
+catalog codec, be keyed by the catalog key, and equal the source row. Then the ClickHouse sink
+stores the two CDC topics it maps: ``transactions`` read FINAL equals the source table, deletes
+included; ``yield_data`` keeps the strategies' observation history.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -25,8 +29,10 @@ from cdc_helpers import (
 )
 from kafka_helpers import create_namespaced_topics
 
-from ys_platform.catalog.codec import decode
+from ys_platform.catalog.codec import CDC_OP_HEADER, decode, is_delete
 from ys_platform.catalog.models import MODELS
+from ys_platform.catalog.tables import LAYOUTS
+from ys_platform.clients.clickhouse import open_clickhouse
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_connect import KafkaConnectClient
 from ys_platform.connectors import (
@@ -38,6 +44,9 @@ from ys_platform.connectors import (
 )
 from ys_platform.postgres import CAPTURED
 from ys_platform.settings import Settings
+from ys_platform.sinks.clickhouse import ClickHouseSink, ClickHouseSinkMapping
+from ys_platform.sinks.runtime import SinkConfig, SinkWorker
+from ys_platform.streaming.dead_letter import header
 from ys_platform.streaming.topics import apply_plans, plan_topics
 
 # Connect up (~10 s if not running), snapshot ~5 s, streaming within a second or two; a busy
@@ -45,6 +54,8 @@ from ys_platform.streaming.topics import apply_plans, plan_topics
 pytestmark = pytest.mark.timeout(240)
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, 123_000, tzinfo=UTC)  # whole milliseconds, as on the wire
+# The CDC topics the ClickHouse sink stores, with the seed's table names.
+CDC_TABLES = {"defi.transactions": "transactions", "defi.yields": "yield_data"}
 
 
 @pytest.fixture(scope="module")
@@ -128,11 +139,72 @@ def _changes(conn: psycopg.Connection) -> None:
     conn.execute("UPDATE transactions SET amount = 3.0 WHERE tx_hash = '0xt1'")
     conn.execute("DELETE FROM transactions WHERE tx_hash = '0xt2'")
     conn.execute(
+        "INSERT INTO transactions VALUES ('0xt3', 'user-1', 'aave-v3', 'ethereum', 'withdraw',"
+        " 'WETH', 1.0, %s)",
+        (later,),
+    )
+    # A corrected observation (same ts) replaces y-1's; y-2 is observed, then deleted.
+    conn.execute("UPDATE yield_strategies SET apy = 4.7 WHERE strategy_id = 'y-1'")
+    conn.execute(
+        "INSERT INTO yield_strategies VALUES ('y-2', 'lido', 'ethereum', 'ETH', 3.1, 2e9, %s)",
+        (later,),
+    )
+    conn.execute("DELETE FROM yield_strategies WHERE strategy_id = 'y-2'")
+    conn.execute(
         "UPDATE portfolios SET positions = '[]', ts = %s WHERE user_id = 'user-1'", (later,)
     )
 
 
-def test_snapshot_then_insert_update_delete_reach_the_catalog_topics(stack: Settings) -> None:
+def _models(topic_name: str, rows_by_table: dict[str, list[dict]]) -> list:
+    """The table of record's rows feeding ``topic_name`` as catalog messages, in key order."""
+    table = next(c.table for c in CAPTURED if c.topic == topic_name)
+    model = MODELS[topic_name]
+    return sorted(
+        (model.model_validate(row) for row in rows_by_table[table]), key=_identity(topic_name)
+    )
+
+
+def _identity(topic_name: str):
+    return lambda m: tuple(getattr(m, c) for c in LAYOUTS[topic_name].order_by)
+
+
+def _sink_to_clickhouse(kafka: KafkaConnection, namespace: str, tmp_path: Path) -> dict:
+    """Run the ClickHouse sink over the test's CDC topics until idle; each table read FINAL as
+    catalog messages in identity order."""
+    mapping = ClickHouseSinkMapping(topics=CDC_TABLES)
+    dsn = f"chdb://{tmp_path / 'clickhouse'}"
+    sink = ClickHouseSink(dsn, mapping, namespace)
+    config = SinkConfig(batch_size=1_000, flush_interval_s=0.5, namespace=namespace)
+    metrics = SinkWorker(kafka, sink, config).run(threading.Event(), max_idle_s=3.0)
+    assert metrics.dead_lettered == 0
+    stored: dict[str, list] = {}
+    with open_clickhouse(dsn) as client:
+        for topic_name in CDC_TABLES:
+            model = MODELS[topic_name]
+            fields = list(model.model_fields)
+            result = client.query(
+                f"SELECT {', '.join(fields)} FROM `{sink.table(topic_name)}` FINAL"
+            ).result_rows
+            stored[topic_name] = sorted(
+                (
+                    model.model_validate(dict(zip(fields, map(_utc, row), strict=True)))
+                    for row in result
+                ),
+                key=_identity(topic_name),
+            )
+    return stored
+
+
+def _utc(value):
+    # clickhouse-connect returns DateTime64(3, 'UTC') as naive datetimes in UTC.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def test_snapshot_then_insert_update_delete_reach_the_catalog_topics_and_clickhouse(
+    stack: Settings, tmp_path: Path
+) -> None:
     suffix = uuid.uuid4().hex[:10]
     namespace = f"t{suffix}."
     topics = [c.topic for c in CAPTURED]
@@ -202,21 +274,49 @@ def test_snapshot_then_insert_update_delete_reach_the_catalog_topics(stack: Sett
                 }
                 assert latest["uni-v3"] is None
 
-                # defi.transactions: r t1, c t2, u t1 -- the delete of t2 is dropped, so the
-                # strict consumers (risk processor, ClickHouse sink) never see a tombstone.
-                records = read_records(kafka, namespace + "defi.transactions", 3)
+                # defi.transactions: r t1, c t2, u t1, d t2, c t3. The delete is t2's row as
+                # it was, marked by the ys.cdc.op header, so strict consumers can still decode it.
+                records = read_records(kafka, namespace + "defi.transactions", 5)
                 values = [decode("defi.transactions", r.value()) for r in records]
                 assert [
-                    (r.key().decode(), v.tx_hash, v.amount)
+                    (header(r.headers(), CDC_OP_HEADER), r.key().decode(), v.tx_hash, v.amount)
                     for r, v in zip(records, values, strict=True)
                 ] == [
-                    ("user-1", "0xt1", 2.5),
-                    ("user-2", "0xt2", 500.0),
-                    ("user-1", "0xt1", 3.0),
+                    ("r", "user-1", "0xt1", 2.5),
+                    ("c", "user-2", "0xt2", 500.0),
+                    ("u", "user-1", "0xt1", 3.0),
+                    ("d", "user-2", "0xt2", 500.0),
+                    ("c", "user-1", "0xt3", 1.0),
                 ]
-                assert values[-1] == MODELS["defi.transactions"].model_validate(
+                assert [is_delete(r.headers()) for r in records] == [
+                    False,
+                    False,
+                    False,
+                    True,
+                    False,
+                ]
+                assert values[2] == MODELS["defi.transactions"].model_validate(
                     after["transactions"][0]
                 )
+
+                # --- on to ClickHouse, through the exactly-once sink ---------------------------
+                stored = _sink_to_clickhouse(kafka, namespace, tmp_path)
+                # transactions mirrors its table of record: read FINAL, the same rows.
+                assert stored["defi.transactions"] == _models("defi.transactions", after)
+                # yield_data is the strategies' history: y-1's corrected observation replaced
+                # the first, and y-2's observation stays although the strategy was deleted.
+                y2 = MODELS["defi.yields"].model_validate(
+                    {
+                        **snapshot["yield_strategies"][0],
+                        "strategy_id": "y-2",
+                        "protocol": "lido",
+                        "asset": "ETH",
+                        "apy": 3.1,
+                        "tvl_usd": 2e9,
+                        "ts": T0 + timedelta(seconds=1),
+                    }
+                )
+                assert stored["defi.yields"] == [*_models("defi.yields", after), y2]
 
                 # users.portfolios: the JSONB positions document, then the update emptying it.
                 records = read_records(kafka, namespace + "users.portfolios", 2)

@@ -166,3 +166,39 @@ def test_tombstone_deletes_the_point(connection: KafkaConnection, tmp_path: Path
     _produce(connection, namespace, protocols[:1])
     _run_worker(connection, namespace, store)
     assert _counts(store, namespace)[PROTOCOLS] == 5
+
+
+def test_a_cdc_delete_of_a_token_removes_its_point(
+    connection: KafkaConnection, tmp_path: Path
+) -> None:
+    """On defi.tokens (a change stream, not compacted) Debezium sends a delete as the deleted row
+    with the header ys.cdc.op=d: the sink deletes that token's point and keeps the others; the
+    same header on an update (u) is an upsert."""
+    from ys_platform.catalog.codec import CDC_OP_HEADER
+
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    names = [*GROUP.inputs, GROUP.dead_letter_topic]
+    create_namespaced_topics(connection.admin(), namespace, names, PARTITIONS)
+    tokens = MarketSimulator(seed=11).tokens()[:4]
+    producer = connection.producer()
+    for token, op in zip(tokens, (b"r", b"r", b"u", b"r"), strict=True):
+        key, value, headers = encode(token)
+        producer.produce(
+            f"{namespace}{TOKENS}", value, key, headers=[*headers, (CDC_OP_HEADER, op)]
+        )
+    key, value, headers = encode(tokens[1])
+    producer.produce(f"{namespace}{TOKENS}", value, key, headers=[*headers, (CDC_OP_HEADER, b"d")])
+    assert producer.flush(30) == 0
+    store = tmp_path / "qdrant"
+
+    consumed, _ = _run_worker(connection, namespace, store)
+    assert consumed == 5
+    assert _counts(store, namespace)[TOKENS] == 3
+    with VectorSink(store, load_mapping(), shared_embedder(), namespace) as sink:
+        assert sink._client is not None
+        collection = sink.collections()[TOKENS]
+        found = sink._client.retrieve(collection, [point_id(TOKENS, t.address) for t in tokens])
+    assert sorted(str(p.id) for p in found) == sorted(
+        str(point_id(TOKENS, t.address)) for t in tokens if t is not tokens[1]
+    )
+    assert not read_topic(connection, f"{namespace}{GROUP.dead_letter_topic}", idle_s=0.5)
