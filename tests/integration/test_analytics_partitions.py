@@ -1,8 +1,8 @@
 """The daily analytics assets on real chDB: idempotent partitions, backfill, checks.
 
 Three days of deterministic synthetic ticks and yield snapshots (timestamp ties within and across
-Kafka partitions, gaps shorter and longer than the TWAP carry bound, ticks on minute and day
-boundaries, ticks without volume) go into the sink's tables through Arrow; the assets' rows are
+Kafka partitions, corrected yield observations, gaps shorter and longer than the TWAP carry
+bound, ticks on minute and day boundaries, ticks without volume) go into the sink's tables through Arrow; the assets' rows are
 compared with a direct Python computation of each table's contract.
 
 chDB hosts one database path per process, so the whole module shares one path (module-scoped
@@ -155,13 +155,14 @@ def synthetic_yields(seed: int) -> list[Snapshot]:
         ("s4", "aave", "arbitrum", "ETH"),
     )
     rows: list[Snapshot] = []
-    for strategy_id, protocol, chain, asset in strategies:
+    for index, (strategy_id, protocol, chain, asset) in enumerate(strategies):
+        # defi.yields is keyed by strategy_id: all of a strategy's records share a partition.
+        partition = index % PARTITIONS
         t = _midnight_ms(DAYS[0]) + rng.randrange(3_600_000)
         end = _midnight_ms(DAYS[-1] if strategy_id != "s4" else DAYS[1]) + DAY_MS
         tvl = rng.uniform(1e6, 1e8)
         while t < end:
             tvl *= 1 + rng.gauss(0, 0.01)
-            partition = rng.randrange(PARTITIONS)
             rows.append(
                 Snapshot(
                     strategy_id,
@@ -175,7 +176,9 @@ def synthetic_yields(seed: int) -> list[Snapshot]:
                     offsets.take(partition),
                 )
             )
-            t += rng.choice((0, 1_800_000, 3_600_000, 5_400_000))  # 0: a tie
+            # 0: a second observation at the same time, i.e. a correction of the first
+            # (yield_data is versioned by (protocol, strategy_id, ts): the later offset wins).
+            t += rng.choice((0, 1_800_000, 3_600_000, 5_400_000))
     return rows
 
 
@@ -247,8 +250,11 @@ def expected_twap(ticks: list[Tick], day: date) -> dict[tuple[str, int], tuple]:
 
 
 def expected_yields(rows: list[Snapshot], day: date) -> dict[tuple[str, str, str], tuple]:
+    latest: dict[tuple[str, str, int], Snapshot] = {}  # the last version of each observation
+    for row in sorted(rows, key=lambda r: r.offset):
+        latest[(row.protocol, row.strategy_id, row.ts_ms)] = row
     groups: dict[tuple[str, str, str], list[Snapshot]] = defaultdict(list)
-    for row in rows:
+    for row in latest.values():
         if _in_day(row.ts_ms, day):
             groups[(row.protocol, row.asset, row.chain)].append(row)
     out = {}
@@ -464,6 +470,11 @@ def test_synthetic_data_covers_the_edge_cases(env: Env) -> None:
         ties[(t.symbol, t.ts_ms)] += 1
     assert max(ties.values()) >= 3
     assert any(t.volume is None for t in env.ticks)
+    # Corrected yield observations (same strategy and ts), which yield_data reads FINAL.
+    observations = defaultdict(int)
+    for y in env.yields:
+        observations[(y.strategy_id, y.ts_ms)] += 1
+    assert 10 <= sum(n - 1 for n in observations.values()) < len(env.yields) // 2
     d2 = _midnight_ms(DAYS[1])
     # The hand-made ARB/USD minutes. At midnight a tie: the partition-0 tick (3.0) is first in
     # event order and holds for zero time, the partition-1 tick (2.0) holds the whole minute.
