@@ -2,8 +2,9 @@
 
 Three days of deterministic synthetic ticks and yield snapshots (timestamp ties within and across
 Kafka partitions, corrected yield observations, gaps shorter and longer than the TWAP carry
-bound, ticks on minute and day boundaries, ticks without volume) go into the sink's tables through Arrow; the assets' rows are
-compared with a direct Python computation of each table's contract.
+bound, ticks on minute and day boundaries, ticks without volume) go into the sink's tables
+through Arrow; the assets' rows are compared with a direct Python computation of each table's
+contract.
 
 chDB hosts one database path per process, so the whole module shares one path (module-scoped
 fixture), never the default ``.ys/clickhouse``; every client is closed after its unit of work.
