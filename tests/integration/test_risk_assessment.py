@@ -1,7 +1,7 @@
 """The risk-assessment processor end to end on the local broker: simulator portfolios and
 transactions valued at broadcast market.analytics prices (health factors equal to the simulator's
 own), exact liquidation alerts for hand-made users, state and alert levels restored across a
-restart, and poison input dead-lettered with its reason."""
+restart, poison input dead-lettered with its reason, and a CDC delete of a transaction skipped."""
 
 import threading
 import uuid
@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kafka_helpers import create_namespaced_topics, read_topic
 
-from ys_platform.catalog.codec import DecodeError, decode, encode, timestamp_ms
+from ys_platform.catalog.codec import CDC_OP_HEADER, DecodeError, decode, encode, timestamp_ms
 from ys_platform.catalog.models import (
     DefiTransaction,
     MarketAnalytics,
@@ -167,6 +167,27 @@ def test_risk_assessment_end_to_end(local_stack):
     ]
     _produce(connection, namespace, inputs + hand)
     producer = connection.producer()
+    # A row deleted at the source (CDC: the deleted row, marked ys.cdc.op=d) is not an event:
+    # had this 1,000 ETH deposit been applied, hand-ok's health factor would be far from 1.5,
+    # now and after the restore of run 2.
+    deleted = DefiTransaction(
+        tx_hash="0xdeleted",
+        user_id="hand-ok",
+        protocol="aave-v3",
+        chain="ethereum",
+        action="deposit",
+        asset="ETH",
+        amount=1000.0,
+        ts=snap_at + timedelta(seconds=1),
+    )
+    key, value, headers = encode(deleted)
+    producer.produce(
+        f"{namespace}defi.transactions",
+        value,
+        key,
+        headers=[*headers, (CDC_OP_HEADER, b"d")],
+        timestamp=timestamp_ms(deleted),
+    )
     for topic, values in POISON.items():
         for value in values:
             producer.produce(f"{namespace}{topic}", value, b"hand-ok")
@@ -175,7 +196,7 @@ def test_risk_assessment_end_to_end(local_stack):
 
     # --- run 1 -----------------------------------------------------------------------------
     metrics = _run(local_stack, namespace)
-    assert metrics.consumed == len(inputs) + len(hand) + poison
+    assert metrics.consumed == len(inputs) + len(hand) + 1 + poison
     assert metrics.dead_lettered == poison
     assessments, alerts = _outputs(connection, namespace)
     assert metrics.produced == len(assessments) + len(alerts)
