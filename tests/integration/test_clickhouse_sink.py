@@ -273,3 +273,32 @@ def test_every_topic_lands_once_with_every_value(local_stack, tmp_path):
     again = SinkWorker(connection, ClickHouseSink(dsn, load_mapping(), namespace), config)
     assert again.run(threading.Event(), max_idle_s=2.0).consumed == 0
     assert_exactly_once(expected, stored_rows(dsn, sink))
+
+
+def test_a_table_left_by_an_older_layout_is_refused_with_the_fix(tmp_path):
+    """transactions used to be a plain MergeTree without _is_deleted: CREATE … IF NOT EXISTS
+    would keep it, and the first insert would fail. The sink refuses it at start-up instead."""
+    from dataclasses import replace as replace_spec
+
+    from ys_platform.catalog.tables import table_spec
+    from ys_platform.sinks.clickhouse import SinkTableError
+
+    dsn = f"chdb://{tmp_path / 'clickhouse'}"
+    spec = table_spec("defi.transactions", "transactions")
+    old = replace_spec(
+        spec,
+        columns=tuple(c for c in spec.columns if c.name != "_is_deleted"),
+        versioned=False,
+        keeps_deletes=False,
+        order_by=("user_id", "ts"),
+    )
+    with open_clickhouse(dsn) as client:
+        client.command(old.ddl())
+    sink = ClickHouseSink(dsn, load_mapping())
+    with pytest.raises(SinkTableError) as caught:
+        sink.open()
+    sink.close()
+    message = str(caught.value)
+    assert "ClickHouse table transactions was created by an older version" in message
+    assert "engine MergeTree" in message and "ReplacingMergeTree(_offset, _is_deleted)" in message
+    assert "DROP TABLE transactions" in message and "_ys_sink_offsets" in message

@@ -73,7 +73,16 @@ def test_sink_run_writes_rows_and_materializes_tables(local_stack, tmp_path):
     tables = dg.materialize(
         [assets[1]],
         resources={"clickhouse": clickhouse},
-        selection=dg.AssetSelection.assets(clickhouse_table_key("analytics")),
+        selection=dg.AssetSelection.assets(
+            clickhouse_table_key("analytics"), clickhouse_table_key("transactions")
+        ),
     )
-    (event,) = tables.get_asset_materialization_events()
-    assert event.materialization.metadata["rows"].value == 0
+    events = {
+        e.asset_key.path[-1]: e.materialization.metadata
+        for e in tables.get_asset_materialization_events()
+    }
+    assert events["analytics"]["rows"].value == 0
+    assert "latest_rows" not in events["analytics"]  # append-only: every row is current
+    # Versioned (CDC) table: versions stored, and the rows as of now under FINAL.
+    assert events["transactions"]["rows"].value == events["transactions"]["latest_rows"].value == 0
+    assert "ReplacingMergeTree(_offset, _is_deleted)" in events["transactions"]["ddl"].value

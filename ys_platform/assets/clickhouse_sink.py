@@ -79,8 +79,13 @@ def clickhouse_sink_definitions(
                 deps=[sink_key],
                 group_name=TABLE_GROUP,
                 kinds={"clickhouse"},
-                description=f"Rows of {topic}, one per record, with their Kafka topic, "
-                "partition and offset.",
+                description=(
+                    f"The rows of {topic}, one version per record, with its Kafka topic, "
+                    "partition and offset; the latest version of each row under FINAL."
+                    if mapping.tables()[topic].versioned
+                    else f"Rows of {topic}, one per record, with their Kafka topic, "
+                    "partition and offset."
+                ),
                 metadata={"source_topic": topic},
             )
             for topic, table in topics.items()
@@ -98,16 +103,19 @@ def clickhouse_sink_definitions(
                 key = clickhouse_table_key(table)
                 if key not in context.selected_asset_keys:
                     continue
-                ddl = specs[topic].ddl()
+                spec = specs[topic]
+                ddl = spec.ddl()
                 client.command(ddl)
                 rows = client.query(f"SELECT count() FROM {table}").result_rows[0][0]
-                yield dg.MaterializeResult(
-                    asset_key=key,
-                    metadata={
-                        "rows": dg.MetadataValue.int(int(rows)),
-                        "ddl": dg.MetadataValue.md(f"```sql\n{ddl}\n```"),
-                    },
-                )
+                metadata = {
+                    "rows": dg.MetadataValue.int(int(rows)),
+                    "ddl": dg.MetadataValue.md(f"```sql\n{ddl}\n```"),
+                }
+                if spec.versioned:
+                    # Versions stored vs rows as of now: what the source of record holds.
+                    latest = client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0]
+                    metadata["latest_rows"] = dg.MetadataValue.int(int(latest))
+                yield dg.MaterializeResult(asset_key=key, metadata=metadata)
 
     return [clickhouse_sink, clickhouse_tables], [
         worker_job(consumer_group(mapping.group), sink_key)
