@@ -31,7 +31,11 @@ pytestmark = pytest.mark.timeout(120)
 # Below Linux's ephemeral range (32768-60999): a port there can be taken at random by any
 # outgoing connection on the machine, and a broker that cannot bind fails the test.
 SINGLE = {"local_kafka_port": 21092, "postgres_port": 21432}
-TRIPLE = {"local_kafka_port": 22092, "postgres_port": 22432}
+TRIPLE = {
+    "local_kafka_port": 22092,
+    "postgres_port": 22432,
+    "connect_url": "http://127.0.0.1:22083",
+}
 
 # Client requests against a local broker finish in milliseconds; 30 s only bounds a hang.
 CLIENT_TIMEOUT_S = 30
@@ -194,12 +198,13 @@ def test_up_with_another_broker_count_says_to_down_first(single: Settings) -> No
 
 
 def test_three_brokers_form_one_cluster_that_takes_rf3_topics(triple: Settings) -> None:
-    services = up(triple, brokers=3, postgres=False)
+    services = up(triple, brokers=3, postgres=False, connect=True)
 
     assert [(s.name, s.endpoint, s.healthy) for s in services] == [
         ("kafka-1", "127.0.0.1:22092", True),
         ("kafka-2", "127.0.0.1:22093", True),
         ("kafka-3", "127.0.0.1:22094", True),
+        ("connect", "http://127.0.0.1:22083", True),
     ]
     assert kafka_bootstrap(triple) == "127.0.0.1:22092,127.0.0.1:22093,127.0.0.1:22094"
     metadata = _admin(triple).list_topics(timeout=CLIENT_TIMEOUT_S)
@@ -235,3 +240,15 @@ def test_three_brokers_form_one_cluster_that_takes_rf3_topics(triple: Settings) 
     assert live["defi.transactions"].replication_factor == 3
     assert live["defi.transactions"].partitions == 24
     assert live["system.alerts"].configs["min.insync.replicas"] == "2"
+
+    # Connect on 3 brokers: its internal topics are created with RF 3, so its state (connector
+    # configs, source offsets, statuses) survives the loss of a broker.
+    from ys_platform.local.config import (
+        CONNECT_CONFIG_TOPIC,
+        CONNECT_OFFSET_TOPIC,
+        CONNECT_STATUS_TOPIC,
+    )
+
+    internal = [CONNECT_CONFIG_TOPIC, CONNECT_OFFSET_TOPIC, CONNECT_STATUS_TOPIC]
+    live = describe_topics(admin, internal)
+    assert {name: live[name].replication_factor for name in internal} == dict.fromkeys(internal, 3)
