@@ -139,6 +139,44 @@ def test_chdb_waits_for_the_holder_to_exit(tmp_path: Path) -> None:
     assert waited >= MIN_WAIT_S
 
 
+WAITER = """
+import sys
+from ys_platform.clients.clickhouse import open_clickhouse
+with open_clickhouse("chdb://" + sys.argv[1], lock_timeout_s=30) as client:
+    print(client.command("SELECT 42"), flush=True)
+"""
+
+
+def test_chdb_waits_quietly(tmp_path: Path) -> None:
+    """chDB prints "Cannot lock file …" to stderr whenever it starts on a held path; a waiter
+    probes the lock first, so its stderr holds nothing but what it says itself."""
+    path = tmp_path / "clickhouse"
+    with holder(CHDB_HOLDER, path, HOLD_S):
+        waiter = subprocess.run(
+            [sys.executable, "-c", WAITER, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=HOLDER_START_S,
+        )
+    assert waiter.returncode == 0, waiter.stderr
+    assert waiter.stdout.strip() == "42"
+    assert "Cannot lock" not in waiter.stderr and "Exception" not in waiter.stderr
+
+
+def test_chdb_a_second_client_in_this_process_does_not_wait_for_the_first(
+    tmp_path: Path,
+) -> None:
+    """This process's own lock is not another process's: the probe is skipped while it holds
+    the path, and the second client joins the engine at once."""
+    dsn = f"chdb://{tmp_path / 'clickhouse'}"
+    with open_clickhouse(dsn) as first:
+        assert first.command("SELECT 1") == 1
+        started = time.monotonic()
+        with open_clickhouse(dsn, lock_timeout_s=SHORT_TIMEOUT_S) as second:
+            assert second.command("SELECT 2") == 2
+        assert time.monotonic() - started < SHORT_TIMEOUT_S
+
+
 def test_chdb_gives_up_with_a_sentence(tmp_path: Path) -> None:
     path = tmp_path / "clickhouse"
     with holder(CHDB_HOLDER, path, FOREVER_S):

@@ -83,6 +83,11 @@ def _redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+# chDB clients this process has open (through open_clickhouse): while there are any, the process
+# itself holds the engine's lock, so a lock probe would only see our own lock.
+_OPEN_CHDB_CLIENTS: list[Client] = []
+
+
 def _open_chdb(dsn: str, database: str | None, lock_timeout_s: float) -> Client:
     path = chdb_path(dsn)
     status_file = path / "status" if path is not None else None
@@ -140,6 +145,9 @@ def _open_chdb(dsn: str, database: str | None, lock_timeout_s: float) -> Client:
         lock_file=status_file,
         timeout_s=lock_timeout_s,
         locked_error=locked_error,
+        # chDB prints "Cannot lock file …" to stderr on every start that finds the path held:
+        # probe first, unless this process holds it itself (then the open simply joins it).
+        probe_first=not _OPEN_CHDB_CLIENTS,
     )
 
 
@@ -181,6 +189,7 @@ def open_clickhouse(
     scheme = urlsplit(dsn).scheme
     if scheme == "chdb":
         client = _open_chdb(dsn, database, lock_timeout_s)
+        _OPEN_CHDB_CLIENTS.append(client)
     elif scheme in ("http", "https"):
         client = _open_http(dsn, _secret_value(password), database)
     else:
@@ -190,4 +199,6 @@ def open_clickhouse(
     try:
         yield client
     finally:
+        if scheme == "chdb":
+            _OPEN_CHDB_CLIENTS.remove(client)
         client.close()

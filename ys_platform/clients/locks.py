@@ -102,24 +102,33 @@ def open_when_unlocked(
     timeout_s: float,
     locked_error: Callable[[float], StoreLockedError],
     backoff: Backoff = DEFAULT_BACKOFF,
+    probe_first: bool = False,
 ) -> T:
     """Call ``open_once`` until it succeeds, waiting while another process holds ``lock_file``.
 
     ``is_locked`` decides which exceptions mean "held by someone else"; any other exception
     propagates at once. After ``timeout_s`` (0 = try once) ``locked_error(waited_s)`` is raised,
-    chained to the store's own error.
+    chained to the store's own error. ``probe_first``: probe the lock before the first attempt
+    too, and wait without trying while it is held, so a store that complains on stderr when it
+    finds the lock taken (chDB) stays quiet. Only for a caller that knows this process does not
+    hold the lock itself: the probe cannot tell this process's own lock from another's.
     """
     started = time.monotonic()
     deadline = started + max(timeout_s, 0.0)
     delays = backoff.delays()
     announced = False
+    last_error: Exception | None = None
+    held_at_start = probe_first and flock_held(lock_file) is True
     while True:
-        try:
-            return open_once()
-        except Exception as exc:
-            if not is_locked(exc):
-                raise
-            last_error = exc
+        if held_at_start:
+            held_at_start = False
+        else:
+            try:
+                return open_once()
+            except Exception as exc:
+                if not is_locked(exc):
+                    raise
+                last_error = exc
         if not announced:
             # One line, not one per retry: the operator needs to know why we are idle.
             logger.info(
