@@ -48,7 +48,10 @@ def test_sink_lineage_and_the_location_validates():
     graph = definitions.resolve_asset_graph()
     sink = dg.AssetKey(["sinks", "clickhouse-sink"])
     assert dg.AssetKey(["kafka", "market.prices"]) in graph.get(sink).parent_keys
-    assert graph.get(dg.AssetKey(["clickhouse", "market_data"])).parent_keys == {sink}
+    assert graph.get(dg.AssetKey(["clickhouse", "market_data"])).parent_keys == {
+        sink,
+        dg.AssetKey(["kafka", "market.prices"]),
+    }
     assert "clickhouse_sink_keepalive" in {s.name for s in definitions.sensors}
     ohlcv = graph.get(dg.AssetKey(["clickhouse", "ohlcv_1m"]))
     assert ohlcv.parent_keys == {dg.AssetKey(["clickhouse", "market_data"])}
@@ -72,4 +75,7 @@ def test_vector_lineage_topic_to_sink_to_collection():
     graph = defs().resolve_asset_graph()
     sink = dg.AssetKey(["sinks", "vector-sink"])
     assert dg.AssetKey(["kafka", "defi.protocols"]) in graph.get(sink).parent_keys
-    assert graph.get(dg.AssetKey(["qdrant", "protocols"])).parent_keys == {sink}
+    assert graph.get(dg.AssetKey(["qdrant", "protocols"])).parent_keys == {
+        sink,
+        dg.AssetKey(["kafka", "defi.protocols"]),
+    }

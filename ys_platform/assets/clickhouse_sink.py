@@ -76,7 +76,8 @@ def clickhouse_sink_definitions(
         specs=[
             dg.AssetSpec(
                 clickhouse_table_key(table),
-                deps=[sink_key],
+                # The sink writes it; the topic edge says which of the sink's inputs feeds it.
+                deps=[sink_key, topic_asset_key(topic)],
                 group_name=TABLE_GROUP,
                 kinds={"clickhouse"},
                 description=(

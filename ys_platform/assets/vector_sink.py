@@ -74,7 +74,8 @@ def vector_sink_definitions(
         specs=[
             dg.AssetSpec(
                 qdrant_collection_key(collection),
-                deps=[sink_key],
+                # The sink writes it; the topic edge says which of the sink's inputs feeds it.
+                deps=[sink_key, topic_asset_key(topic)],
                 group_name=COLLECTION_GROUP,
                 kinds={"qdrant"},
                 description=f"Embeddings of {topic} (384-d, cosine), one point per key.",
