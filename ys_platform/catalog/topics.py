@@ -121,6 +121,11 @@ class ConsumerGroupSpec:
     def dead_letter_topic(self) -> str:
         return f"dlq.{self.group_id}"
 
+    @property
+    def change_stream_inputs(self) -> frozenset[str]:
+        """The inputs fed by CDC, whose records may be marked deletes (``TopicSpec``)."""
+        return frozenset(name for name in self.inputs if topic(name).change_stream)
+
 
 # Consumer groups are the seed's names; each gets its own dead-letter topic so a reject can be
 # traced to the worker that refused it and replayed into that worker alone.

@@ -34,7 +34,6 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from ys_platform.catalog.codec import decode_batch, is_delete
-from ys_platform.catalog.topics import topic as catalog_topic
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.sinks.base import BatchSink, PartitionBatch, Sink, TopicPartitionId
 from ys_platform.streaming.dead_letter import dead_letter_headers
@@ -144,9 +143,7 @@ class SinkWorker:
         self._first_buffered_at: float | None = None
         self._assigned: set[TopicPartitionId] = set()
         self._assigned_at: float | None = None
-        self._change_streams = frozenset(
-            name for name in self.group.inputs if catalog_topic(name).change_stream
-        )
+        self._change_streams = self.group.change_stream_inputs
         self.seeks = 0
 
     @property

@@ -28,7 +28,6 @@ from ys_platform.catalog.codec import (
     timestamp_ms,
     topic_of,
 )
-from ys_platform.catalog.topics import topic as catalog_topic
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.streaming.app import StreamApp, TopicPartitionId
 from ys_platform.streaming.broadcast import BroadcastReader
@@ -83,9 +82,7 @@ class TransactionalWorker:
         self._assigned: set[TopicPartitionId] = set()
         self._assigned_at: float | None = None
         self._broadcast: BroadcastReader | None = None
-        self._change_streams = frozenset(
-            name for name in self.group.inputs if catalog_topic(name).change_stream
-        )
+        self._change_streams = self.group.change_stream_inputs
 
     @property
     def group_id(self) -> str:
