@@ -41,8 +41,8 @@ from ys_platform.clients.clickhouse import open_clickhouse
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.settings import load_settings
 from ys_platform.sinks.clickhouse import ClickHouseSink, ClickHouseSinkMapping, build_arrow
-from ys_platform.sinks.runtime import SinkConfig, SinkWorker
 from ys_platform.sources.simulator import MarketSimulator
+from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
 TOPIC = "market.prices"
 TABLE = "market_data"

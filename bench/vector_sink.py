@@ -34,9 +34,9 @@ from pathlib import Path
 
 from ys_platform.catalog.models import DefiToken
 from ys_platform.embeddings import Embedder
-from ys_platform.sinks.base import PartitionBatch
 from ys_platform.sinks.vector import VectorSink, load_mapping, render_text
 from ys_platform.sources.simulator import MarketSimulator
+from ys_platform.streaming.app import PartitionBatch
 
 TOPIC = "defi.tokens"
 TARGET = 0.85

@@ -45,8 +45,8 @@ from ys_platform.connectors import (
 from ys_platform.postgres import CAPTURED
 from ys_platform.settings import Settings
 from ys_platform.sinks.clickhouse import ClickHouseSink, ClickHouseSinkMapping
-from ys_platform.sinks.runtime import SinkConfig, SinkWorker
 from ys_platform.streaming.dead_letter import header
+from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 from ys_platform.streaming.topics import apply_plans, plan_topics
 
 # Connect up (~10 s if not running), snapshot ~5 s, streaming within a second or two; a busy

@@ -29,9 +29,9 @@ from ys_platform.catalog.topics import consumer_group
 from ys_platform.clients.clickhouse import open_clickhouse
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.sinks.clickhouse import ClickHouseSink, load_mapping
-from ys_platform.sinks.runtime import SinkConfig, SinkWorker
 from ys_platform.sources.simulator import MarketSimulator
 from ys_platform.streaming import dead_letter
+from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

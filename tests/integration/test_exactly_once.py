@@ -137,6 +137,10 @@ def _start(settings, namespace: str, *extra: str, stderr=subprocess.PIPE) -> sub
             namespace,
             "--batch-size",
             "500",
+            # Replica 0 each time: a supervisor restarting the same replica, whose restart fences
+            # the open transaction of the killed one (a standalone id would differ per process).
+            "--instance",
+            "0",
             *extra,
         ],
         env=env,

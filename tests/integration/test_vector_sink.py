@@ -17,9 +17,9 @@ from ys_platform.catalog.models import Message
 from ys_platform.catalog.topics import consumer_group
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.embeddings import shared_embedder
-from ys_platform.sinks.runtime import SinkConfig, SinkWorker
 from ys_platform.sinks.vector import VectorSink, load_mapping, point_id
 from ys_platform.sources.simulator import MarketSimulator
+from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -199,9 +199,9 @@ def test_opportunity_expires_after_ttl_and_is_emitted_again() -> None:
     run(app, pool("base", "a", ARB_POOL, 1_000))
     for ms in (20_000, 40_000, 60_000):
         assert run(app, pool("arbitrum", "u", ARB_POOL, ms), pool("base", "a", ARB_POOL, ms)) == []
-    assert len(app._states[PART].tracker) == 1  # last seen at 0.1 s: live until 60.1 s
+    assert len(app.state(PART).tracker) == 1  # last seen at 0.1 s: live until 60.1 s
     run(app, pool("arbitrum", "u", ARB_POOL, 60_101))
-    assert len(app._states[PART].tracker) == 0  # dropped once the watermark passes it
+    assert len(app.state(PART).tracker) == 0  # dropped once the watermark passes it
     # The same dislocation again: a new opportunity, emitted although its profit is the same.
     (again,) = run(app, pool("base", "a", BASE_POOL, 60_200))
     assert again.expected_profit_usd == first.expected_profit_usd

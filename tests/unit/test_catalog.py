@@ -1,5 +1,3 @@
-
-
 def test_change_stream_inputs_of_the_groups():
     from ys_platform.catalog.topics import consumer_group
 

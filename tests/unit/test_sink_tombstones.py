@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 
 from ys_platform.catalog.codec import CDC_OP_HEADER
-from ys_platform.sinks.runtime import split_tombstones
+from ys_platform.streaming.sink_worker import split_tombstones
 
 
 @dataclass

@@ -19,7 +19,6 @@ import pytest
 from ys_platform.catalog.models import DefiProtocol, Position, UserPortfolio
 from ys_platform.catalog.topics import consumer_group
 from ys_platform.embeddings import shared_embedder
-from ys_platform.sinks.base import PartitionBatch
 from ys_platform.sinks.vector import (
     DEFAULT_MAPPING_PATH,
     META_FIELDS,
@@ -32,6 +31,7 @@ from ys_platform.sinks.vector import (
     render_text,
 )
 from ys_platform.sources.simulator import MarketSimulator
+from ys_platform.streaming.app import PartitionBatch
 
 PROTOCOLS = "defi.protocols"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -14,7 +14,7 @@ from ys_platform.catalog.topics import consumer_group
 from ys_platform.resources.clickhouse import ClickHouseResource
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.sinks.clickhouse import ClickHouseSink, ClickHouseSinkMapping
-from ys_platform.sinks.runtime import SinkConfig, SinkWorker
+from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
 SINK_GROUP = "sinks"
 TABLE_GROUP = "clickhouse"

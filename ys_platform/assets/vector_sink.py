@@ -12,8 +12,8 @@ from ys_platform.assets.workers import run_worker_in_dagster, worker_job
 from ys_platform.catalog.topics import consumer_group
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.resources.qdrant import QdrantResource
-from ys_platform.sinks.runtime import SinkConfig, SinkWorker
 from ys_platform.sinks.vector import VectorSink, VectorSinkMapping, ensure_collection
+from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
 SINK_GROUP = "sinks"
 COLLECTION_GROUP = "qdrant"

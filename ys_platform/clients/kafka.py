@@ -164,7 +164,7 @@ def produce_messages(
         key, value, headers = encode(message)
         # The record timestamp is the event time, as the catalog's contract says.
         topic = f"{namespace}{topic_of(message)}"
-        _produce(producer, topic, key, value, headers, timestamp_ms(message), on_delivery)
+        produce_record(producer, topic, value, key, headers, timestamp_ms(message), on_delivery)
         count += 1
     remaining = producer.flush(flush_timeout_s)
     if remaining:
@@ -174,24 +174,32 @@ def produce_messages(
     return count
 
 
-def _produce(
+def produce_record(
     producer: Producer,
     topic: str,
+    value: bytes | None,
     key: bytes | None,
-    value: bytes,
-    headers: list[tuple[str, bytes]],
-    timestamp: int,
-    on_delivery: Callable[[KafkaError | None, Message], None],
+    headers: list[tuple[str, bytes]] | None,
+    timestamp_ms: int | None,
+    on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
 ) -> None:
+    """``producer.produce`` that waits for room instead of failing when the local queue is full.
+
+    The one produce path of the platform: workers, dead letters, the simulator and
+    :func:`produce_messages` all come through here. A full queue (``BufferError``) is served by
+    polling delivery reports, which frees room as the broker acknowledges.
+    """
+    kwargs: dict[str, Any] = {"headers": headers}
+    if timestamp_ms is not None:
+        kwargs["timestamp"] = timestamp_ms
+    if on_delivery is not None:
+        kwargs["on_delivery"] = on_delivery
     while True:
         try:
-            producer.produce(
-                topic, value, key, headers=headers, timestamp=timestamp, on_delivery=on_delivery
-            )
+            producer.produce(topic, value, key, **kwargs)
             return
         except BufferError:
-            # Local queue full: serve delivery reports to make room rather than fail the caller.
-            producer.poll(0.1)
+            producer.poll(0.05)
 
 
 def consume_messages(

@@ -87,6 +87,7 @@ from ys_platform.processing.arbitrage import (
     evaluate_pair,
 )
 from ys_platform.streaming.app import ProcessResult, Rejected, TopicPartitionId
+from ys_platform.streaming.keyed import PartitionKeyedApp
 
 GROUP = consumer_group("crosschain-arbitrage-processor")
 
@@ -251,7 +252,7 @@ def opportunity_id(opportunity: ArbitrageOpportunity, detected_ms: int) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, "|".join((*opportunity.key, str(detected_ms)))))
 
 
-class CrosschainArbitrageProcessor:
+class CrosschainArbitrageProcessor(PartitionKeyedApp["_PartitionState"]):
     """The ``crosschain-arbitrage-processor`` logic: quote books and a de-dup tracker per
     ``market.prices`` partition, gas and bridge quotes shared by all (see the module doc)."""
 
@@ -259,13 +260,13 @@ class CrosschainArbitrageProcessor:
     broadcast_inputs: tuple[str, ...] = ("crosschain.events",)
 
     def __init__(self, config: ArbitrageConfig | None = None) -> None:
+        super().__init__()
         self.config = cfg = config or ArbitrageConfig()
         self.broadcast_lookback_ms = cfg.reference_max_age_ms
         # Replay rebuilds the book (every quote still fresh at the watermark) and the tracker
         # (every decision within a TTL of it): see "Restore" in the module docstring.
         self.restore_span_ms = cfg.stale_after_ms + cfg.ttl_ms
         self.stats = ArbitrageStats()
-        self._states: dict[TopicPartitionId, _PartitionState] = {}
         self._gas: dict[str, _AsOf] = {}
         self._bridges: dict[tuple[str, str, str], _AsOf] = {}
         self._ttl = timedelta(milliseconds=cfg.ttl_ms)
@@ -303,15 +304,8 @@ class CrosschainArbitrageProcessor:
         return value  # type: ignore[return-value]
 
     # --- partitions --------------------------------------------------------------------------
-    def assign(self, partition: TopicPartitionId) -> None:
-        self._states[partition] = _PartitionState(self.config)
-
-    def revoke(self, partition: TopicPartitionId) -> None:
-        self._states.pop(partition, None)
-
-    def watermark_ms(self, partition: TopicPartitionId) -> int | None:
-        state = self._states.get(partition)
-        return None if state is None else state.watermark_ms
+    def new_state(self) -> _PartitionState:
+        return _PartitionState(self.config)
 
     # --- the stream --------------------------------------------------------------------------
     def process(
@@ -320,9 +314,7 @@ class CrosschainArbitrageProcessor:
         messages: Sequence[Message],
         timestamps_ms: Sequence[int],
     ) -> ProcessResult:
-        state = self._states.get(partition)
-        if state is None:
-            state = self._states[partition] = _PartitionState(self.config)
+        state = self.state(partition)
         outputs: list[Message] = []
         rejected: list[Rejected] = []
         if not messages:

@@ -17,6 +17,7 @@ from ys_platform.processing.windows import (
     WindowConfig,
 )
 from ys_platform.streaming.app import ProcessResult, Rejected, TopicPartitionId
+from ys_platform.streaming.keyed import PartitionKeyedApp
 
 GROUP = consumer_group("price-aggregation-processor")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -56,14 +57,13 @@ def to_message(window: WindowAnalytics) -> MarketAnalytics:
     )
 
 
-class PriceAggregation:
+class PriceAggregation(PartitionKeyedApp[SlidingWindowState]):
     """The ``price-aggregation-processor`` logic, one window state per input partition."""
 
     group = GROUP
-    broadcast_inputs: tuple[str, ...] = ()
-    broadcast_lookback_ms = 0
 
     def __init__(self, config: WindowConfig | None = None) -> None:
+        super().__init__()
         self.config = config or WindowConfig()
         # Replaying this much event time before the watermark rebuilds every tick a future
         # window can use: the window (or staleness bound), the grace period, the oldest prior
@@ -72,20 +72,9 @@ class PriceAggregation:
         self.restore_span_ms = (
             cfg.retention_ms + cfg.grace_ms + cfg.max_carry_ms + cfg.emit_interval_ms
         )
-        self._states: dict[TopicPartitionId, SlidingWindowState] = {}
 
-    def on_broadcast(self, messages: Sequence[Message]) -> None:
-        """No reference data: prices are the only input."""
-
-    def assign(self, partition: TopicPartitionId) -> None:
-        self._states[partition] = SlidingWindowState(self.config)
-
-    def revoke(self, partition: TopicPartitionId) -> None:
-        self._states.pop(partition, None)
-
-    def watermark_ms(self, partition: TopicPartitionId) -> int | None:
-        state = self._states.get(partition)
-        return None if state is None else state.watermark_ms
+    def new_state(self) -> SlidingWindowState:
+        return SlidingWindowState(self.config)
 
     def process(
         self,
@@ -93,12 +82,9 @@ class PriceAggregation:
         messages: Sequence[Message],
         timestamps_ms: Sequence[int],
     ) -> ProcessResult:
-        state = self._states.get(partition)
-        if state is None:
-            state = self._states[partition] = SlidingWindowState(self.config)
         if not messages:
             return ProcessResult([], [])
-        windows, ingest = state.process(ticks_of(messages))  # type: ignore[arg-type]
+        windows, ingest = self.state(partition).process(ticks_of(messages))  # type: ignore[arg-type]
         rejected = [
             Rejected(
                 int(i),

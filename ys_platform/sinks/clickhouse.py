@@ -61,7 +61,7 @@ from ys_platform.catalog.tables import (
 )
 from ys_platform.catalog.topics import ConsumerGroupSpec, consumer_group
 from ys_platform.clients.clickhouse import chdb_path, open_clickhouse
-from ys_platform.sinks.base import PartitionBatch, TopicPartitionId
+from ys_platform.streaming.app import PartitionBatch, TopicPartitionId
 
 __all__ = [
     "DEFAULT_MAPPING_PATH",

@@ -65,7 +65,7 @@ from ys_platform.catalog.models import MODELS, Message
 from ys_platform.catalog.topics import ConsumerGroupSpec, consumer_group
 from ys_platform.clients.qdrant import open_qdrant
 from ys_platform.embeddings.model import DIMENSION, shared_embedder
-from ys_platform.sinks.base import PartitionBatch, TopicPartitionId
+from ys_platform.streaming.app import PartitionBatch, TopicPartitionId
 
 __all__ = [
     "DEFAULT_MAPPING_PATH",

@@ -1,4 +1,6 @@
-"""The contract between the streaming runtime and a processor's logic.
+"""The contracts between the streaming runtime and what it drives: a processor's logic
+(:class:`StreamApp`) and a sink (:class:`Sink`), with their optional capabilities declared as
+protocols of their own (:class:`BroadcastApp`, :class:`DeletingSink`).
 
 A processor keeps its state per *input partition*: the outputs it emits for a partition are a
 function of that partition's record sequence alone, whatever the batching or the other
@@ -9,14 +11,15 @@ a backfill reproduce the live output.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ys_platform.catalog.models import Message
 from ys_platform.catalog.topics import ConsumerGroupSpec
 
 TopicPartitionId = tuple[str, int]
+"""(catalog topic name, partition)."""
 
 
 @dataclass(frozen=True)
@@ -42,15 +45,6 @@ class StreamApp(Protocol):
     restore_span_ms: int
     """Event time before a partition's watermark that rebuilds its state (0: stateless)."""
 
-    broadcast_inputs: tuple[str, ...]
-    """Inputs read whole by every worker as reference data (no group, never committed)."""
-
-    broadcast_lookback_ms: int
-    """How far back a starting worker reads its broadcast inputs."""
-
-    def on_broadcast(self, messages: Sequence[Message]) -> None:
-        """Take reference data; called before each batch with what arrived since the last."""
-
     def assign(self, partition: TopicPartitionId) -> None:
         """Start empty state for a newly assigned partition."""
 
@@ -66,4 +60,76 @@ class StreamApp(Protocol):
         messages: Sequence[Message],
         timestamps_ms: Sequence[int],
     ) -> ProcessResult:
-        """Apply one partition's slice of a batch, in offset order; return what to emit."""
+        """Apply one partition's slice of a batch, in offset order; return what to emit.
+
+        ``timestamps_ms[i]`` is the record timestamp of ``messages[i]`` (computed on first use:
+        an app that windows on a message field never pays for it)."""
+
+
+@runtime_checkable
+class BroadcastApp(StreamApp, Protocol):
+    """An app that also reads reference data every instance needs whole (a global table)."""
+
+    broadcast_inputs: tuple[str, ...]
+    """Inputs read whole by every worker as reference data (no group, never committed)."""
+
+    broadcast_lookback_ms: int
+    """How far back a starting worker reads its broadcast inputs."""
+
+    def on_broadcast(self, messages: Sequence[Message]) -> None:
+        """Take reference data; called before each batch with what arrived since the last."""
+
+
+# --- sinks ----------------------------------------------------------------------------------------
+
+
+class Sink(Protocol):
+    """A store the runtime writes into. Writing the same (partition, offsets) twice stores them
+    once, so delivery is at-least-once from Kafka and exactly-once in the store. A sink that
+    records its own progress (ClickHouse keeps each partition's offset range beside the rows)
+    tells the runtime where to resume; otherwise the group's committed offsets are used."""
+
+    group: ConsumerGroupSpec
+
+    def open(self) -> None:
+        """Acquire clients and create what the sink writes into (tables, collections)."""
+
+    def close(self) -> None:
+        """Release clients; called once, also after a failure."""
+
+    def resume_offsets(
+        self, partitions: Sequence[TopicPartitionId]
+    ) -> Mapping[TopicPartitionId, int]:
+        """The next offset to read per partition from the sink's own store ({} if it has none)."""
+
+    def write_many(self, batches: Sequence[PartitionBatch]) -> int:
+        """Store the decoded records of a flush (each partition at most once), idempotently;
+        returns how many rows/points were written. The sink may share per-flush work among the
+        partitions (the ClickHouse sink records all their progress in two inserts)."""
+
+
+@dataclass(frozen=True)
+class PartitionBatch:
+    """One partition's decoded records of a flush, offsets ascending."""
+
+    partition: TopicPartitionId
+    messages: Sequence[Message]
+    offsets: Sequence[int]
+    end_offset: int | None = None
+    """One past the last record consumed for this slice, those that failed to decode included
+    (None: ``offsets[-1] + 1``). A sink that records its progress stores it, so that a restart
+    does not read, and dead-letter, those records again. ``messages`` may then be empty."""
+    deleted: frozenset[int] = frozenset()
+    """Offsets (among ``offsets``) whose record is the delete of its row on a change-stream
+    topic: the message is the deleted row. A sink that keeps the latest state of rows stores it
+    as deleted; one that keeps history or events leaves it out."""
+
+
+@runtime_checkable
+class DeletingSink(Sink, Protocol):
+    """A sink that removes entities by key: tombstones, and on a change-stream topic the
+    records marked as deletes, reach it as deletes instead of rows."""
+
+    def delete(self, topic_name: str, keys: Sequence[str]) -> int:
+        """Remove the entities of ``keys`` (record keys of catalog topic ``topic_name``);
+        returns how many were removed. Idempotent."""

@@ -1,0 +1,331 @@
+"""One consumer-group member: the loop every processor and every sink runs.
+
+A member subscribes to its group's inputs with static membership, consumes batches, hands them to
+its commit strategy and keeps what both strategies share: the namespace mapping between physical
+and catalog topic names, the partitions it owns and since when (the idle clock), lag, dead
+letters with their one produce-with-retry, and an orderly close. The two strategies are the two
+subclasses:
+
+* :class:`~ys_platform.streaming.worker.TransactionalWorker` (processors) commits outputs, dead
+  letters and consumed offsets in one Kafka transaction;
+* :class:`~ys_platform.streaming.sink_worker.SinkWorker` (sinks) lets the store own the offsets:
+  each partition's offset range is stored beside its rows and the Kafka commit is a hint.
+
+A subclass implements the ``_``-prefixed hooks below (``_start``, ``_take``, ``_tick``,
+``_finish``, ``_assigned``, ``_revoked``, ``_lost``); the loop, the callbacks and the clocks are
+here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from ys_platform.catalog.codec import DecodeError, decode_batch
+from ys_platform.catalog.topics import ConsumerGroupSpec
+from ys_platform.clients.kafka import KafkaConnection, produce_record
+from ys_platform.streaming.app import TopicPartitionId
+from ys_platform.streaming.dead_letter import dead_letter_headers
+from ys_platform.streaming.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[WorkerMetrics], None]
+
+
+def standalone_instance_id() -> str:
+    """An instance id no Dagster replica uses, for a worker started by hand without one.
+
+    It joins the group beside the Dagster replicas (the partitions are shared among all members)
+    instead of taking replica 0's static membership and transactional id, which would fence the
+    Dagster run, whose relaunch would then fence this one in turn.
+    """
+    return f"standalone-{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class MemberConfig:
+    """What every member is configured with; the strategies add their batch settings."""
+
+    poll_timeout_s: float = 0.2
+    progress_interval_s: float = 5.0
+    commit_timeout_s: float = 60.0
+    namespace: str = ""
+    """Prefix of every physical topic, group and transactional id: isolates a test, a replay or
+    a staging copy from the catalog's topics on the same cluster."""
+    instance_id: str | None = None
+    """This replica's stable id among the group's members: its ``group.instance.id`` (static
+    membership, so a restarted replica takes its partitions back at once, not after the dead
+    one's session timeout) and, for processors, its transactional id (a restart fences the open
+    transaction of its predecessor). None: :func:`standalone_instance_id`."""
+
+    def physical(self, name: str) -> str:
+        return f"{self.namespace}{name}"
+
+
+class WorkerStopped(RuntimeError):
+    """The worker cannot go on (fenced, a fatal client error, undeliverable dead letters); the
+    message says why."""
+
+
+class _Deliveries:
+    """Delivery reports of the dead-letter path (served inside poll/flush): the first failure."""
+
+    def __init__(self) -> None:
+        self.failed: str | None = None
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None and self.failed is None:
+            self.failed = f"{msg.topic()}: {err.str()}"
+
+
+class GroupMember:
+    """The shared member; see the module docstring. Not used directly."""
+
+    def __init__(
+        self,
+        connection: KafkaConnection,
+        group: ConsumerGroupSpec,
+        config: MemberConfig,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.connection = connection
+        self.group = group
+        self.config = config
+        self.instance_id = config.instance_id or standalone_instance_id()
+        self.on_progress = on_progress
+        self.metrics = WorkerMetrics(group_id=self.group_id)
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._deliveries = _Deliveries()
+        self._owned: set[TopicPartitionId] = set()
+        self._assigned_at: float | None = None
+        self._change_streams = group.change_stream_inputs
+
+    @property
+    def group_id(self) -> str:
+        return self.config.physical(self.group.group_id)
+
+    @property
+    def member_id(self) -> str:
+        """``group.instance.id`` of this member (and, for processors, its transactional id)."""
+        return f"{self.group_id}.{self.instance_id}"
+
+    def catalog_name(self, physical_topic: str) -> str:
+        return physical_topic.removeprefix(self.config.namespace)
+
+    # --- hooks of the strategies ---------------------------------------------------------------
+    def _start(self) -> Producer:
+        """Open what the strategy needs before the group is joined; return the producer."""
+        raise NotImplementedError
+
+    def _subscribed_inputs(self) -> Sequence[str]:
+        """Catalog names of the inputs read as a group member."""
+        return self.group.inputs
+
+    def _consume_limit(self) -> int:
+        raise NotImplementedError
+
+    def _take(self, slices: dict[TopicPartitionId, list[Message]], now: float) -> None:
+        """Handle one consumed batch, split by partition in offset order."""
+        raise NotImplementedError
+
+    def _tick(self, now: float, took: bool) -> None:
+        """Called once per loop, after ``_take`` if records came (``took``): time-based work."""
+
+    def _finish(self) -> None:
+        """Called on a normal stop, before closing: commit what is held."""
+
+    def _close_strategy(self) -> None:
+        """Release what ``_start`` opened; called once, also after a failure."""
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions were assigned (``self._owned`` already includes them)."""
+
+    def _revoked(self, keys: list[TopicPartitionId]) -> None:
+        """Partitions are being revoked while still owned (before ``_owned`` drops them)."""
+
+    def _lost(self, keys: list[TopicPartitionId]) -> None:
+        """Partitions were lost (the session expired): another member may own them already."""
+        self._revoked(keys)
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, max_idle_s: float | None = None) -> WorkerMetrics:
+        """Work until ``stop`` is set (or nothing arrived for ``max_idle_s``), then close.
+
+        What is in hand when ``stop`` is set is finished and committed first. Idleness counts
+        from the later of the last record and the last partition assignment: waiting to join the
+        group is not idleness (see :meth:`_idle`).
+        """
+        try:
+            self._producer = self._start()
+            self._consumer = self.connection.consumer(
+                self.group_id, group_instance_id=self.member_id
+            )
+            self._consumer.subscribe(
+                [self.config.physical(name) for name in self._subscribed_inputs()],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            started = last_progress = last_data = time.monotonic()
+            while not stop.is_set():
+                records = self._consume()
+                now = time.monotonic()
+                if records:
+                    last_data = now
+                    self._take(self._split(records), now)
+                self._tick(now, bool(records))
+                if (
+                    not records
+                    and max_idle_s is not None
+                    and self._idle(now, last_data, started, max_idle_s)
+                ):
+                    break
+                if self.on_progress and now - last_progress >= self.config.progress_interval_s:
+                    self.update_lag()
+                    self.on_progress(self.metrics)
+                    last_progress = now
+            self._finish()
+            self.update_lag()
+        finally:
+            self._close()
+        return self.metrics
+
+    def _consume(self) -> list[Message]:
+        assert self._consumer is not None
+        batch = self._consumer.consume(
+            num_messages=self._consume_limit(), timeout=self.config.poll_timeout_s
+        )
+        records = []
+        for record in batch:
+            err = record.error()
+            if err is None:
+                records.append(record)
+            elif err.fatal():
+                raise WorkerStopped(f"{self.group_id}: consumer failed: {err.str()}")
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("%s: consume error: %s", self.group_id, err.str())
+        return records
+
+    def _split(self, records: list[Message]) -> dict[TopicPartitionId, list[Message]]:
+        """The batch by (catalog topic, partition), each slice in offset order."""
+        by_physical: dict[tuple[str, int], list[Message]] = {}
+        for record in records:
+            key = (record.topic(), record.partition())
+            slot = by_physical.get(key)
+            if slot is None:
+                slot = by_physical[key] = []
+            slot.append(record)
+        # The catalog name once per partition, not per record.
+        return {(self.catalog_name(t), p): slot for (t, p), slot in by_physical.items()}
+
+    def _idle(self, now: float, last_data: float, started: float, max_idle_s: float) -> bool:
+        if self._assigned_at is not None:
+            return now - max(last_data, self._assigned_at) > max_idle_s
+        # Not assigned yet: still joining the group. A worker restarted after a crash waits out
+        # its dead predecessor's session (session.timeout.ms) before the group rebalances, often
+        # longer than max_idle_s; stopping then would exit "idle" without draining anything.
+        # Still bounded, so an unreachable cluster does not keep a drain-and-exit run forever.
+        config = self.connection.consumer_config(self.group_id)
+        session_s = float(config.get("session.timeout.ms", 45_000)) / 1000
+        return now - started > 2 * session_s + max_idle_s
+
+    def _close(self) -> None:
+        try:
+            if self._consumer is not None:
+                try:
+                    self._consumer.close()
+                except KafkaException as exc:
+                    log.warning("%s: closing the consumer failed: %s", self.group_id, exc)
+            if self._producer is not None:
+                self._producer.flush(self.config.commit_timeout_s)
+        finally:
+            self._consumer = self._producer = None
+            self._close_strategy()
+
+    # --- rebalance callbacks -------------------------------------------------------------------
+    def _keys(self, partitions: list[TopicPartition]) -> list[TopicPartitionId]:
+        return [(self.catalog_name(tp.topic), tp.partition) for tp in partitions]
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._owned.update(self._keys(partitions))
+        self._assigned(consumer, partitions)
+        self._assigned_at = time.monotonic()  # the idle clock restarts after a rebalance
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = self._keys(partitions)
+        self._revoked(keys)
+        self._owned.difference_update(keys)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = self._keys(partitions)
+        self._lost(keys)
+        self._owned.difference_update(keys)
+
+    def physical_assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(self.config.physical(t), p) for t, p in sorted(self._owned)]
+
+    # --- shared pieces -------------------------------------------------------------------------
+    def decode(
+        self, key: TopicPartitionId, records: Sequence[Message]
+    ) -> tuple[list, list[tuple[Message, DecodeError]], list[Message]]:
+        """``(messages, [(record, error), ...], the records of the messages)`` of one slice."""
+        messages, failures = decode_batch(key[0], [r.value() for r in records])
+        if not failures:
+            return messages, [], list(records)
+        failed = {index for index, _ in failures}
+        good = [r for i, r in enumerate(records) if i not in failed]
+        return messages, [(records[i], error) for i, error in failures], good
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        timestamp_ms: int | None = None,
+    ) -> None:
+        """Produce one record to a *physical* topic with this member's producer."""
+        assert self._producer is not None
+        produce_record(self._producer, topic, value, key, headers, timestamp_ms, self._deliveries)
+
+    def dead_letter(self, record: Message, reason: str) -> None:
+        """Send ``record``'s original bytes to the group's DLQ, with headers saying why."""
+        self.produce(
+            self.config.physical(self.group.dead_letter_topic),
+            record.key(),
+            record.value(),
+            dead_letter_headers(record, reason, self.group_id),
+        )
+
+    def flush_produced(self) -> None:
+        """Wait until everything produced outside a transaction is acknowledged; stop if not."""
+        assert self._producer is not None
+        remaining = self._producer.flush(self.config.commit_timeout_s)
+        if remaining or self._deliveries.failed:
+            raise WorkerStopped(
+                f"{self.group_id}: dead letters not delivered ({remaining} pending; "
+                f"{self._deliveries.failed or 'timed out'}); stopping before the work moves past "
+                "their records"
+            )
+
+    def update_lag(self) -> None:
+        """Offset lag per owned partition: high watermark − position (cached watermarks)."""
+        consumer = self._consumer
+        if consumer is None or not self._owned:
+            return
+        try:
+            for tp in consumer.position(self.physical_assignment()):
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    self.metrics.lag[f"{tp.topic}[{tp.partition}]"] = max(high - tp.offset, 0)
+        except KafkaException as exc:
+            log.debug("lag update failed: %s", exc)
