@@ -27,7 +27,7 @@ from ys_platform.catalog.models import (
 )
 from ys_platform.catalog.topics import consumer_group
 from ys_platform.clients.clickhouse import open_clickhouse
-from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.clients.kafka import KafkaConnection, produce_record
 from ys_platform.sinks.clickhouse import ClickHouseSink, load_mapping
 from ys_platform.sources.simulator import MarketSimulator
 from ys_platform.streaming import dead_letter
@@ -151,13 +151,7 @@ def produce(connection: KafkaConnection, namespace: str, records: Iterable[Recor
     producer = connection.producer(linger_ms=20)
     count = 0
     for topic_name, key, value, ts in records:
-        kwargs = {"timestamp": ts} if ts is not None else {}
-        while True:
-            try:
-                producer.produce(f"{namespace}{topic_name}", value, key, **kwargs)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_record(producer, f"{namespace}{topic_name}", value, key, None, ts)
         count += 1
     assert producer.flush(60) == 0
     return count

@@ -30,7 +30,7 @@ from kafka_helpers import create_namespaced_topics, read_topic
 
 from ys_platform.catalog.codec import CONTENT_TYPE, decode
 from ys_platform.catalog.models import MODELS
-from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.clients.kafka import KafkaConnection, produce_record
 from ys_platform.processors.price_aggregation import GROUP
 from ys_platform.processors.runner import run_processor
 from ys_platform.sources.simulator import MarketSimulator
@@ -89,14 +89,7 @@ HEADERS = [
 def _produce(connection: KafkaConnection, topic: str, records: list[Record]) -> None:
     producer = connection.producer(linger_ms=20)
     for partition, key, value, ts in records:
-        while True:
-            try:
-                producer.produce(
-                    topic, value, key, partition=partition, timestamp=ts, headers=HEADERS
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_record(producer, topic, value, key, HEADERS, ts, partition=partition)
     assert producer.flush(60) == 0
 
 

@@ -182,6 +182,8 @@ def produce_record(
     headers: list[tuple[str, bytes]] | None,
     timestamp_ms: int | None,
     on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    *,
+    partition: int | None = None,
 ) -> None:
     """``producer.produce`` that waits for room instead of failing when the local queue is full.
 
@@ -194,6 +196,8 @@ def produce_record(
         kwargs["timestamp"] = timestamp_ms
     if on_delivery is not None:
         kwargs["on_delivery"] = on_delivery
+    if partition is not None:
+        kwargs["partition"] = partition
     while True:
         try:
             producer.produce(topic, value, key, **kwargs)

@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from ys_platform.catalog.codec import decode_batch, encode, timestamp_ms, topic_of
 from ys_platform.catalog.models import MarketAnalytics
-from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.clients.kafka import KafkaConnection, produce_record
 from ys_platform.processing.windows import SlidingWindowState, TickBatch, compute_windows
 from ys_platform.processors.price_aggregation import (
     GROUP,
@@ -275,14 +275,7 @@ def _produce(
         for message in records:
             key, value, headers = encode(message)
             topic = f"{namespace}{topic_of(message)}"
-            while True:
-                try:
-                    producer.produce(
-                        topic, value, key, headers=headers, timestamp=timestamp_ms(message)
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_record(producer, topic, value, key, headers, timestamp_ms(message))
         producer.commit_transaction(timeout_s)
     except BaseException:
         producer.abort_transaction(timeout_s)
