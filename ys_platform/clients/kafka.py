@@ -37,15 +37,27 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
     "queue.buffering.max.kbytes": 65536,
 }
 
-# The seed's consumer settings. Offsets are committed by the application (after processing, or
-# inside a transaction), never automatically.
+# The seed's consumer settings, with fetch sizes for throughput. Offsets are committed by the
+# application (after processing, inside a transaction, or in a sink's store), never
+# automatically.
+#
+# Departure from the seed: its `max.partition.fetch.bytes` of 1 MiB (with librdkafka's default
+# `fetch.max.bytes`) caps a consumer at about half of what the broker delivers. Measured on one
+# broker, 2 cores, 1M market.prices records of ~263 bytes in 12 partitions, a plain consumer with
+# orjson decoding read ~150k msg/s with the seed's values and ~290k msg/s with 10 MiB partition
+# fetches and a 100 MiB fetch (bench/price_aggregation.py `--peers raw --raw-fetch platform` vs
+# the default `large`; REFERENCES.md, measured ceilings). The pre-fetch queue is capped at
+# 256 MiB rather than the 1 GiB of that measurement: ~1M such records, a hundred of the
+# workers' 10,000-record batches, and five long-running workers each hold one.
 CONSUMER_DEFAULTS: Mapping[str, Any] = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
     "auto.offset.reset": "earliest",
     "fetch.min.bytes": 1024,
     "fetch.wait.max.ms": 500,
-    "max.partition.fetch.bytes": 1048576,
+    "max.partition.fetch.bytes": 10_485_760,
+    "fetch.max.bytes": 104_857_600,
+    "queued.max.messages.kbytes": 262_144,
     "session.timeout.ms": 30000,
     "heartbeat.interval.ms": 3000,
     "isolation.level": "read_committed",
