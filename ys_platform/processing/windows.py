@@ -148,13 +148,12 @@ class TickBatch:
     def take(self, indices: ArrayLike) -> TickBatch:
         """The ticks at ``indices`` (in that order), e.g. a slice of a batch or its rejects."""
         idx = np.asarray(indices, dtype=np.int64)
-        positions = idx.tolist()
         return TickBatch(
-            [self.symbols[i] for i in positions],
+            _take_strings(self.symbols, idx),
             self.ts_ms[idx],
             self.prices[idx],
             self.volumes[idx],
-            [self.sources[i] for i in positions],
+            _take_strings(self.sources, idx),
         )
 
 
@@ -221,6 +220,32 @@ def _composite_key(symbol: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return symbol * span + (ts - base)
 
 
+class DictionaryStrings(Sequence[str]):
+    """A column of strings as ``values[indices[i]]``: the shape of an Arrow dictionary array.
+
+    A columnar decoder hands symbols and sources over this way, without one Python ``str`` per
+    row; interning it (:class:`_Codes`) costs one lookup per distinct value, not per row.
+    """
+
+    def __init__(self, indices: np.ndarray, values: Sequence[str]) -> None:
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.values = list(values)
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self.values[i] for i in self.indices[index].tolist()]
+        return self.values[int(self.indices[index])]
+
+
+def _take_strings(values: Sequence[str], idx: np.ndarray) -> Sequence[str]:
+    if isinstance(values, DictionaryStrings):
+        return DictionaryStrings(values.indices[idx], values.values)
+    return [values[i] for i in idx.tolist()]
+
+
 class _Codes:
     """Interns strings (symbols, sources) as dense int codes, in first-seen order."""
 
@@ -238,6 +263,17 @@ class _Codes:
         return code
 
     def encode(self, names: Sequence[str]) -> np.ndarray:
+        if isinstance(names, DictionaryStrings):
+            if not len(names):
+                return np.zeros(0, dtype=np.int64)
+            # First-seen order as for a list: intern the distinct values by their first row.
+            first = np.unique(names.indices, return_index=True)[1]
+            for i in np.sort(first).tolist():
+                self.encode_one(names[i])
+            lookup = np.fromiter(
+                (self.code_of.get(v, -1) for v in names.values), np.int64, len(names.values)
+            )
+            return lookup[names.indices]
         try:
             return np.fromiter(map(self.code_of.__getitem__, names), np.int64, len(names))
         except KeyError:  # a name never seen: intern the new ones, then the fast path again

@@ -11,6 +11,7 @@ import pytest
 
 from ys_platform.processing import prices
 from ys_platform.processing.windows import (
+    DictionaryStrings,
     SlidingWindowState,
     TickBatch,
     WindowAnalytics,
@@ -189,6 +190,34 @@ def test_same_records_under_any_batching(seed: int, config: WindowConfig) -> Non
         records, late, _ = stream_in_batches(stream, cuts, config=config)
         assert records == baseline  # exact equality, floats included
         assert late == late_baseline
+
+
+def _as_dictionary(values: list[str]) -> DictionaryStrings:
+    """``values`` dictionary-encoded as a columnar decoder hands them over: distinct values in
+    reverse sorted order, so the dictionary's order differs from first-seen order."""
+    distinct = sorted(set(values), reverse=True)
+    index = {v: i for i, v in enumerate(distinct)}
+    return DictionaryStrings(np.array([index[v] for v in values]), distinct)
+
+
+@pytest.mark.parametrize("seed", [3, 8])
+def test_dictionary_columns_give_the_same_records_as_lists(seed: int) -> None:
+    stream = random_stream(3_000, seed=seed)
+    coded = TickBatch(
+        _as_dictionary(list(stream.symbols)),
+        stream.ts_ms,
+        stream.prices,
+        stream.volumes,
+        _as_dictionary(list(stream.sources)),
+    )
+    cuts = random_cuts(len(stream), seed)
+    baseline, late_baseline, state = stream_in_batches(stream, cuts)
+    records, late, coded_state = stream_in_batches(coded, cuts)
+    assert len(baseline) > 30
+    assert records == baseline and late == late_baseline
+    # Interned in first-seen order either way, so the state's codes agree too.
+    assert coded_state._symbols.names == state._symbols.names
+    assert coded_state._sources.names == state._sources.names
 
 
 def test_same_records_one_tick_at_a_time() -> None:
