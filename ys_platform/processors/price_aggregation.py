@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pyarrow as pa
 
 from ys_platform.catalog.models import MarketAnalytics, MarketPrice, Message
 from ys_platform.catalog.topics import consumer_group
 from ys_platform.processing.windows import (
+    DictionaryStrings,
     SlidingWindowState,
     TickBatch,
     WindowAnalytics,
@@ -40,6 +42,22 @@ def ticks_of(messages: Sequence[MarketPrice]) -> TickBatch:
             count=len(messages),
         ),
         [m.source for m in messages],
+    )
+
+
+def ticks_of_columns(columns: pa.Table) -> TickBatch:
+    """The window kernel's columns from a decoded ``market.prices`` table, without a Python
+    object per row: numbers as numpy views, symbols and sources dictionary-encoded."""
+    symbols = columns.column("symbol").combine_chunks().dictionary_encode()
+    sources = columns.column("source").combine_chunks().dictionary_encode()
+    ts = columns.column("ts").combine_chunks().cast(pa.int64())
+    volume = columns.column("volume").combine_chunks().fill_null(np.nan)
+    return TickBatch.from_columns(
+        DictionaryStrings(symbols.indices.to_numpy(), symbols.dictionary.to_pylist()),
+        ts.to_numpy(),
+        columns.column("price").combine_chunks().to_numpy(),
+        volume.to_numpy(),
+        DictionaryStrings(sources.indices.to_numpy(), sources.dictionary.to_pylist()),
     )
 
 
@@ -84,7 +102,18 @@ class PriceAggregation(PartitionKeyedApp[SlidingWindowState]):
     ) -> ProcessResult:
         if not messages:
             return ProcessResult([], [])
-        windows, ingest = self.state(partition).process(ticks_of(messages))  # type: ignore[arg-type]
+        return self._windows(partition, ticks_of(messages))  # type: ignore[arg-type]
+
+    def process_columns(
+        self, partition: TopicPartitionId, columns: pa.Table, timestamps_ms: Sequence[int]
+    ) -> ProcessResult:
+        """:meth:`process` on a decoded table: the hot path (no model per tick)."""
+        if not columns.num_rows:
+            return ProcessResult([], [])
+        return self._windows(partition, ticks_of_columns(columns))
+
+    def _windows(self, partition: TopicPartitionId, ticks: TickBatch) -> ProcessResult:
+        windows, ingest = self.state(partition).process(ticks)
         rejected = [
             Rejected(
                 int(i),

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ys_platform.catalog.models import Message
 from ys_platform.catalog.topics import ConsumerGroupSpec
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 TopicPartitionId = tuple[str, int]
 """(catalog topic name, partition)."""
@@ -64,6 +67,23 @@ class StreamApp(Protocol):
 
         ``timestamps_ms[i]`` is the record timestamp of ``messages[i]`` (computed on first use:
         an app that windows on a message field never pays for it)."""
+
+
+@runtime_checkable
+class ColumnarApp(StreamApp, Protocol):
+    """An app that takes a partition's slice as columns: the runtime decodes and validates the
+    slice into an Arrow table in one call (:mod:`ys_platform.catalog.columnar`) and hands it over
+    without building a model per record. Only for inputs whose model is columnar; others still
+    reach :meth:`process`."""
+
+    def process_columns(
+        self,
+        partition: TopicPartitionId,
+        columns: pa.Table,
+        timestamps_ms: Sequence[int],
+    ) -> ProcessResult:
+        """:meth:`process` on the slice's valid records as a table (one row per record, in
+        offset order, a column per model field); ``Rejected.index`` is a row of the table."""
 
 
 @runtime_checkable
