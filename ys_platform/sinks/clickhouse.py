@@ -338,6 +338,77 @@ def _arrow_type(ch_type: str) -> pa.DataType:
         raise TypeError(f"no Arrow type for ClickHouse type {ch_type}") from None
 
 
+def field_table(spec: TableSpec, messages: Sequence[Message]) -> pa.Table:
+    """The field columns of ``spec`` (no Kafka metadata) from decoded models, column-wise.
+
+    One ``pa.array`` per column from a list of attribute values: the conversion runs in C, and
+    the same records always give the same table, which a replay needs.
+    """
+    arrays: list[pa.Array] = []
+    names: list[str] = []
+    for column in spec.columns:
+        if column.field is None:
+            continue
+        values: list[Any] = [getattr(m, column.field) for m in messages]
+        if column.field in spec.json_fields:
+            values = [None if v is None else to_json(v).decode() for v in values]
+        arrays.append(pa.array(values, _arrow_type(column.type)))
+        names.append(column.name)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def columns_table(spec: TableSpec, columns: pa.Table) -> pa.Table:
+    """The field columns of ``spec`` from a table decoded by the columnar decoder (one column
+    per model field): the same table :func:`field_table` builds from the models, without them."""
+    arrays: list[pa.Array] = []
+    names: list[str] = []
+    for column in spec.columns:
+        if column.field is None:
+            continue
+        if column.field in spec.json_fields:
+            raise TypeError(f"{spec.name}.{column.name} is JSON: build it from the models")
+        arrays.append(columns.column(column.field).cast(_arrow_type(column.type)))
+        names.append(column.name)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def takes_columns(spec: TableSpec) -> bool:
+    """Whether the table can be built from decoded columns (no field stored as JSON text)."""
+    return not spec.json_fields
+
+
+def with_kafka_columns(
+    spec: TableSpec,
+    fields: pa.Table,
+    topic: str,
+    partition: int,
+    offsets: Sequence[int],
+    deleted: AbstractSet[int] = frozenset(),
+) -> pa.Table:
+    """The rows to insert: ``fields`` (one row per offset) with the record's topic, partition,
+    offset and, on a table that keeps deletes, the deleted mark. ``deleted`` holds the offsets
+    of rows' deletes (:attr:`PartitionBatch.deleted`): stored as versions marked deleted on a
+    table that keeps deletes, left out of any other table."""
+    offsets_array = np.asarray(offsets, dtype=np.uint64)
+    flags = None
+    if deleted:
+        is_deleted = np.isin(offsets_array, np.fromiter(deleted, np.uint64, len(deleted)))
+        if spec.keeps_deletes:
+            flags = is_deleted.astype(np.uint8)
+        else:
+            keep = np.flatnonzero(~is_deleted)
+            fields = fields.take(pa.array(keep))
+            offsets_array = offsets_array[keep]
+    n = fields.num_rows
+    arrays = [*fields.columns]
+    arrays.append(pa.array([topic] * n, pa.string()))
+    arrays.append(pa.array(np.full(n, partition, dtype=np.uint16)))
+    arrays.append(pa.array(offsets_array))
+    if spec.keeps_deletes:
+        arrays.append(pa.array(flags if flags is not None else np.zeros(n, dtype=np.uint8)))
+    return pa.Table.from_arrays(arrays, names=list(spec.column_names))
+
+
 def build_arrow(
     spec: TableSpec,
     messages: Sequence[Message],
@@ -346,35 +417,9 @@ def build_arrow(
     offsets: Sequence[int],
     deleted: AbstractSet[int] = frozenset(),
 ) -> pa.Table:
-    """The rows of ``messages`` as an Arrow table with ``spec``'s columns, built column-wise.
-
-    One ``pa.array`` per column from a list of attribute values: the conversion runs in C, and
-    the same records always give the same table (one chunk per column), which a replay needs.
-    ``deleted`` holds the offsets of rows' deletes (:attr:`PartitionBatch.deleted`): stored as
-    versions marked deleted on a table that keeps deletes, left out of any other table.
-    """
-    if deleted and not spec.keeps_deletes:
-        kept = [i for i, offset in enumerate(offsets) if offset not in deleted]
-        messages = [messages[i] for i in kept]
-        offsets = [offsets[i] for i in kept]
-    n = len(messages)
-    arrays: list[pa.Array] = []
-    for column in spec.columns:
-        if column.field is None:
-            continue
-        values: list[Any] = [getattr(m, column.field) for m in messages]
-        if column.field in spec.json_fields:
-            values = [None if v is None else to_json(v).decode() for v in values]
-        arrays.append(pa.array(values, _arrow_type(column.type)))
-    arrays.append(pa.array([topic] * n, pa.string()))
-    arrays.append(pa.array(np.full(n, partition, dtype=np.uint16)))
-    arrays.append(pa.array(np.asarray(offsets, dtype=np.uint64)))
-    if spec.keeps_deletes:
-        flags = np.zeros(n, dtype=np.uint8)
-        if deleted:
-            flags[[i for i, offset in enumerate(offsets) if offset in deleted]] = 1
-        arrays.append(pa.array(flags))
-    return pa.Table.from_arrays(arrays, names=list(spec.column_names))
+    """The rows of ``messages`` as an Arrow table with ``spec``'s columns (see
+    :func:`field_table` and :func:`with_kafka_columns`)."""
+    return with_kafka_columns(spec, field_table(spec, messages), topic, partition, offsets, deleted)
 
 
 # --- the sink ------------------------------------------------------------------------------------
@@ -383,7 +428,8 @@ def build_arrow(
 @dataclass
 class _Partition:
     state: RangeState | None = None
-    held_messages: list[Message] = field(default_factory=list)
+    held_rows: pa.Table | None = None
+    """The field columns of the records held back (a replay still arriving)."""
     held_offsets: list[int] = field(default_factory=list)
     deleted: set[int] = field(default_factory=set)
     """Offsets of rows' deletes not yet inserted (a replay may hold them over a flush)."""
@@ -546,23 +592,30 @@ class ClickHouseSink:
         client = self._connect()
         if len({b.partition for b in batches}) != len(batches):
             raise ValueError("write_many takes each partition at most once")
-        Job = tuple[TopicPartitionId, Chunk, Sequence[Message], Sequence[int]]
+        Job = tuple[TopicPartitionId, Chunk, pa.Table, Sequence[int]]
         replays: list[Job] = []
         news: list[Job] = []
         final: dict[TopicPartitionId, RangeState] = {}
         for batch in batches:
             key = batch.partition
             part = self._partitions.setdefault(key, _Partition())
-            messages, offsets = batch.messages, batch.offsets
+            spec = self.tables[key[0]]
+            rows = (
+                columns_table(spec, batch.columns)
+                if batch.columns is not None
+                else field_table(spec, batch.messages)
+            )
+            offsets = batch.offsets
             part.deleted.update(batch.deleted)
-            if part.held_offsets:
-                messages = [*part.held_messages, *messages]
+            if part.held_rows is not None:
+                rows = pa.concat_tables([part.held_rows, rows])
                 offsets = [*part.held_offsets, *offsets]
-                part.held_messages, part.held_offsets = [], []
+                part.held_rows, part.held_offsets = None, []
             plan = self._plan(key, part.state, offsets)
             if plan.held:
-                part.held_messages = list(messages[len(messages) - plan.held :])
-                part.held_offsets = list(offsets[len(offsets) - plan.held :])
+                start = len(offsets) - plan.held
+                part.held_rows = rows.slice(start)
+                part.held_offsets = list(offsets[start:])
                 continue  # a replay in progress: the state must stay as recorded
             end = batch.end_offset if batch.end_offset is not None else -1
             for chunk in plan.chunks:
@@ -570,7 +623,7 @@ class ClickHouseSink:
                     (
                         key,
                         chunk,
-                        messages[chunk.start : chunk.stop],
+                        rows.slice(chunk.start, chunk.stop - chunk.start),
                         offsets[chunk.start : chunk.stop],
                     )
                 )
@@ -586,20 +639,20 @@ class ClickHouseSink:
                 prev = part.state or RangeState(end - 1, end - 1, "AFTER", "")
                 final[key] = replace(prev, next_offset=end)
 
-        rows = 0
-        for key, chunk, messages, offsets in replays:
-            rows += self._insert(client, key, chunk, messages, offsets)
+        written = 0
+        for key, chunk, fields, offsets in replays:
+            written += self._insert(client, key, chunk, fields, offsets)
             self.replayed_batches += 1
         if news:
             self._record(client, [(k, _state(c, "BEFORE")) for k, c, _, _ in news])
-            for key, chunk, messages, offsets in news:
-                rows += self._insert(client, key, chunk, messages, offsets)
+            for key, chunk, fields, offsets in news:
+                written += self._insert(client, key, chunk, fields, offsets)
         if final:
             self._record(client, list(final.items()))
             for key, state in final.items():
                 self._partitions[key].state = state
         self._maybe_share()
-        return rows
+        return written
 
     def _plan(
         self, key: TopicPartitionId, state: RangeState | None, offsets: Sequence[int]
@@ -623,15 +676,15 @@ class ClickHouseSink:
         client: Client,
         key: TopicPartitionId,
         chunk: Chunk,
-        messages: Sequence[Message],
+        fields: pa.Table,
         offsets: Sequence[int],
     ) -> int:
         topic_name, partition = key
         part = self._partitions[key]
         deleted = frozenset(o for o in part.deleted if o <= chunk.max_offset)
-        table = build_arrow(
+        table = with_kafka_columns(
             self.tables[topic_name],
-            messages,
+            fields,
             self.physical_topic(topic_name),
             partition,
             offsets,

@@ -143,6 +143,18 @@ class PartitionBatch:
     """Offsets (among ``offsets``) whose record is the delete of its row on a change-stream
     topic: the message is the deleted row. A sink that keeps the latest state of rows stores it
     as deleted; one that keeps history or events leaves it out."""
+    columns: pa.Table | None = None
+    """The decoded records as a table, one column per model field, for a sink that takes
+    columns (:class:`ColumnarSink`); ``messages`` is then empty."""
+
+
+@runtime_checkable
+class ColumnarSink(Sink, Protocol):
+    """A sink that can take a topic's records as decoded columns (:attr:`PartitionBatch.columns`)
+    instead of models, for the topics it names."""
+
+    def takes_columns(self, topic_name: str) -> bool:
+        """Whether batches of catalog topic ``topic_name`` may come as columns."""
 
 
 @runtime_checkable
