@@ -43,6 +43,7 @@ from typing import Any
 
 # `make bench` runs `python bench/<name>.py`, which puts bench/ on sys.path: _kafka is importable.
 from _kafka import (
+    LARGE_FETCHES,
     catalog_spec,
     create_topics,
     delete_namespace,
@@ -312,16 +313,6 @@ class _Watchdog:
 
 
 # --- raw -------------------------------------------------------------------------------------
-
-
-LARGE_FETCHES: dict[str, Any] = {
-    "fetch.max.bytes": 104_857_600,
-    "max.partition.fetch.bytes": 10_485_760,
-    "queued.max.messages.kbytes": 1_048_576,
-}
-"""The raw peer's fetch settings: what lets a plain consumer read as fast as the broker delivers
-(REFERENCES.md, measured ceilings: ~290k msg/s here, against ~150k with the seed's 1 MB
-partition fetches). Set explicitly, so the ceiling does not move with our own defaults."""
 
 
 def run_raw(
