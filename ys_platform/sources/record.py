@@ -31,6 +31,7 @@ __all__ = [
     "RecordWriter",
     "TableLayout",
     "captured_table",
+    "inspect_layout",
     "is_captured",
     "message_of_row",
     "row_of",
