@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -56,7 +57,6 @@ def stop_processor_runs(dagster_home: Path, timeout_s: float = RUN_STOP_TIMEOUT_
     Done before Dagster itself stops: its code server would otherwise wait for these
     never-ending runs, and then leave them behind when it is killed.
     """
-    import time
 
     import dagster as dg
 
@@ -100,9 +100,10 @@ def _kill_session(session_id: int) -> None:
             continue
 
 
-def _prepare_cdc(settings: Settings) -> None:
+def _prepare_cdc(settings: Settings) -> bool:
     """Migrations and the CDC connectors, so Postgres changes flow while the UI is up. A failure
-    here leaves the rest of the platform running and says what to run by hand."""
+    here leaves the rest of the platform running and says what to run by hand; returns whether
+    CDC runs."""
     import argparse
 
     from ys_platform.cli_connect import connectors_apply, db_migrate
@@ -114,16 +115,20 @@ def _prepare_cdc(settings: Settings) -> None:
             "`ys-platform connectors apply`",
             file=sys.stderr,
         )
+        return False
+    return True
 
 
-def _start_simulator(settings: Settings, rate: float) -> tuple[threading.Thread, threading.Event]:
+def _start_simulator(
+    settings: Settings, rate: float, seed: int, *, cdc: bool
+) -> tuple[threading.Thread, threading.Event]:
     from ys_platform.sources.publish import run_simulation
 
     stop = threading.Event()
 
     def stream() -> None:
         try:
-            run_simulation(settings, rate, math.inf, SIMULATOR_SEED, stop)
+            run_simulation(settings, rate, math.inf, seed, stop, cdc=cdc)
         except Exception as exc:  # the UI stays up; the note says why data stopped
             print(f"simulator stopped: {exc}", file=sys.stderr)
 
@@ -153,15 +158,26 @@ def run_dev(
     except (LocalStackError, TopicAdminError) as exc:
         print(f"make dev could not start the platform: {exc}", file=sys.stderr)
         return 1
-    _prepare_cdc(settings)
+    cdc = _prepare_cdc(settings)
     print(
         f"topics: {len(plans)} in the catalog, {sum(1 for p in plans if p.changes)} changed",
         file=sys.stderr,
     )
 
-    simulator = _start_simulator(settings, simulate_rate) if simulate_rate > 0 else None
+    # A seed per run: the transactions of a seed, once in PostgreSQL, cannot recur at another
+    # time (see run_simulation); the seed is printed so a run's market can be replayed.
+    seed = SIMULATOR_SEED + int(time.time())
+    simulator = (
+        _start_simulator(settings, simulate_rate, seed, cdc=cdc) if simulate_rate > 0 else None
+    )
     if simulator:
-        print(f"simulator: {simulate_rate:g} messages/s into the market topics", file=sys.stderr)
+        where = (
+            "the CDC-captured entities into PostgreSQL (Debezium carries them to their topics), "
+            "market data and cross-chain events into Kafka"
+            if cdc
+            else "every topic straight into Kafka"
+        )
+        print(f"simulator: {simulate_rate:g} messages/s (seed {seed}): {where}", file=sys.stderr)
     env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home(settings))}
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)]

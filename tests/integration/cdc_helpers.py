@@ -14,6 +14,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_connect import ConnectError, KafkaConnectClient
+from ys_platform.connectors import (
+    CONNECTORS_DIR,
+    ConnectorFile,
+    load_connector_file,
+    namespaced,
+)
 from ys_platform.local import kafka_bootstrap, up
 from ys_platform.postgres import migrate
 from ys_platform.settings import Settings, load_settings
@@ -119,3 +125,19 @@ def read_records(
         return sorted(records, key=lambda r: (r.partition(), r.offset()))
     finally:
         consumer.close()
+
+
+def namespaced_source(stack: Settings, dbname: str, suffix: str) -> ConnectorFile:
+    """The repository's postgres-source connector on database ``dbname``, its topics under
+    ``t<suffix>.``, with its own name, slot and topic prefix: isolated from the stack's own."""
+    base = load_connector_file(CONNECTORS_DIR / "postgres-source.json")
+    return namespaced(base, f"t{suffix}.", name=f"pg-cdc-{suffix}").with_config(
+        **{
+            "database.hostname": "127.0.0.1",
+            "database.port": str(stack.postgres_port),
+            "database.dbname": dbname,
+            "database.user": "yieldsensei",
+            "slot.name": f"t_{suffix}",
+            "topic.prefix": f"t{suffix}",
+        }
+    )

@@ -25,6 +25,7 @@ from cdc_helpers import (
     connect_stack,
     delete_connector,
     fresh_database,
+    namespaced_source,
     read_records,
 )
 from kafka_helpers import create_namespaced_topics
@@ -35,16 +36,11 @@ from ys_platform.catalog.tables import LAYOUTS
 from ys_platform.clients.clickhouse import open_clickhouse
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_connect import KafkaConnectClient
-from ys_platform.connectors import (
-    CONNECTORS_DIR,
-    apply,
-    heartbeat_topic,
-    load_connector_file,
-    namespaced,
-)
+from ys_platform.connectors import apply, heartbeat_topic
 from ys_platform.postgres import CAPTURED
 from ys_platform.settings import Settings
 from ys_platform.sinks.clickhouse import ClickHouseSink, ClickHouseSinkMapping
+from ys_platform.sources.record import captured_table, message_of_row
 from ys_platform.streaming.dead_letter import header
 from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 from ys_platform.streaming.topics import apply_plans, plan_topics
@@ -157,11 +153,8 @@ def _changes(conn: psycopg.Connection) -> None:
 
 def _models(topic_name: str, rows_by_table: dict[str, list[dict]]) -> list:
     """The table of record's rows feeding ``topic_name`` as catalog messages, in key order."""
-    table = next(c.table for c in CAPTURED if c.topic == topic_name)
-    model = MODELS[topic_name]
-    return sorted(
-        (model.model_validate(row) for row in rows_by_table[table]), key=_identity(topic_name)
-    )
+    rows = rows_by_table[captured_table(topic_name).table]
+    return sorted((message_of_row(topic_name, row) for row in rows), key=_identity(topic_name))
 
 
 def _identity(topic_name: str):
@@ -218,17 +211,7 @@ def test_snapshot_then_insert_update_delete_reach_the_catalog_topics_and_clickho
             _seed(conn)
             snapshot = {c.table: _rows(conn, c.table) for c in CAPTURED}
 
-        base = load_connector_file(CONNECTORS_DIR / "postgres-source.json")
-        file = namespaced(base, namespace, name=f"pg-cdc-{suffix}").with_config(
-            **{
-                "database.hostname": "127.0.0.1",
-                "database.port": str(stack.postgres_port),
-                "database.dbname": dbname,
-                "database.user": "yieldsensei",
-                "slot.name": f"t_{suffix}",
-                "topic.prefix": f"t{suffix}",
-            }
-        )
+        file = namespaced_source(stack, dbname, suffix)
         with KafkaConnectClient(stack.connect_url) as client:
             try:
                 result = apply(
@@ -243,9 +226,11 @@ def test_snapshot_then_insert_update_delete_reach_the_catalog_topics_and_clickho
                 for captured in CAPTURED:
                     expected = snapshot[captured.table]
                     records = read_records(kafka, namespace + captured.topic, len(expected))
-                    model = MODELS[captured.topic]
                     got = {r.key().decode(): decode(captured.topic, r.value()) for r in records}
-                    want = {str(row[captured.key]): model.model_validate(row) for row in expected}
+                    want = {
+                        str(row[captured.key]): message_of_row(captured.topic, row)
+                        for row in expected
+                    }
                     assert got == want, captured.topic
                     assert len(records) == len(expected)
 
@@ -268,9 +253,8 @@ def test_snapshot_then_insert_update_delete_reach_the_catalog_topics_and_clickho
                 for r in records:
                     key = r.key().decode()
                     latest[key] = None if r.value() is None else decode("defi.protocols", r.value())
-                model = MODELS["defi.protocols"]
                 assert {k: v for k, v in latest.items() if v is not None} == {
-                    row["id"]: model.model_validate(row) for row in after["protocols"]
+                    row["id"]: message_of_row("defi.protocols", row) for row in after["protocols"]
                 }
                 assert latest["uni-v3"] is None
 
@@ -295,9 +279,7 @@ def test_snapshot_then_insert_update_delete_reach_the_catalog_topics_and_clickho
                     True,
                     False,
                 ]
-                assert values[2] == MODELS["defi.transactions"].model_validate(
-                    after["transactions"][0]
-                )
+                assert values[2] == message_of_row("defi.transactions", after["transactions"][0])
 
                 # --- on to ClickHouse, through the exactly-once sink ---------------------------
                 stored = _sink_to_clickhouse(kafka, namespace, tmp_path)
@@ -305,7 +287,8 @@ def test_snapshot_then_insert_update_delete_reach_the_catalog_topics_and_clickho
                 assert stored["defi.transactions"] == _models("defi.transactions", after)
                 # yield_data is the strategies' history: y-1's corrected observation replaced
                 # the first, and y-2's observation stays although the strategy was deleted.
-                y2 = MODELS["defi.yields"].model_validate(
+                y2 = message_of_row(
+                    "defi.yields",
                     {
                         **snapshot["yield_strategies"][0],
                         "strategy_id": "y-2",
@@ -314,7 +297,7 @@ def test_snapshot_then_insert_update_delete_reach_the_catalog_topics_and_clickho
                         "apy": 3.1,
                         "tvl_usd": 2e9,
                         "ts": T0 + timedelta(seconds=1),
-                    }
+                    },
                 )
                 assert stored["defi.yields"] == [*_models("defi.yields", after), y2]
 
@@ -322,9 +305,7 @@ def test_snapshot_then_insert_update_delete_reach_the_catalog_topics_and_clickho
                 records = read_records(kafka, namespace + "users.portfolios", 2)
                 values = [decode("users.portfolios", r.value()) for r in records]
                 assert [len(v.positions) for v in values] == [2, 0]
-                assert values[-1] == MODELS["users.portfolios"].model_validate(
-                    after["portfolios"][0]
-                )
+                assert values[-1] == message_of_row("users.portfolios", after["portfolios"][0])
 
                 # The heartbeat topic exists (created by the platform, not by Connect).
                 heartbeat = heartbeat_topic(file)

@@ -366,6 +366,34 @@ def test_parameters_are_checked():
         MarketSimulator(seed=1).events(1, rate=0)
 
 
+@pytest.mark.parametrize(
+    ("interval", "kind"),
+    [
+        ("dislocation_every_s", "dislocation"),
+        ("stale_every_s", "stale"),
+        ("outlier_every_s", "outlier"),
+        ("gas_spike_every_s", "gas_spike"),
+    ],
+)
+def test_math_inf_disables_an_anomaly(interval, kind):
+    # Each at a tenth of its default interval, so every kind fires in two minutes unless off.
+    frequent = {
+        "dislocation_every_s": 4.5,
+        "stale_every_s": 6.0,
+        "outlier_every_s": 3.0,
+        "gas_spike_every_s": 12.0,
+    }
+    simulator = MarketSimulator(seed=8, users=20, **{**frequent, interval: math.inf})
+    messages = list(simulator.events(120, rate=100))
+    assert len(messages) == 100 * 120 + 20
+    assert simulator.injected[kind] == 0
+    assert all(
+        simulator.injected[k] > 0
+        for k in ("dislocation", "stale", "outlier", "gas_spike")
+        if k != kind
+    )
+
+
 def test_small_configurations_work():
     simulator = MarketSimulator(seed=1, symbols=3, sources=1, chains=("base",), users=0)
     messages = list(simulator.events(60, rate=50))

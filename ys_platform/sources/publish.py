@@ -1,10 +1,12 @@
-"""Produce simulated (or any catalog) messages to Kafka.
+"""Produce simulated (or any catalog) messages to Kafka, or the CDC-captured ones to PostgreSQL.
 
 Records carry the catalog's key and headers (:func:`ys_platform.catalog.codec.encode`) and the
 message's event time as their timestamp, so windows, retention and ``offsets_for_times`` all see
 event time. :func:`publish` paces to a rate of wall time (``make dev``) or goes as fast as the
-producer allows; :func:`fill_topic` pre-fills a topic with already-encoded records for a
-benchmark; :func:`run_simulation` is what ``ys-platform simulate`` runs.
+producer allows; given a :class:`~ys_platform.sources.record.RecordWriter`, it writes messages of
+the CDC-captured topics into their tables of record instead. :func:`fill_topic` pre-fills a
+topic with already-encoded records for a benchmark; :func:`run_simulation` is what
+``ys-platform simulate`` and ``make dev`` run.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, Producer
@@ -22,6 +25,8 @@ from confluent_kafka import Message as KafkaMessage
 from ys_platform.catalog.codec import CONTENT_TYPE, encode, timestamp_ms, topic_of
 from ys_platform.catalog.models import MODELS, Message
 from ys_platform.clients.kafka import DeliveryError, KafkaConnection
+from ys_platform.clients.postgres import open_postgres
+from ys_platform.sources.record import RecordWriter
 
 if TYPE_CHECKING:
     from ys_platform.settings import Settings
@@ -76,6 +81,7 @@ def publish(
     stop: threading.Event | None = None,
     counts: Counter[str] | None = None,
     flush_timeout_s: float = 60.0,
+    records: RecordWriter | None = None,
     **producer_overrides: Any,
 ) -> int:
     """Produce ``messages`` to their catalog topics; returns how many were produced and acked.
@@ -83,7 +89,11 @@ def publish(
     ``rate`` paces to that many messages per second of wall time (None: as fast as possible).
     Setting ``stop`` ends the stream early (between two messages); what was produced is still
     flushed. ``counts``, when given, is incremented per topic for every message produced.
-    Raises :class:`DeliveryError` if any message was not acknowledged.
+    With ``records``, messages of the topics it takes (the CDC-captured ones) are written to
+    PostgreSQL through it instead of produced, in the same pacing, and count like the others;
+    its rows are flushed at the end too. Raises :class:`DeliveryError` if any message was not
+    acknowledged, :class:`~ys_platform.sources.record.RecordWriteError` if PostgreSQL refused
+    a batch.
     """
     if rate is not None and not (rate > 0 and math.isfinite(rate)):
         raise ValueError("rate must be a positive number of messages per second")
@@ -98,17 +108,26 @@ def publish(
             pace(count)
             if stop is not None and stop.is_set():  # set while we were waiting
                 break
-            key, value, headers = encode(message)
             topic = topic_of(message)
-            _produce(producer, topic, key, value, headers, timestamp_ms(message), deliveries)
+            if records is not None and records.takes(topic):
+                records.add(message)
+            else:
+                key, value, headers = encode(message)
+                _produce(producer, topic, key, value, headers, timestamp_ms(message), deliveries)
             count += 1
             if counts is not None:
                 counts[topic] += 1
+            if records is not None:
+                records.poll()
             if count % _POLL_EVERY == 0:
                 producer.poll(0)
                 deliveries.check(count)  # fail early rather than after the whole stream
     finally:
-        remaining = producer.flush(flush_timeout_s)
+        try:
+            if records is not None:
+                records.flush()
+        finally:
+            remaining = producer.flush(flush_timeout_s)
     if remaining:
         raise DeliveryError(
             f"{remaining} of {count} messages still undelivered after {flush_timeout_s}s"
@@ -166,13 +185,25 @@ def run_simulation(
     symbols: int = 40,
     users: int = 200,
     start_ms: int | None = None,
+    cdc: bool = False,
 ) -> dict[str, int]:
-    """Stream the simulator to the cluster of ``settings``: the reference set (defi.protocols,
+    """Stream the simulator to the platform of ``settings``: the reference set (defi.protocols,
     defi.tokens) at once, then ``rate`` messages per second for ``duration_s`` seconds
     (``math.inf``: until ``stop`` is set). Returns how many messages went to each topic.
 
+    Where they go: with ``cdc=False`` (the default, for tests and benchmarks) every message is
+    produced straight to its Kafka topic. With ``cdc=True`` (``make dev``) the messages of the
+    CDC-captured topics (``TopicSpec.change_stream``: defi.protocols, defi.tokens,
+    defi.transactions, users.portfolios) are upserted into their PostgreSQL tables
+    (``settings.postgres_conninfo()``), whence the Debezium connector carries them to their
+    topics; market.prices, crosschain.events and every other topic not captured still go
+    straight to Kafka. The captured topics' counts are then the rows written.
+
     Event time starts at ``start_ms``, by default *now*: records stamped in the past would fall
-    outside the topics' retention and the processors' windows. The content is fixed by ``seed``.
+    outside the topics' retention and the processors' windows. The content is fixed by ``seed``;
+    with ``cdc=True``, rerunning a seed at another start into the same database is refused by
+    PostgreSQL (migration 0002: a transaction's hash cannot move to another time), so each run
+    there takes its own seed.
     """
     from ys_platform.sources.simulator import MarketSimulator
 
@@ -181,8 +212,12 @@ def run_simulation(
     connection = KafkaConnection.from_settings(settings)
     simulator = MarketSimulator(seed, symbols=symbols, users=users, start_ms=start_ms)
     counts: Counter[str] = Counter()
-    publish(connection, simulator.reference_messages(), stop=stop, counts=counts)
-    publish(connection, simulator.events(duration_s, rate), rate=rate, stop=stop, counts=counts)
+    with open_postgres(settings.postgres_conninfo()) if cdc else nullcontext() as conn:
+        records = RecordWriter(conn) if conn is not None else None
+        reference = simulator.reference_messages()
+        publish(connection, reference, stop=stop, counts=counts, records=records)
+        events = simulator.events(duration_s, rate)
+        publish(connection, events, rate=rate, stop=stop, counts=counts, records=records)
     return dict(sorted(counts.items()))
 
 
