@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
 from ys_platform.catalog.codec import CONTENT_TYPE, encode, timestamp_ms, topic_of
 from ys_platform.catalog.models import MODELS, Message
-from ys_platform.clients.kafka import DeliveryError, KafkaConnection
+from ys_platform.clients.kafka import DeliveryError, KafkaConnection, produce_record
 from ys_platform.clients.postgres import open_postgres
 from ys_platform.sources.record import RecordWriter
 
@@ -113,7 +113,7 @@ def publish(
                 records.add(message)
             else:
                 key, value, headers = encode(message)
-                _produce(producer, topic, key, value, headers, timestamp_ms(message), deliveries)
+                produce_record(producer, topic, value, key, headers, timestamp_ms(message), deliveries)
             count += 1
             if counts is not None:
                 counts[topic] += 1
@@ -160,7 +160,7 @@ def fill_topic(
     count = 0
     try:
         for key, value, ts_ms in encoded:
-            _produce(producer, topic, key, value, headers, ts_ms, deliveries)
+            produce_record(producer, topic, value, key, headers, ts_ms, deliveries)
             count += 1
             if count % _POLL_EVERY == 0:
                 producer.poll(0)
@@ -236,23 +236,3 @@ def _pacer(rate: float | None, stop: threading.Event | None) -> Callable[[int], 
                 time.sleep(lead)
 
     return pace
-
-
-def _produce(
-    producer: Producer,
-    topic: str,
-    key: bytes | None,
-    value: bytes,
-    headers: list[tuple[str, bytes]],
-    ts_ms: int,
-    on_delivery: _Deliveries,
-) -> None:
-    while True:
-        try:
-            producer.produce(
-                topic, value, key, headers=headers, timestamp=ts_ms, on_delivery=on_delivery
-            )
-            return
-        except BufferError:
-            # The local queue is full: serve delivery reports to make room, then retry.
-            producer.poll(0.05)
