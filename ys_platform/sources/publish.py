@@ -113,7 +113,9 @@ def publish(
                 records.add(message)
             else:
                 key, value, headers = encode(message)
-                produce_record(producer, topic, value, key, headers, timestamp_ms(message), deliveries)
+                produce_record(
+                    producer, topic, value, key, headers, timestamp_ms(message), deliveries
+                )
             count += 1
             if counts is not None:
                 counts[topic] += 1
