@@ -52,7 +52,6 @@ from _kafka import (
 )
 
 from ys_platform.catalog.topics import ConsumerGroupSpec
-from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.processors.price_aggregation import GROUP
 from ys_platform.processors.registry import build_processor
 from ys_platform.settings import Settings
@@ -140,7 +139,7 @@ def run_ours(
     batch_size: int,
     profile: cProfile.Profile | None,
 ) -> Run:
-    connection = KafkaConnection.from_settings(settings)
+    connection = settings.kafka
     app = build_processor(GROUP.group_id)
     app.group = ours_group(repeat)  # the logic as deployed, under this repeat's group id
     marks: dict[str, float] = {}
@@ -315,7 +314,7 @@ class _Watchdog:
 
 
 def run_raw(settings: Settings, namespace: str, repeat: int, n: int, decoder: str) -> Run:
-    connection = KafkaConnection.from_settings(settings)
+    connection = settings.kafka
     started, cpu_started = time.perf_counter(), time.process_time()
     # The same client settings as the worker's consumer (read_committed, fetch sizes).
     consumer = connection.consumer(f"{namespace}raw.{repeat}")
@@ -414,7 +413,7 @@ def summary(args: argparse.Namespace, runs: dict[str, list[Run]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = Settings()
-    connection = KafkaConnection.from_settings(settings)
+    connection = settings.kafka
     admin = connection.admin()
     namespace = new_namespace()
     log(f"price_aggregation: namespace {namespace} on {settings.kafka_bootstrap_servers}")

@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_connect import ConnectError, KafkaConnectClient
-from ys_platform.local import kafka_bootstrap, up
+from ys_platform.local import up
 from ys_platform.postgres import migrate
 from ys_platform.settings import Settings, load_settings
 
@@ -42,8 +42,7 @@ def connect_stack() -> Iterator[Settings]:
         services = up(settings, connect=True)
     unhealthy = [s.name for s in services if not s.healthy]
     assert not unhealthy, f"unhealthy: {unhealthy}"
-    bootstrap = kafka_bootstrap(settings)
-    yield settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+    yield settings
 
 
 def superuser_conninfo(settings: Settings, dbname: str = "yieldsensei") -> str:

@@ -16,7 +16,7 @@ TS = recent_minute() + timedelta(seconds=15, milliseconds=250)
 
 
 def test_model_round_trip_and_subscribe_commits_after_handler(local_stack):
-    kafka = KafkaResource(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    kafka = KafkaResource.of(local_stack.kafka)
     admin = kafka.admin()
     # An empty namespace: the catalog topics themselves, reconciled.
     create_namespaced_topics(admin, "", ["market.prices", "defi.protocols"])

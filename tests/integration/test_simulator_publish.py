@@ -28,7 +28,7 @@ Record = tuple[str, bytes | None, bytes]  # topic, key, value
 
 @pytest.fixture(scope="module")
 def connection(local_stack: Settings) -> KafkaConnection:
-    connection = KafkaConnection.from_settings(local_stack)
+    connection = local_stack.kafka
     admin = connection.admin()
     apply_plans(admin, plan_topics(admin, list(ALL_TOPICS)))  # idempotent
     return connection

@@ -1,9 +1,13 @@
 """Kafka client configuration: the seed's defaults, overrides, SASL/TLS, secret masking."""
 
-from pydantic import SecretStr
+import json
+
+import dagster as dg
+import pytest
+from pydantic import SecretStr, ValidationError
 
 from ys_platform.clients.kafka import KafkaConnection, redacted
-from ys_platform.resources.kafka import KafkaResource
+from ys_platform.resources.kafka import SECRET_FIELDS, KafkaConnectionConfig, KafkaResource
 
 
 def _sasl() -> KafkaConnection:
@@ -55,15 +59,57 @@ def test_sasl_ssl_config_and_masking():
     assert redacted(conf)["sasl.password"] == "**********"
 
 
-def test_resource_builds_the_same_connection():
-    resource = KafkaResource(
+def test_resource_holds_the_connection_with_secrets_as_variables(monkeypatch):
+    monkeypatch.setenv("T_KAFKA_SASL_PASSWORD", "p-secret")
+    connection = KafkaConnection(
         bootstrap_servers="b1:9092",
         security_protocol="SASL_PLAINTEXT",
         sasl_mechanism="PLAIN",
         sasl_username="u",
-        sasl_password="p-secret",
+        sasl_password=SecretStr("p-secret"),
+        ssl_ca_location="/etc/ca.pem",
     )
-    connection = resource.connection()
-    assert connection.sasl_password.get_secret_value() == "p-secret"
-    assert "p-secret" not in repr(connection)
-    assert connection.config()["sasl.mechanism"] == "PLAIN"
+    resource = KafkaResource.of(connection, secret_variable=lambda f: f"T_KAFKA_{f.upper()}")
+    # What Dagster stores and shows for the resource: the variable's name, never the value.
+    shown = resource.get_resource_definition().config_schema.default_value_as_json_str
+    assert "p-secret" not in shown
+    assert json.loads(shown) == {
+        "cluster": {
+            "bootstrap_servers": "b1:9092",
+            "client_id": "ys-platform",
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_username": "u",
+            "sasl_password": {"env": "T_KAFKA_SASL_PASSWORD"},
+            "ssl_ca_location": "/etc/ca.pem",
+            "ssl_certificate_location": None,
+            "ssl_key_location": None,
+            "ssl_key_password": None,
+        }
+    }
+    with dg.build_resources({"kafka": resource}) as resources:
+        held = resources.kafka.connection
+    assert held == connection
+    assert held.sasl_password.get_secret_value() == "p-secret"
+    assert "p-secret" not in repr(held)
+    assert held.config()["sasl.mechanism"] == "PLAIN"
+
+
+def test_resource_refuses_a_secret_without_its_variable():
+    connection = KafkaConnection(bootstrap_servers="b1:9092", ssl_key_password=SecretStr("k"))
+    with pytest.raises(ValueError, match="has a ssl_key_password: name the environment variable"):
+        KafkaResource.of(connection)
+
+
+def test_resource_config_is_checked_by_the_connection_model():
+    resource = KafkaResource(cluster=KafkaConnectionConfig(bootstrap_servers="no-port"))
+    with pytest.raises(ValidationError, match="'no-port' is not host:port"):
+        _ = resource.connection
+
+
+def test_resource_config_has_the_connection_fields_and_descriptions():
+    assert list(KafkaConnectionConfig.model_fields) == list(KafkaConnection.model_fields)
+    assert KafkaConnectionConfig.model_fields["sasl_password"].description == (
+        KafkaConnection.model_fields["sasl_password"].description
+    )
+    assert SECRET_FIELDS == ("sasl_password", "ssl_key_password")
