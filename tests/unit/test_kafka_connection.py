@@ -113,3 +113,26 @@ def test_resource_config_has_the_connection_fields_and_descriptions():
         KafkaConnection.model_fields["sasl_password"].description
     )
     assert SECRET_FIELDS == ("sasl_password", "ssl_key_password")
+
+
+def test_bindings_give_the_settings_connection_with_secrets_from_their_variables(monkeypatch):
+    from ys_platform.resources.bindings import bind_resources
+    from ys_platform.settings import load_settings
+
+    for name, value in {
+        "YS_KAFKA_BOOTSTRAP_SERVERS": "b1:9093",
+        "YS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "YS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "YS_KAFKA_SASL_USERNAME": "svc",
+        "YS_KAFKA_SASL_PASSWORD": "sasl-secret",
+        "YS_KAFKA_SSL_KEY_PASSWORD": "key-secret",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    kafka = bind_resources(settings)["kafka"]
+    shown = json.loads(kafka.get_resource_definition().config_schema.default_value_as_json_str)
+    assert shown["cluster"]["sasl_password"] == {"env": "YS_KAFKA_SASL_PASSWORD"}
+    assert shown["cluster"]["ssl_key_password"] == {"env": "YS_KAFKA_SSL_KEY_PASSWORD"}
+    assert "secret" not in json.dumps(shown)
+    with dg.build_resources({"kafka": kafka}) as resources:
+        assert resources.kafka.connection == settings.kafka
