@@ -154,10 +154,10 @@ class KafkaUnreachableError(ConnectionError):
 
 
 # Measured here: the local broker answers the first metadata request in ~60 ms, and librdkafka
-# reports a refused port or an unknown host within the first 0.2 s step. The rest of the 10 s is
+# reports a refused port or an unknown host within the first 0.25 s step. The rest of the 10 s is
 # for a remote cluster's TLS and SASL handshakes on a slow network, where only time tells.
 REACH_TIMEOUT_S = 10.0
-_REACH_STEP_S = 1.0
+_REACH_STEP_S = 0.25
 
 
 def check_reachable(connection: KafkaConnection, timeout_s: float = REACH_TIMEOUT_S) -> int:
