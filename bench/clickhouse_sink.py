@@ -48,7 +48,7 @@ from _kafka import (
 from confluent_kafka import KafkaError
 
 from ys_platform.catalog.topics import consumer_group
-from ys_platform.clients.clickhouse import open_clickhouse
+from ys_platform.clients.clickhouse import client_factory, open_clickhouse
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.settings import load_settings
 from ys_platform.sinks.clickhouse import ClickHouseSink, ClickHouseSinkMapping
@@ -96,7 +96,7 @@ def run_sink(
     # A run-specific suffix of the group, through the sink's namespace: fresh group, and fresh
     # tables under the same prefix, so every repeat starts from nothing.
     mapping = ClickHouseSinkMapping(topics={TOPIC: TABLE}, batch_size=batch_size)
-    sink = ClickHouseSink(dsn, mapping, namespace)
+    sink = ClickHouseSink(client_factory(dsn), mapping, namespace)
     _fresh_tables(dsn, sink.table_prefix)
     config = SinkConfig(batch_size=batch_size, flush_interval_s=5.0, namespace=namespace)
     worker = _TimedWorker(connection, sink, config)
@@ -185,7 +185,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = load_settings()
-    connection = KafkaConnection.from_settings(settings)
+    connection = settings.kafka
     admin = connection.admin()
     namespace = new_namespace()
     log(f"namespace {namespace}: {args.ticks:,} ticks into {TOPIC}")

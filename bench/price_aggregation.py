@@ -53,7 +53,6 @@ from _kafka import (
 )
 
 from ys_platform.catalog.topics import ConsumerGroupSpec
-from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.processors.price_aggregation import GROUP
 from ys_platform.processors.registry import build_processor
 from ys_platform.settings import Settings
@@ -141,7 +140,7 @@ def run_ours(
     batch_size: int,
     profile: cProfile.Profile | None,
 ) -> Run:
-    connection = KafkaConnection.from_settings(settings)
+    connection = settings.kafka
     app = build_processor(GROUP.group_id)
     app.group = ours_group(repeat)  # the logic as deployed, under this repeat's group id
     marks: dict[str, float] = {}
@@ -318,7 +317,7 @@ class _Watchdog:
 def run_raw(
     settings: Settings, namespace: str, repeat: int, n: int, decoder: str, fetch: str = "large"
 ) -> Run:
-    connection = KafkaConnection.from_settings(settings)
+    connection = settings.kafka
     started, cpu_started = time.perf_counter(), time.process_time()
     # read_committed like the worker; fetch sizes: the ceiling's, or (``--raw-fetch platform``)
     # the platform's own consumer defaults, to see what those cost.
@@ -425,7 +424,7 @@ def summary(args: argparse.Namespace, runs: dict[str, list[Run]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = Settings()
-    connection = KafkaConnection.from_settings(settings)
+    connection = settings.kafka
     admin = connection.admin()
     namespace = new_namespace()
     log(f"price_aggregation: namespace {namespace} on {settings.kafka_bootstrap_servers}")

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ys_platform.catalog.models import DefiToken
+from ys_platform.clients.qdrant import client_factory
 from ys_platform.embeddings import Embedder
 from ys_platform.sinks.vector import VectorSink, load_mapping, render_text
 from ys_platform.sources.simulator import MarketSimulator
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         def run() -> float:
             with tempfile.TemporaryDirectory(prefix="bench-vector-") as tmp:
                 vector_sink = VectorSink(
-                    location(Path(tmp)),
+                    client_factory(path=location(Path(tmp))),
                     mapping,
                     embedder,
                     durable_batches=durable_batches,

@@ -28,15 +28,19 @@ def _with_settings(run: Callable[[argparse.Namespace, Settings], int]) -> Callab
 
 def _topics_apply(args: argparse.Namespace, settings: Settings) -> int:
     from ys_platform.catalog.topics import ALL_TOPICS, topic
-    from ys_platform.clients.kafka import KafkaConnection
+    from ys_platform.clients.kafka import KafkaUnreachableError, check_reachable
     from ys_platform.streaming.topics import TopicAdminError, apply_plans, plan_topics
 
     specs = [topic(name) for name in args.topics] if args.topics else list(ALL_TOPICS)
-    admin = KafkaConnection.from_settings(settings).admin()
+    admin = settings.kafka.admin()
     try:
+        check_reachable(settings.kafka)
         plans = plan_topics(admin, specs)
         if not args.dry_run:
             apply_plans(admin, plans)
+    except KafkaUnreachableError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
     except TopicAdminError as exc:
         print(
             f"Topic reconcile failed against {settings.kafka_bootstrap_servers}: {exc}",

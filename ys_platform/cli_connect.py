@@ -12,10 +12,9 @@ EXIT_FAILED = 1
 
 def ensure_topics(settings: Settings):
     """The platform's topic reconcile, as the connector apply's hook for Debezium's own topics."""
-    from ys_platform.clients.kafka import KafkaConnection
     from ys_platform.streaming.topics import apply_plans, plan_topics
 
-    admin = KafkaConnection.from_settings(settings).admin()
+    admin = settings.kafka.admin()
 
     def reconcile(specs) -> None:
         apply_plans(admin, plan_topics(admin, list(specs)))
@@ -41,7 +40,7 @@ def connectors_apply(args: argparse.Namespace, settings: Settings) -> int:
     from ys_platform.connectors import ConnectorFileError, apply, connector_files
 
     try:
-        files = connector_files()
+        files = connector_files(settings.connectors_dir)
     except ConnectorFileError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -66,7 +65,7 @@ def connectors_status(args: argparse.Namespace, settings: Settings) -> int:
 
     unhealthy = 0
     with KafkaConnectClient(settings.connect_url) as client:
-        for file in connector_files():
+        for file in connector_files(settings.connectors_dir):
             try:
                 current = status(client, file.name)
             except ConnectError as exc:

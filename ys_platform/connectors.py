@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from ys_platform.catalog.topics import TopicSpec
 from ys_platform.clients.kafka_connect import ConnectError, KafkaConnectClient
+from ys_platform.package_files import CONNECTORS_DIR
 
 __all__ = [
     "CONNECTORS_DIR",
@@ -54,8 +55,6 @@ __all__ = [
     "source_tables",
     "status",
 ]
-
-CONNECTORS_DIR = Path(__file__).resolve().parents[1] / "connectors"
 
 DesiredState = Literal["RUNNING", "PAUSED"]
 _DESIRED_STATES: tuple[str, ...] = ("RUNNING", "PAUSED")
@@ -231,7 +230,8 @@ def _check_secrets(where: str, config: Mapping[str, str]) -> None:
 
 
 def connector_files(directory: str | Path = CONNECTORS_DIR) -> list[ConnectorFile]:
-    """Every Kafka Connect connector file in ``directory`` (sink mappings are skipped)."""
+    """Every Kafka Connect connector file in ``directory`` (sink mappings are skipped); the
+    default is the package's own folder, ``Settings.connectors_dir`` the configured one."""
     found = []
     for path in sorted(Path(directory).glob("*.json")):
         try:

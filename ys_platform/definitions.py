@@ -18,18 +18,18 @@ from ys_platform.resources.bindings import bind_resources
 from ys_platform.sensors.connectors import build_connector_health_sensor
 from ys_platform.sensors.keepalive import build_keepalive_sensors
 from ys_platform.settings import load_settings
-from ys_platform.sinks.clickhouse import load_mapping as load_clickhouse_mapping
-from ys_platform.sinks.vector import load_mapping as load_vector_mapping
+from ys_platform.sinks import clickhouse, vector
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    connectors = build_connector_defs()
+    settings = load_settings()
+    connectors = build_connector_defs(settings.connectors_dir)
     kafka_topics, kafka_topics_match_catalog = build_topic_assets(
         connector_topic_deps(connectors.files)
     )
-    clickhouse_mapping = load_clickhouse_mapping()
-    vector_mapping = load_vector_mapping()
+    clickhouse_mapping = clickhouse.load_mapping(settings.connectors_dir / clickhouse.MAPPING_FILE)
+    vector_mapping = vector.load_mapping(settings.connectors_dir / vector.MAPPING_FILE)
     sink_assets, sink_jobs = clickhouse_sink_definitions(clickhouse_mapping)
     vector_assets, vector_jobs = vector_sink_definitions(vector_mapping)
     workers = [g.group_id for g in PROCESSOR_GROUPS]
@@ -51,5 +51,5 @@ def defs() -> dg.Definitions:
             *build_keepalive_sensors(workers),
             build_connector_health_sensor(connectors.files),
         ],
-        resources=bind_resources(load_settings()),
+        resources=bind_resources(settings),
     )

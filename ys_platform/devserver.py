@@ -145,14 +145,13 @@ def run_dev(
     simulate_rate: float = SIMULATOR_RATE,
 ) -> int:
     from ys_platform.catalog.topics import ALL_TOPICS
-    from ys_platform.clients.kafka import KafkaConnection
     from ys_platform.local.stack import up
     from ys_platform.local.state import LocalStackError
     from ys_platform.streaming.topics import TopicAdminError, apply_plans, plan_topics
 
     try:
         up(settings, brokers=brokers, connect=True)
-        admin = KafkaConnection.from_settings(settings).admin()
+        admin = settings.kafka.admin()
         plans = plan_topics(admin, list(ALL_TOPICS))
         apply_plans(admin, plans)
     except (LocalStackError, TopicAdminError) as exc:

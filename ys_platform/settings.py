@@ -7,24 +7,35 @@ have no defaults; nothing in this module prints them.
 
 from __future__ import annotations
 
-import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
+
+from ys_platform.clients.kafka import LOOPBACK, KafkaConnection
+from ys_platform.package_files import CONNECTORS_DIR
 
 ENV_PREFIX = "YS_"
-
-_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
-
-SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class SettingsError(ValueError):
     """A configuration value is missing or wrong; the message names the variable."""
+
+
+def variable_name(*location: str | int) -> str:
+    """The environment variable of a setting: ``("kafka", "sasl_password")`` is
+    ``YS_KAFKA_SASL_PASSWORD``."""
+    return f"{ENV_PREFIX}{'_'.join(str(part) for part in location).upper()}"
 
 
 class Settings(BaseSettings):
@@ -36,6 +47,10 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX,
         extra="ignore",
         frozen=True,
+        # YS_KAFKA_SASL_PASSWORD is `kafka.sasl_password`: split once after the nested model's
+        # name, so the field names' own underscores stay.
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
     )
 
     home: Path = Field(
@@ -45,26 +60,29 @@ class Settings(BaseSettings):
     )
 
     # --- Kafka -----------------------------------------------------------------------------------
-    kafka_bootstrap_servers: str = Field(
-        default="127.0.0.1:9092",
-        description="Comma-separated host:port list of Kafka brokers.",
+    kafka: KafkaConnection = Field(
+        default_factory=KafkaConnection,
+        description="The cluster the clients use: YS_KAFKA_BOOTSTRAP_SERVERS, YS_KAFKA_CLIENT_ID, "
+        "YS_KAFKA_SECURITY_PROTOCOL, YS_KAFKA_SASL_* and YS_KAFKA_SSL_*.",
     )
-    kafka_client_id: str = Field(default="ys-platform", min_length=1)
-    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
-    kafka_sasl_mechanism: SaslMechanism | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_ca_location: Path | None = None
-    kafka_ssl_certificate_location: Path | None = None
-    kafka_ssl_key_location: Path | None = None
-    kafka_ssl_key_password: SecretStr | None = None
 
     local_kafka_port: int = Field(
         default=9092,
         ge=1024,
         le=65000,
         description="Listener port of the local stack's first broker (the seed's 9092); broker i "
-        "listens on port+i-1 and its KRaft controller on port+100+i-1.",
+        "listens on port+i-1 and its KRaft controller on port+100+i-1. Clients connect there "
+        "unless YS_KAFKA_BOOTSTRAP_SERVERS says otherwise.",
+    )
+    # Whether kafka.bootstrap_servers was derived from local_kafka_port (not given).
+    _bootstrap_follows_local_port: bool = PrivateAttr(default=False)
+
+    # --- connectors ------------------------------------------------------------------------------
+    connectors_dir: Path = Field(
+        default=CONNECTORS_DIR,
+        description="Folder of the Kafka Connect connector files and the sinks' mappings "
+        "(clickhouse-sink.json, vector-sink.json). Unset: the files shipped in the package, "
+        "which are the repository's connectors/ folder.",
     )
 
     # --- Kafka Connect ---------------------------------------------------------------------------
@@ -98,17 +116,12 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = None
 
     # --- validation ------------------------------------------------------------------------------
-    @field_validator("kafka_bootstrap_servers")
+    @field_validator("connectors_dir")
     @classmethod
-    def _check_bootstrap(cls, value: str) -> str:
-        servers = [s.strip() for s in value.split(",") if s.strip()]
-        if not servers:
-            raise ValueError("needs at least one host:port")
-        for server in servers:
-            match = _HOST_PORT.match(server)
-            if not match or not 0 < int(match.group(2)) < 65536:
-                raise ValueError(f"{server!r} is not host:port")
-        return ",".join(servers)
+    def _check_connectors_dir(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a folder")
+        return value
 
     @field_validator("clickhouse_url")
     @classmethod
@@ -125,21 +138,47 @@ class Settings(BaseSettings):
         return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
-    def _check_sasl(self) -> Settings:
-        sasl = self.kafka_security_protocol.startswith("SASL_")
-        if sasl and not self.kafka_sasl_mechanism:
-            raise ValueError(
-                f"{ENV_PREFIX}KAFKA_SASL_MECHANISM must be set when "
-                f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL is {self.kafka_security_protocol}"
+    def _kafka_follows_local_port(self) -> Settings:
+        if "bootstrap_servers" not in self.kafka.model_fields_set:
+            local = f"{LOOPBACK}:{self.local_kafka_port}"
+            # Frozen: set once here, during validation, before anyone sees the object.
+            object.__setattr__(
+                self, "kafka", self.kafka.model_copy(update={"bootstrap_servers": local})
             )
-        if sasl and (not self.kafka_sasl_username or self.kafka_sasl_password is None):
+            self._bootstrap_follows_local_port = True
+        return self
+
+    @model_validator(mode="after")
+    def _check_sasl(self) -> Settings:
+        kafka = self.kafka
+        sasl = kafka.security_protocol.startswith("SASL_")
+        if sasl and not kafka.sasl_mechanism:
             raise ValueError(
-                f"{ENV_PREFIX}KAFKA_SASL_USERNAME and {ENV_PREFIX}KAFKA_SASL_PASSWORD must be set "
-                f"when {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL is {self.kafka_security_protocol}"
+                f"{variable_name('kafka', 'sasl_mechanism')} must be set when "
+                f"{variable_name('kafka', 'security_protocol')} is {kafka.security_protocol}"
+            )
+        if sasl and (not kafka.sasl_username or kafka.sasl_password is None):
+            raise ValueError(
+                f"{variable_name('kafka', 'sasl_username')} and "
+                f"{variable_name('kafka', 'sasl_password')} must be set when "
+                f"{variable_name('kafka', 'security_protocol')} is {kafka.security_protocol}"
             )
         return self
 
-    # --- derived locations -----------------------------------------------------------------------
+    # --- derived values --------------------------------------------------------------------------
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        return self.kafka.bootstrap_servers
+
+    @property
+    def kafka_bootstrap_given(self) -> bool:
+        """Whether YS_KAFKA_BOOTSTRAP_SERVERS was set (else the clients follow the local port)."""
+        return not self._bootstrap_follows_local_port
+
+    @property
+    def local_kafka_port_given(self) -> bool:
+        return "local_kafka_port" in self.model_fields_set
+
     @cached_property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
@@ -167,19 +206,21 @@ class Settings(BaseSettings):
         return f"host=127.0.0.1 port={self.postgres_port} dbname=yieldsensei user=yieldsensei"
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the settings, turning validation errors into one readable sentence per variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None
+    except SourceError as exc:
+        # A value pydantic-settings cannot even parse (YS_KAFKA set to something not JSON).
+        raise SettingsError(f"Invalid configuration:\n  {exc}") from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:
     lines = ["Invalid configuration:"]
     for error in exc.errors(include_input=False, include_url=False):
-        field = ".".join(str(part) for part in error["loc"])
-        variable = f"{ENV_PREFIX}{field.upper()}" if field else "configuration"
+        variable = variable_name(*error["loc"]) if error["loc"] else "configuration"
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"  {variable}: {message}")
     return "\n".join(lines)

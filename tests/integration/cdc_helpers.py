@@ -20,7 +20,7 @@ from ys_platform.connectors import (
     load_connector_file,
     namespaced,
 )
-from ys_platform.local import kafka_bootstrap, up
+from ys_platform.local import up
 from ys_platform.postgres import migrate
 from ys_platform.settings import Settings, load_settings
 
@@ -48,8 +48,7 @@ def connect_stack() -> Iterator[Settings]:
         services = up(settings, connect=True)
     unhealthy = [s.name for s in services if not s.healthy]
     assert not unhealthy, f"unhealthy: {unhealthy}"
-    bootstrap = kafka_bootstrap(settings)
-    yield settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+    yield settings
 
 
 def superuser_conninfo(settings: Settings, dbname: str = "yieldsensei") -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ys_platform.local import LocalStackError, kafka_bootstrap, up
+from ys_platform.local import LocalStackError, up
 from ys_platform.settings import Settings, SettingsError, load_settings
 
 HERE = Path(__file__).parent
@@ -43,8 +43,6 @@ def local_stack() -> Iterator[Settings]:
             f"The local stack is up but unhealthy: {'; '.join(failing)}\n{START_HINT}",
             pytrace=False,
         )
-    bootstrap = kafka_bootstrap(settings)
-    if bootstrap != settings.kafka_bootstrap_servers:
-        # YS_LOCAL_KAFKA_PORT moved the stack; clients in the tests must follow it there.
-        settings = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+    # Unless YS_KAFKA_BOOTSTRAP_SERVERS says otherwise, the clients follow YS_LOCAL_KAFKA_PORT to
+    # the stack (and `up` refuses the two naming different brokers).
     yield settings

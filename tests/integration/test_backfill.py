@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from kafka_helpers import create_namespaced_topics, read_topic
 
 from ys_platform.catalog.codec import decode
-from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.processors.backfill import backfill_price_analytics
 from ys_platform.processors.price_aggregation import GROUP
 from ys_platform.processors.runner import run_processor
@@ -57,7 +56,7 @@ def _key(m) -> tuple:
 
 def test_backfill_equals_live_output(local_stack):
     namespace = f"t{uuid.uuid4().hex[:8]}."
-    connection = KafkaConnection.from_settings(local_stack)
+    connection = local_stack.kafka
     create_namespaced_topics(
         connection.admin(),
         namespace,

@@ -33,7 +33,7 @@ from kafka_helpers import create_namespaced_topics
 from ys_platform.catalog.codec import CDC_OP_HEADER, decode, is_delete
 from ys_platform.catalog.models import MODELS
 from ys_platform.catalog.tables import LAYOUTS
-from ys_platform.clients.clickhouse import open_clickhouse
+from ys_platform.clients.clickhouse import client_factory, open_clickhouse
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_connect import KafkaConnectClient
 from ys_platform.connectors import apply, heartbeat_topic
@@ -166,7 +166,7 @@ def _sink_to_clickhouse(kafka: KafkaConnection, namespace: str, tmp_path: Path) 
     catalog messages in identity order."""
     mapping = ClickHouseSinkMapping(topics=CDC_TABLES)
     dsn = f"chdb://{tmp_path / 'clickhouse'}"
-    sink = ClickHouseSink(dsn, mapping, namespace)
+    sink = ClickHouseSink(client_factory(dsn), mapping, namespace)
     config = SinkConfig(batch_size=1_000, flush_interval_s=0.5, namespace=namespace)
     metrics = SinkWorker(kafka, sink, config).run(threading.Event(), max_idle_s=3.0)
     assert metrics.dead_lettered == 0
@@ -201,7 +201,7 @@ def test_snapshot_then_insert_update_delete_reach_the_catalog_topics_and_clickho
     suffix = uuid.uuid4().hex[:10]
     namespace = f"t{suffix}."
     topics = [c.topic for c in CAPTURED]
-    kafka = KafkaConnection.from_settings(stack)
+    kafka = stack.kafka
     admin = kafka.admin()
     create_namespaced_topics(admin, namespace, topics, partitions=1)
 

@@ -26,7 +26,7 @@ from ys_platform.catalog.models import (
     YieldStrategy,
 )
 from ys_platform.catalog.topics import consumer_group
-from ys_platform.clients.clickhouse import open_clickhouse
+from ys_platform.clients.clickhouse import client_factory, open_clickhouse
 from ys_platform.clients.kafka import KafkaConnection, produce_record
 from ys_platform.sinks.clickhouse import ClickHouseSink, load_mapping
 from ys_platform.sources.simulator import MarketSimulator
@@ -236,14 +236,14 @@ def dead_letters(connection: KafkaConnection, namespace: str) -> Counter:
 
 def test_every_topic_lands_once_with_every_value(local_stack, tmp_path):
     namespace = f"t{uuid.uuid4().hex[:8]}."
-    connection = KafkaConnection.from_settings(local_stack)
+    connection = local_stack.kafka
     create_sink_topics(connection, namespace)
     records = sink_input(SEED, prices=12_000, others=1_500)
     half = len(records) // 2
     produce(connection, namespace, records[:half])
 
     dsn = f"chdb://{tmp_path / 'clickhouse'}"
-    sink = ClickHouseSink(dsn, load_mapping(), namespace)
+    sink = ClickHouseSink(client_factory(dsn), load_mapping(), namespace)
     # Small batches: many flushes, several per partition, and a flush by time for the tail.
     config = SinkConfig(batch_size=4_000, flush_interval_s=0.5, namespace=namespace)
     worker = SinkWorker(connection, sink, config)
@@ -264,7 +264,9 @@ def test_every_topic_lands_once_with_every_value(local_stack, tmp_path):
     assert metrics.lag and all(lag == 0 for lag in metrics.lag.values())
 
     # A restart finds nothing to redo: the sink's progress says every partition is done.
-    again = SinkWorker(connection, ClickHouseSink(dsn, load_mapping(), namespace), config)
+    again = SinkWorker(
+        connection, ClickHouseSink(client_factory(dsn), load_mapping(), namespace), config
+    )
     assert again.run(threading.Event(), max_idle_s=2.0).consumed == 0
     assert_exactly_once(expected, stored_rows(dsn, sink))
 
@@ -288,7 +290,7 @@ def test_a_table_left_by_an_older_layout_is_refused_with_the_fix(tmp_path):
     )
     with open_clickhouse(dsn) as client:
         client.command(old.ddl())
-    sink = ClickHouseSink(dsn, load_mapping())
+    sink = ClickHouseSink(client_factory(dsn), load_mapping())
     with pytest.raises(SinkTableError) as caught:
         sink.open()
     sink.close()

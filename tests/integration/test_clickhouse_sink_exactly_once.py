@@ -31,7 +31,7 @@ from test_clickhouse_sink import (
     stored_rows,
 )
 
-from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.clients.clickhouse import client_factory
 from ys_platform.sinks.clickhouse import ClickHouseSink, load_mapping
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -81,7 +81,7 @@ def _committed_total(admin, group_id: str, namespace: str) -> int:
 def test_sigkill_and_restart_store_every_record_once(local_stack, tmp_path):
     started = time.monotonic()
     namespace = f"t{uuid.uuid4().hex[:8]}."
-    connection = KafkaConnection.from_settings(local_stack)
+    connection = local_stack.kafka
     admin = connection.admin()
     create_sink_topics(connection, namespace)
     records = sink_input(SEED, prices=36_000, others=3_000)
@@ -156,7 +156,7 @@ def test_sigkill_and_restart_store_every_record_once(local_stack, tmp_path):
 
     expected, poison = expected_rows(connection, namespace)
     assert sum(map(len, expected.values())) + sum(poison.values()) == len(records)
-    sink = ClickHouseSink(dsn, load_mapping(), namespace)  # only for its naming
+    sink = ClickHouseSink(client_factory(dsn), load_mapping(), namespace)  # only for its naming
     assert_exactly_once(expected, stored_rows(dsn, sink))
     # Dead letters are at-least-once across crashes: every poison record is there, a kill
     # between a dead letter and the sink's progress may have added a duplicate.

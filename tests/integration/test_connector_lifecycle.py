@@ -85,7 +85,7 @@ def connector(stack: Settings) -> Iterator[tuple[ConnectorFile, str, str]]:
 
 
 def _ensure(stack: Settings):
-    admin = KafkaResource(bootstrap_servers=stack.kafka_bootstrap_servers).admin()
+    admin = KafkaResource.of(stack.kafka).admin()
     return lambda specs: apply_plans(admin, plan_topics(admin, specs))
 
 
@@ -130,7 +130,7 @@ def test_failed_task_is_restarted_by_the_health_sensor(
     sensor = build_connector_health_sensor([file])
     resources = {
         "kafka_connect": KafkaConnectResource(url=stack.connect_url),
-        "kafka": KafkaResource(bootstrap_servers=stack.kafka_bootstrap_servers),
+        "kafka": KafkaResource.of(stack.kafka),
     }
     with KafkaConnectClient(stack.connect_url) as client:
         assert apply(client, file, ensure_topics=_ensure(stack)).ok

@@ -62,7 +62,7 @@ def _now_ms() -> int:
 
 def _setup(local_stack) -> tuple[KafkaConnection, str]:
     namespace = f"t{uuid.uuid4().hex[:8]}."
-    connection = KafkaConnection.from_settings(local_stack)
+    connection = local_stack.kafka
     create_namespaced_topics(connection.admin(), namespace, TOPICS, partitions=3)
     return connection, namespace
 

@@ -23,7 +23,7 @@ START = recent_minute()
 
 def test_backfill_job_rewrites_the_live_records(local_stack):
     namespace = f"t{uuid.uuid4().hex[:8]}."
-    kafka = KafkaResource(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    kafka = KafkaResource.of(local_stack.kafka)
     create_namespaced_topics(
         kafka.admin(),
         namespace,
@@ -55,7 +55,7 @@ def test_backfill_job_rewrites_the_live_records(local_stack):
         max_idle_s=3,
     )
     topic = f"{namespace}market.analytics"
-    live = [decode("market.analytics", r.value()) for r in read_topic(kafka.connection(), topic)]
+    live = [decode("market.analytics", r.value()) for r in read_topic(kafka.connection, topic)]
     start, end = START + timedelta(seconds=100), START + timedelta(seconds=200)
     expected = [m for m in live if start <= m.window_end <= end]
     assert len(expected) == 2 * 21  # two symbols, window ends 100 s, 105 s, ... 200 s
@@ -80,6 +80,6 @@ def test_backfill_job_rewrites_the_live_records(local_stack):
         event = instance.get_latest_materialization_event(topic_asset_key("market.analytics"))
         assert event.asset_materialization.metadata["produced"].value == len(expected)
 
-    after = [decode("market.analytics", r.value()) for r in read_topic(kafka.connection(), topic)]
+    after = [decode("market.analytics", r.value()) for r in read_topic(kafka.connection, topic)]
     added = Counter(after) - Counter(live)
     assert added == Counter(expected)

@@ -21,7 +21,7 @@ START = recent_minute()
 def test_sink_run_writes_rows_and_materializes_tables(local_stack, tmp_path):
     mapping = load_mapping()
     namespace = f"t{uuid.uuid4().hex[:8]}."
-    kafka = KafkaResource(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    kafka = KafkaResource.of(local_stack.kafka)
     create_namespaced_topics(
         kafka.admin(), namespace, [*mapping.topics, "dlq.clickhouse-sink"], partitions=2
     )

@@ -33,7 +33,7 @@ def _defs(settings) -> dg.Definitions:
         assets=processor_assets,
         jobs=processor_jobs,
         sensors=keepalive_sensors,
-        resources={"kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap_servers)},
+        resources={"kafka": KafkaResource.of(settings.kafka)},
     )
 
 
@@ -49,7 +49,7 @@ def test_sensor_launches_run_records_outputs_and_relaunches(local_stack):
     sensor = defs.resolve_sensor_def(keepalive_sensor_name(GROUP))
     assert sensor.job_name == worker_job_name(GROUP)
     namespace = f"t{uuid.uuid4().hex[:8]}."
-    kafka = KafkaResource(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    kafka = KafkaResource.of(local_stack.kafka)
     create_namespaced_topics(
         kafka.admin(),
         namespace,
@@ -155,7 +155,7 @@ def _record_sensor_stopped(instance, sensor_name: str) -> None:
 def test_stopping_the_sensor_stops_its_run(local_stack):
     defs = _defs(local_stack)
     namespace = f"t{uuid.uuid4().hex[:8]}."
-    kafka = KafkaResource(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    kafka = KafkaResource.of(local_stack.kafka)
     create_namespaced_topics(
         kafka.admin(),
         namespace,

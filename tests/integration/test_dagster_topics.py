@@ -6,7 +6,6 @@ from kafka_helpers import set_config_by_hand
 
 from ys_platform.assets.topics import kafka_topics, kafka_topics_match_catalog, topic_asset_key
 from ys_platform.catalog.topics import ALL_TOPICS
-from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.resources.kafka import KafkaResource
 
 
@@ -15,7 +14,7 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
 
 
 def test_topics_materialize_then_checks_pass_and_catch_drift(local_stack):
-    resources = {"kafka": KafkaResource(bootstrap_servers=local_stack.kafka_bootstrap_servers)}
+    resources = {"kafka": KafkaResource.of(local_stack.kafka)}
     assets = [kafka_topics, kafka_topics_match_catalog]
 
     result = dg.materialize(assets, resources=resources)
@@ -26,7 +25,7 @@ def test_topics_materialize_then_checks_pass_and_catch_drift(local_stack):
     assert len(checks) == len(ALL_TOPICS)
     assert all(checks.values()), checks
 
-    admin = KafkaConnection.from_settings(local_stack).admin()
+    admin = local_stack.kafka.admin()
     set_config_by_hand(admin, "risk.alerts", "cleanup.policy", "compact")
 
     only_checks = dg.materialize(

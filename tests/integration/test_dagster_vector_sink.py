@@ -19,7 +19,7 @@ from ys_platform.sources.simulator import MarketSimulator
 def test_vector_sink_run_then_search(local_stack, tmp_path, monkeypatch, capsys):
     mapping = load_mapping()
     namespace = f"t{uuid.uuid4().hex[:8]}."
-    kafka = KafkaResource(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    kafka = KafkaResource.of(local_stack.kafka)
     create_namespaced_topics(
         kafka.admin(), namespace, [*mapping.topics, "dlq.vector-sink"], partitions=2
     )

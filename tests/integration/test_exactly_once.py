@@ -192,7 +192,7 @@ def test_sigkill_and_restart_commits_exactly_the_clean_output(local_stack, tmp_p
     started = time.monotonic()
     run_id = uuid.uuid4().hex[:8]
     crash_ns, clean_ns = f"t{run_id}a.", f"t{run_id}b."
-    connection = KafkaConnection.from_settings(local_stack)
+    connection = local_stack.kafka
     admin = connection.admin()
     names = ["market.prices", "market.analytics", GROUP.dead_letter_topic]
     for namespace in (crash_ns, clean_ns):

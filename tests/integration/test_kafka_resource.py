@@ -16,7 +16,7 @@ TS = recent_minute() + timedelta(seconds=15, milliseconds=250)
 
 
 def test_model_round_trip_and_subscribe_commits_after_handler(local_stack):
-    kafka = KafkaResource(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    kafka = KafkaResource.of(local_stack.kafka)
     admin = kafka.admin()
     # An empty namespace: the catalog topics themselves, reconciled.
     create_namespaced_topics(admin, "", ["market.prices", "defi.protocols"])
@@ -87,3 +87,18 @@ def test_model_round_trip_and_subscribe_commits_after_handler(local_stack):
                 [TopicPartition(topic_name, record.partition())], timeout=10
             )
             assert committed.offset == record.offset() + 1
+
+
+def test_check_reachable_counts_the_brokers_of_the_local_stack(local_stack):
+    from ys_platform.clients.kafka import check_reachable
+    from ys_platform.local import kafka_bootstrap
+
+    assert check_reachable(local_stack.kafka) == len(kafka_bootstrap(local_stack).split(","))
+
+
+def test_the_resource_of_the_settings_reaches_the_local_stack(local_stack):
+    from ys_platform.resources.bindings import bind_resources
+
+    kafka = bind_resources(local_stack)["kafka"]
+    assert kafka.connection == local_stack.kafka
+    assert len(kafka.admin().list_topics(timeout=30).brokers) >= 1

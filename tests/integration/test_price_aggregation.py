@@ -13,7 +13,6 @@ from kafka_helpers import create_namespaced_topics, read_topic, recent_minute
 
 from ys_platform.catalog.codec import DecodeError, decode, decode_batch, encode, timestamp_ms
 from ys_platform.catalog.models import MarketPrice
-from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.processing.windows import SlidingWindowState
 from ys_platform.processors.price_aggregation import GROUP, ticks_of, to_message
 from ys_platform.processors.runner import run_processor
@@ -67,7 +66,7 @@ POISON = [
 
 def test_price_aggregation_end_to_end(local_stack):
     namespace = f"t{uuid.uuid4().hex[:8]}."
-    connection = KafkaConnection.from_settings(local_stack)
+    connection = local_stack.kafka
     admin = connection.admin()
     create_namespaced_topics(
         admin, namespace, ["market.prices", "market.analytics", GROUP.dead_letter_topic], 3

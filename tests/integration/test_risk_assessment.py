@@ -97,7 +97,7 @@ def _hand_debt(prices: dict[str, float], hf: float) -> float:
 
 def test_risk_assessment_end_to_end(local_stack):
     namespace = f"t{uuid.uuid4().hex[:8]}."
-    connection = KafkaConnection.from_settings(local_stack)
+    connection = local_stack.kafka
     admin = connection.admin()
     # Not co-partitioned, like the catalog (24 vs 6): a user's records sit in unrelated
     # partition numbers of the two inputs.

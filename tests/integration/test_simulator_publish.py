@@ -56,7 +56,7 @@ Record = tuple[str, bytes | None, bytes]  # topic, key, value
 
 @pytest.fixture(scope="module")
 def connection(local_stack: Settings) -> KafkaConnection:
-    connection = KafkaConnection.from_settings(local_stack)
+    connection = local_stack.kafka
     admin = connection.admin()
     apply_plans(admin, plan_topics(admin, list(ALL_TOPICS)))  # idempotent
     return connection
@@ -324,7 +324,7 @@ def test_dev_simulation_reaches_the_captured_topics_through_debezium() -> None:
     suffix = uuid.uuid4().hex[:10]
     namespace = f"t{suffix}."
     with connect_stack() as stack, fresh_database(stack) as dbname:
-        kafka = KafkaConnection.from_settings(stack)
+        kafka = stack.kafka
         admin = kafka.admin()
         create_namespaced_topics(admin, namespace, list(CAPTURED_TOPICS), partitions=1)
         file = namespaced_source(stack, dbname, suffix)

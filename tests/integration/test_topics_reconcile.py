@@ -9,13 +9,12 @@ from kafka_helpers import set_config_by_hand
 
 from ys_platform.catalog.topics import ALL_TOPICS, TopicSpec, topic
 from ys_platform.cli import main
-from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.streaming.topics import apply_plans, describe_topics, plan_topics
 
 
 @pytest.fixture
 def admin(local_stack):
-    return KafkaConnection.from_settings(local_stack).admin()
+    return local_stack.kafka.admin()
 
 
 def _scratch_topic(admin, partitions: int) -> str:

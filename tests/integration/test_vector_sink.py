@@ -16,6 +16,7 @@ from ys_platform.catalog.codec import decode, encode, topic_of
 from ys_platform.catalog.models import Message
 from ys_platform.catalog.topics import consumer_group
 from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.clients.qdrant import client_factory
 from ys_platform.embeddings import shared_embedder
 from ys_platform.sinks.vector import VectorSink, load_mapping, point_id
 from ys_platform.sources.simulator import MarketSimulator
@@ -58,14 +59,16 @@ def _produce(connection: KafkaConnection, namespace: str, messages: Iterable[Mes
 
 
 def _run_worker(connection: KafkaConnection, namespace: str, store: Path) -> tuple[int, int]:
-    sink = VectorSink(store, load_mapping(), shared_embedder(), namespace)
+    sink = VectorSink(client_factory(path=store), load_mapping(), shared_embedder(), namespace)
     config = SinkConfig(batch_size=500, flush_interval_s=0.5, namespace=namespace)
     metrics = SinkWorker(connection, sink, config).run(threading.Event(), max_idle_s=MAX_IDLE_S)
     return metrics.consumed, metrics.produced
 
 
 def _counts(store: Path, namespace: str) -> dict[str, int]:
-    with VectorSink(store, load_mapping(), shared_embedder(), namespace) as sink:
+    with VectorSink(
+        client_factory(path=store), load_mapping(), shared_embedder(), namespace
+    ) as sink:
         assert sink._client is not None
         return {
             topic_name: sink._client.count(name, exact=True).count
@@ -75,7 +78,7 @@ def _counts(store: Path, namespace: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def connection(local_stack) -> KafkaConnection:
-    return KafkaConnection.from_settings(local_stack)
+    return local_stack.kafka
 
 
 def test_protocols_become_points_once_and_are_found_by_paraphrase(
@@ -100,7 +103,9 @@ def test_protocols_become_points_once_and_are_found_by_paraphrase(
     # Every point is the latest record of its key, with the payload the mapping keeps.
     records = read_topic(connection, f"{namespace}{PROTOCOLS}", idle_s=1.0)
     assert len(records) == len(protocols)
-    with VectorSink(store, load_mapping(), shared_embedder(), namespace) as sink:
+    with VectorSink(
+        client_factory(path=store), load_mapping(), shared_embedder(), namespace
+    ) as sink:
         assert sink._client is not None
         stored = sink._client.retrieve(
             sink.collection(PROTOCOLS), [point_id(PROTOCOLS, p.id) for p in protocols]
@@ -122,7 +127,9 @@ def test_protocols_become_points_once_and_are_found_by_paraphrase(
     assert _counts(store, namespace) == counts
 
     # And a replay from offset 0 written straight into the sink (as after a lost commit).
-    with VectorSink(store, load_mapping(), shared_embedder(), namespace) as sink:
+    with VectorSink(
+        client_factory(path=store), load_mapping(), shared_embedder(), namespace
+    ) as sink:
         all_records = read_topic(connection, f"{namespace}{PROTOCOLS}", idle_s=1.0)
         assert len(all_records) == 2 * len(protocols)
         for partition in range(PARTITIONS):
@@ -194,7 +201,9 @@ def test_a_cdc_delete_of_a_token_removes_its_point(
     consumed, _ = _run_worker(connection, namespace, store)
     assert consumed == 5
     assert _counts(store, namespace)[TOKENS] == 3
-    with VectorSink(store, load_mapping(), shared_embedder(), namespace) as sink:
+    with VectorSink(
+        client_factory(path=store), load_mapping(), shared_embedder(), namespace
+    ) as sink:
         assert sink._client is not None
         collection = sink.collections()[TOKENS]
         found = sink._client.retrieve(collection, [point_id(TOKENS, t.address) for t in tokens])

@@ -1,9 +1,13 @@
 """Kafka client configuration: the seed's defaults, overrides, SASL/TLS, secret masking."""
 
-from pydantic import SecretStr
+import json
+
+import dagster as dg
+import pytest
+from pydantic import SecretStr, ValidationError
 
 from ys_platform.clients.kafka import KafkaConnection, redacted
-from ys_platform.resources.kafka import KafkaResource
+from ys_platform.resources.kafka import SECRET_FIELDS, KafkaConnectionConfig, KafkaResource
 
 
 def _sasl() -> KafkaConnection:
@@ -55,15 +59,80 @@ def test_sasl_ssl_config_and_masking():
     assert redacted(conf)["sasl.password"] == "**********"
 
 
-def test_resource_builds_the_same_connection():
-    resource = KafkaResource(
+def test_resource_holds_the_connection_with_secrets_as_variables(monkeypatch):
+    monkeypatch.setenv("T_KAFKA_SASL_PASSWORD", "p-secret")
+    connection = KafkaConnection(
         bootstrap_servers="b1:9092",
         security_protocol="SASL_PLAINTEXT",
         sasl_mechanism="PLAIN",
         sasl_username="u",
-        sasl_password="p-secret",
+        sasl_password=SecretStr("p-secret"),
+        ssl_ca_location="/etc/ca.pem",
     )
-    connection = resource.connection()
-    assert connection.sasl_password.get_secret_value() == "p-secret"
-    assert "p-secret" not in repr(connection)
-    assert connection.config()["sasl.mechanism"] == "PLAIN"
+    resource = KafkaResource.of(connection, secret_variable=lambda f: f"T_KAFKA_{f.upper()}")
+    # What Dagster stores and shows for the resource: the variable's name, never the value.
+    shown = resource.get_resource_definition().config_schema.default_value_as_json_str
+    assert "p-secret" not in shown
+    assert json.loads(shown) == {
+        "cluster": {
+            "bootstrap_servers": "b1:9092",
+            "client_id": "ys-platform",
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_username": "u",
+            "sasl_password": {"env": "T_KAFKA_SASL_PASSWORD"},
+            "ssl_ca_location": "/etc/ca.pem",
+            "ssl_certificate_location": None,
+            "ssl_key_location": None,
+            "ssl_key_password": None,
+        }
+    }
+    with dg.build_resources({"kafka": resource}) as resources:
+        held = resources.kafka.connection
+    assert held == connection
+    assert held.sasl_password.get_secret_value() == "p-secret"
+    assert "p-secret" not in repr(held)
+    assert held.config()["sasl.mechanism"] == "PLAIN"
+
+
+def test_resource_refuses_a_secret_without_its_variable():
+    connection = KafkaConnection(bootstrap_servers="b1:9092", ssl_key_password=SecretStr("k"))
+    with pytest.raises(ValueError, match="has a ssl_key_password: name the environment variable"):
+        KafkaResource.of(connection)
+
+
+def test_resource_config_is_checked_by_the_connection_model():
+    resource = KafkaResource(cluster=KafkaConnectionConfig(bootstrap_servers="no-port"))
+    with pytest.raises(ValidationError, match="'no-port' is not host:port"):
+        _ = resource.connection
+
+
+def test_resource_config_has_the_connection_fields_and_descriptions():
+    assert list(KafkaConnectionConfig.model_fields) == list(KafkaConnection.model_fields)
+    assert KafkaConnectionConfig.model_fields["sasl_password"].description == (
+        KafkaConnection.model_fields["sasl_password"].description
+    )
+    assert SECRET_FIELDS == ("sasl_password", "ssl_key_password")
+
+
+def test_bindings_give_the_settings_connection_with_secrets_from_their_variables(monkeypatch):
+    from ys_platform.resources.bindings import bind_resources
+    from ys_platform.settings import load_settings
+
+    for name, value in {
+        "YS_KAFKA_BOOTSTRAP_SERVERS": "b1:9093",
+        "YS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "YS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "YS_KAFKA_SASL_USERNAME": "svc",
+        "YS_KAFKA_SASL_PASSWORD": "sasl-secret",
+        "YS_KAFKA_SSL_KEY_PASSWORD": "key-secret",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    kafka = bind_resources(settings)["kafka"]
+    shown = json.loads(kafka.get_resource_definition().config_schema.default_value_as_json_str)
+    assert shown["cluster"]["sasl_password"] == {"env": "YS_KAFKA_SASL_PASSWORD"}
+    assert shown["cluster"]["ssl_key_password"] == {"env": "YS_KAFKA_SSL_KEY_PASSWORD"}
+    assert "secret" not in json.dumps(shown)
+    with dg.build_resources({"kafka": kafka}) as resources:
+        assert resources.kafka.connection == settings.kafka

@@ -18,6 +18,7 @@ import pytest
 
 from ys_platform.catalog.models import DefiProtocol, Position, UserPortfolio
 from ys_platform.catalog.topics import consumer_group
+from ys_platform.clients.qdrant import client_factory
 from ys_platform.embeddings import shared_embedder
 from ys_platform.sinks.vector import (
     DEFAULT_MAPPING_PATH,
@@ -208,7 +209,9 @@ def test_collection_prefix() -> None:
 
 @pytest.fixture
 def sink() -> VectorSink:
-    with VectorSink(":memory:", load_mapping(), shared_embedder(), namespace="unit.") as opened:
+    with VectorSink(
+        client_factory(path=":memory:"), load_mapping(), shared_embedder(), namespace="unit."
+    ) as opened:
         yield opened
 
 
@@ -284,7 +287,7 @@ def test_misuse_is_explained(sink: VectorSink) -> None:
         sink.search("nope", "x")
     with pytest.raises(ValueError, match="1 messages but 2 offsets"):
         sink.write((PROTOCOLS, 0), [_protocol()], [0, 1])
-    closed = VectorSink(":memory:", load_mapping(), shared_embedder())
+    closed = VectorSink(client_factory(path=":memory:"), load_mapping(), shared_embedder())
     with pytest.raises(RuntimeError, match="not open"):
         closed.write((PROTOCOLS, 0), [_protocol()], [0])
 
@@ -307,14 +310,19 @@ def sqlite_journal_mode(path: Path) -> str:
 def test_on_disk_points_survive_reopening(tmp_path: Path, durable_batches: bool) -> None:
     store = tmp_path / "qdrant"
     protocols = MarketSimulator(seed=7).protocols()
-    sink = VectorSink(store, load_mapping(), shared_embedder(), durable_batches=durable_batches)
+    sink = VectorSink(
+        client_factory(path=store),
+        load_mapping(),
+        shared_embedder(),
+        durable_batches=durable_batches,
+    )
     with sink:
         assert sink.commit_mode == ("per-write" if durable_batches else "per-point")
         sink.write((PROTOCOLS, 0), protocols, list(range(len(protocols))))
         assert sink.delete(PROTOCOLS, [protocols[0].id]) == 1
     journal = sqlite_journal_mode(store / "collection" / "protocols" / "storage.sqlite")
     assert journal == ("wal" if durable_batches else "delete")
-    with VectorSink(store, load_mapping(), shared_embedder()) as reopened:
+    with VectorSink(client_factory(path=store), load_mapping(), shared_embedder()) as reopened:
         assert _count(reopened, PROTOCOLS) == len(protocols) - 1
         assert reopened.search("protocols", "oracle price feeds", limit=1)[0][1]["id"] == (
             "chainlink"

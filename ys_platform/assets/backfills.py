@@ -39,7 +39,7 @@ def backfill_market_analytics(
     if end < start:
         raise dg.Failure(f"end {config.end} is before start {config.start}")
     result = backfill_price_analytics(
-        kafka.connection(), start, end, namespace=config.namespace, output=not config.dry_run
+        kafka.connection, start, end, namespace=config.namespace, output=not config.dry_run
     )
     metadata = {
         "window_ends": dg.MetadataValue.text(f"{start.isoformat()} .. {end.isoformat()}"),

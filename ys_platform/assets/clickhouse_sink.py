@@ -52,14 +52,13 @@ def clickhouse_sink_definitions(
         config: ClickHouseSinkRunConfig,
     ) -> dg.MaterializeResult:
         sink = ClickHouseSink(
-            clickhouse.dsn,
+            clickhouse.get_client,
             mapping,
             config.namespace,
-            password=clickhouse.password,
-            share_every_s=config.share_every_s or None,
+            share_every_s=(config.share_every_s or None) if clickhouse.exclusive else None,
         )
         worker = SinkWorker(
-            kafka.connection(),
+            kafka.connection,
             sink,
             SinkConfig(
                 batch_size=mapping.batch_size,

@@ -33,7 +33,7 @@ def _build_processor_asset(group: ConsumerGroupSpec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, kafka: KafkaResource, config: ProcessorRunConfig
     ) -> dg.MaterializeResult:
         worker = TransactionalWorker(
-            kafka.connection(),
+            kafka.connection,
             build_processor(group.group_id),
             WorkerConfig(
                 batch_size=config.batch_size,

@@ -47,15 +47,9 @@ def vector_sink_definitions(
         qdrant: QdrantResource,
         config: VectorSinkRunConfig,
     ) -> dg.MaterializeResult:
-        sink = VectorSink(
-            qdrant.url or qdrant.path or "",
-            mapping,
-            namespace=config.namespace,
-            api_key=qdrant.api_key,
-            lock_timeout_s=qdrant.lock_timeout_s,
-        )
+        sink = VectorSink(qdrant.get_client, mapping, namespace=config.namespace)
         worker = SinkWorker(
-            kafka.connection(),
+            kafka.connection,
             sink,
             SinkConfig(
                 # Embedding is the slow step (~200-400 texts/s): small flushes keep each poll

@@ -18,8 +18,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import clickhouse_connect
@@ -30,12 +32,32 @@ from pydantic import SecretStr
 from ys_platform.clients.locks import StoreLockedError, flock_held, open_when_unlocked
 
 __all__ = [
+    "DEFAULT_LOCK_TIMEOUT_S",
     "ChdbPathConflictError",
+    "ClickHouseClientFactory",
     "ClickHouseUnavailableError",
     "StoreLockedError",
     "chdb_path",
+    "client_factory",
+    "is_exclusive",
     "open_clickhouse",
 ]
+
+# Readers (assets, queries) hold a chDB path for well under a second and a sink between two
+# flushes (see ClickHouseSink.share_every_s); 30 s waits those out and still fails while a
+# process that never lets go (a sink without sharing) holds it.
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+
+
+class ClickHouseClientFactory(Protocol):
+    """Opens a client for one unit of work: ``with factory() as client: ...``.
+
+    ``ClickHouseResource.get_client`` is one (with the resource's lock timeout); the command
+    line builds one with :func:`client_factory`.
+    """
+
+    def __call__(self, *, database: str | None = None) -> AbstractContextManager[Client]: ...
+
 
 # The Python-side text of a chDB start that failed; on its own it does not say why.
 _ENGINE_START_FAILED = "Error initializing EmbeddedServer"
@@ -64,6 +86,11 @@ def chdb_path(dsn: str) -> Path | None:
         return None
     # clickhouse-connect realpath()s the location too; chDB compares paths literally.
     return Path(os.path.realpath(location))
+
+
+def is_exclusive(dsn: str) -> bool:
+    """Whether a client on ``dsn`` keeps every other process out: chDB on a path."""
+    return urlsplit(dsn).scheme == "chdb" and chdb_path(dsn) is not None
 
 
 def _secret_value(password: str | SecretStr | None) -> str | None:
@@ -173,7 +200,7 @@ def open_clickhouse(
     dsn: str,
     password: str | SecretStr | None = None,
     *,
-    lock_timeout_s: float = 30.0,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     database: str | None = None,
 ) -> Iterator[Client]:
     """A clickhouse-connect client for one unit of work, closed when the block exits.
@@ -202,3 +229,13 @@ def open_clickhouse(
         if scheme == "chdb":
             _OPEN_CHDB_CLIENTS.remove(client)
         client.close()
+
+
+def client_factory(
+    dsn: str,
+    password: str | SecretStr | None = None,
+    *,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+) -> ClickHouseClientFactory:
+    """A :class:`ClickHouseClientFactory` of :func:`open_clickhouse` on ``dsn``, outside Dagster."""
+    return partial(open_clickhouse, dsn, password, lock_timeout_s=lock_timeout_s)

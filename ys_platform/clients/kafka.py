@@ -1,14 +1,19 @@
-"""Kafka connection settings and client factories (confluent-kafka / librdkafka).
+"""The Kafka connection and its client factories (confluent-kafka / librdkafka).
 
+:class:`KafkaConnection` is the one description of how to reach the cluster: ``Settings.kafka``
+reads it from the ``YS_KAFKA_*`` variables and ``KafkaResource`` holds it as Dagster config.
 The defaults are the seed's performance and reliability settings translated to librdkafka names;
 every factory takes overrides so one use (a benchmark, a transactional processor) can differ.
 The SASL/SSL secrets live in ``SecretStr`` and only reach librdkafka's config dict, which nothing
-here logs: use :meth:`KafkaConnection.redacted` to show a config.
+here logs: use :func:`redacted` to show a config. Every client logs through Python logging
+(:mod:`ys_platform.clients.kafka_logging`).
 """
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,11 +21,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from ys_platform.clients.kafka_logging import CLIENT_LOGGER
 
 if TYPE_CHECKING:
     from ys_platform.catalog.models import Message as CatalogMessage
-    from ys_platform.settings import Settings
+
+LOOPBACK = "127.0.0.1"
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
 
 # The seed's producer settings, in librdkafka's names. `max.in.flight` is 5, not the seed's 1:
 # with the idempotent producer librdkafka keeps per-partition order for up to 5 in-flight
@@ -67,35 +80,45 @@ _SECRET_KEYS = frozenset({"sasl.password", "ssl.key.password"})
 
 
 class KafkaConnection(BaseModel):
-    """Where and how to reach the cluster; secrets are masked in repr and str."""
+    """Where and how to reach the cluster; secrets are masked in repr and str.
+
+    The one description of a Kafka connection: ``Settings.kafka`` reads it from the ``YS_KAFKA_*``
+    variables, ``KafkaResource`` holds it as Dagster config, workers and the CLI make their
+    clients from it.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    bootstrap_servers: str
-    client_id: str = "ys-platform"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    bootstrap_servers: str = Field(
+        default=f"{LOOPBACK}:9092",
+        description="Comma-separated host:port list of Kafka brokers. Unset in the environment: "
+        "the local stack's first broker (YS_LOCAL_KAFKA_PORT).",
+    )
+    client_id: str = Field(default="ys-platform", min_length=1, description="client.id.")
+    security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
     sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: Path | None = None
+    sasl_password: SecretStr | None = Field(default=None, description="Secret; never logged.")
+    ssl_ca_location: Path | None = Field(default=None, description="CA bundle for TLS.")
     ssl_certificate_location: Path | None = None
     ssl_key_location: Path | None = None
-    ssl_key_password: SecretStr | None = None
+    ssl_key_password: SecretStr | None = Field(default=None, description="Secret; never logged.")
 
+    @field_validator("bootstrap_servers")
     @classmethod
-    def from_settings(cls, settings: Settings) -> KafkaConnection:
-        return cls(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            client_id=settings.kafka_client_id,
-            security_protocol=settings.kafka_security_protocol,
-            sasl_mechanism=settings.kafka_sasl_mechanism,
-            sasl_username=settings.kafka_sasl_username,
-            sasl_password=settings.kafka_sasl_password,
-            ssl_ca_location=settings.kafka_ssl_ca_location,
-            ssl_certificate_location=settings.kafka_ssl_certificate_location,
-            ssl_key_location=settings.kafka_ssl_key_location,
-            ssl_key_password=settings.kafka_ssl_key_password,
-        )
+    def _check_bootstrap(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("needs at least one host:port")
+        for server in servers:
+            match = _HOST_PORT.match(server)
+            if not match or not 0 < int(match.group(2)) < 65536:
+                raise ValueError(f"{server!r} is not host:port")
+        return ",".join(servers)
 
     def config(self) -> dict[str, Any]:
         """The librdkafka connection properties, secrets included: hand to a client, never log."""
@@ -127,14 +150,56 @@ class KafkaConnection(BaseModel):
     def consumer_config(self, group_id: str, **overrides: Any) -> dict[str, Any]:
         return {**self.config(), **CONSUMER_DEFAULTS, "group.id": group_id, **_dotted(overrides)}
 
+    # Every client logs through Python logging (see kafka_logging); an override may replace it.
     def producer(self, **overrides: Any) -> Producer:
-        return Producer(self.producer_config(**overrides))
+        return Producer({"logger": CLIENT_LOGGER, **self.producer_config(**overrides)})
 
     def consumer(self, group_id: str, **overrides: Any) -> Consumer:
-        return Consumer(self.consumer_config(group_id, **overrides))
+        return Consumer({"logger": CLIENT_LOGGER, **self.consumer_config(group_id, **overrides)})
 
     def admin(self, **overrides: Any) -> AdminClient:
-        return AdminClient({**self.config(), **_dotted(overrides)})
+        return AdminClient({"logger": CLIENT_LOGGER, **self.config(), **_dotted(overrides)})
+
+
+class KafkaUnreachableError(ConnectionError):
+    """No broker of the bootstrap list answers; the message names them and what to do."""
+
+
+# Measured here: the local broker answers the first metadata request in ~60 ms, and librdkafka
+# reports a refused port or an unknown host within the first 0.25 s step. The rest of the 10 s is
+# for a remote cluster's TLS and SASL handshakes on a slow network, where only time tells.
+REACH_TIMEOUT_S = 10.0
+_REACH_STEP_S = 0.25
+
+
+def check_reachable(connection: KafkaConnection, timeout_s: float = REACH_TIMEOUT_S) -> int:
+    """Return the broker count once the cluster answers a metadata request.
+
+    Raises :class:`KafkaUnreachableError` when none answers within ``timeout_s``, or as soon as
+    librdkafka reports every bootstrap broker down (connection refused, unknown host), so that a
+    command pointed at nothing says so in a sentence instead of waiting out its own timeouts.
+    """
+    errors: list[KafkaError] = []
+    # librdkafka's own log stays quiet here: the errors reach error_cb and the one sentence.
+    admin = AdminClient(
+        {**connection.config(), "logger": CLIENT_LOGGER, "log_level": 0, "error_cb": errors.append}
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        step = max(min(_REACH_STEP_S, deadline - time.monotonic()), 0.01)
+        try:
+            return len(admin.list_topics(timeout=step).brokers)
+        except KafkaException as exc:
+            last: KafkaError = exc.args[0]
+        admin.poll(0)  # serves error_cb
+        all_down = any(e.code() == KafkaError._ALL_BROKERS_DOWN for e in errors)
+        if all_down or time.monotonic() >= deadline:
+            reasons = [e.str() for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
+            raise KafkaUnreachableError(
+                f"Cannot reach Kafka at {connection.bootstrap_servers}: "
+                f"{(reasons or [last.str()])[0]}. Start the local stack (`ys-platform local up`) "
+                "or set YS_KAFKA_BOOTSTRAP_SERVERS to the brokers of a running cluster."
+            )
 
 
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:

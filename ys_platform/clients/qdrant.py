@@ -10,15 +10,41 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Literal, Protocol
 
 from pydantic import SecretStr
 from qdrant_client import QdrantClient
 
 from ys_platform.clients.locks import StoreLockedError, open_when_unlocked
 
-__all__ = ["StoreLockedError", "open_qdrant"]
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT_S",
+    "QdrantClientFactory",
+    "StoreKind",
+    "StoreLockedError",
+    "client_factory",
+    "open_qdrant",
+    "store_kind",
+]
+
+# As for chDB (clients/clickhouse.py): readers hold the directory briefly, 30 s outlasts them.
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+
+StoreKind = Literal["server", "memory", "disk"]
+
+
+class QdrantClientFactory(Protocol):
+    """Opens a client for one unit of work: ``with factory() as client: ...``.
+
+    ``QdrantResource.get_client`` is one (with the resource's lock timeout); the command line
+    builds one with :func:`client_factory`.
+    """
+
+    def __call__(self) -> AbstractContextManager[QdrantClient]: ...
+
 
 _LOCKED_TEXT = "is already accessed by another instance of Qdrant client"
 _MEMORY = ":memory:"
@@ -58,7 +84,7 @@ def open_qdrant(
     path: str | Path | None = None,
     api_key: str | SecretStr | None = None,
     *,
-    lock_timeout_s: float = 30.0,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
 ) -> Iterator[QdrantClient]:
     """A Qdrant client for one unit of work, closed (and its lock released) when the block exits.
 
@@ -84,3 +110,23 @@ def open_qdrant(
         yield client
     finally:
         client.close()
+
+
+def client_factory(
+    url: str | None = None,
+    path: str | Path | None = None,
+    api_key: str | SecretStr | None = None,
+    *,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+) -> QdrantClientFactory:
+    """A :class:`QdrantClientFactory` of :func:`open_qdrant`, outside Dagster."""
+    return partial(open_qdrant, url=url, path=path, api_key=api_key, lock_timeout_s=lock_timeout_s)
+
+
+def store_kind(client: QdrantClient) -> StoreKind:
+    """Where ``client`` keeps its points: a Qdrant server, memory, or local mode on disk."""
+    # init_options: the constructor's arguments, a public property of qdrant-client.
+    options = client.init_options
+    if options.get("location") == _MEMORY:
+        return "memory"
+    return "disk" if options.get("path") is not None else "server"

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+# Host names that mean "this machine".
+LOCAL_HOSTS = (LOOPBACK, "localhost")
 
 # Controllers listen this far above their broker: 9092 -> 9192 (the layout Settings documents).
 CONTROLLER_PORT_OFFSET = 100
@@ -51,6 +53,16 @@ def kafka_nodes(base_port: int, brokers: int) -> list[KafkaNode]:
 
 def bootstrap_servers(base_port: int, brokers: int) -> str:
     return ",".join(node.address for node in kafka_nodes(base_port, brokers))
+
+
+def reaches_nodes(bootstrap: str, nodes: list[KafkaNode]) -> bool:
+    """Whether every host:port of a bootstrap list is a listener of ``nodes`` on this machine."""
+    listeners = {node.broker_port for node in nodes}
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if host not in LOCAL_HOSTS or not port.isdigit() or int(port) not in listeners:
+            return False
+    return True
 
 
 def replication_factor(brokers: int) -> int:

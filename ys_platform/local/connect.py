@@ -1,7 +1,8 @@
 """Kafka Connect: one distributed worker with the Debezium PostgreSQL connector on its plugin path.
 
 The worker's classpath and the plugin folder come from Maven Central through
-deployments/local/connect-pom.xml and are cached in ~/.cache/ys-platform, keyed by the pom's hash.
+deployments/local/connect-pom.xml (package data) and are cached in ~/.cache/ys-platform, keyed by
+the pom's hash.
 The worker keeps no state of its own: connector configs, source offsets and statuses live in the
 ys-connect-* topics of the local Kafka, so `down` and `up` lose nothing.
 """
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 from ys_platform.local import kafka, procs
 from ys_platform.local.config import (
-    LOOPBACK,
+    LOCAL_HOSTS,
     bootstrap_servers,
     connect_worker_properties,
 )
@@ -31,11 +32,12 @@ from ys_platform.local.state import (
     read_pid,
     write_pid,
 )
+from ys_platform.package_files import LOCAL_DEPLOYMENT_DIR
 from ys_platform.settings import Settings
 
 NAME = "connect"
 
-CONNECT_POM = kafka.DEPLOYMENTS / "connect-pom.xml"
+CONNECT_POM = LOCAL_DEPLOYMENT_DIR / "connect-pom.xml"
 # The brokers' log4j2 file: one rolling file named by -Dys.log.file, nothing on the console.
 LOG4J2_CONFIG = kafka.LOG4J2_CONFIG
 
@@ -46,9 +48,9 @@ DEBEZIUM_POSTGRES_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
 # One directory per plugin below the plugin path: Connect gives each its own class loader.
 DEBEZIUM_POSTGRES_DIR = "debezium-postgres-" + DEBEZIUM_VERSION.removesuffix(".Final")
 
-# Host names that mean "this machine": a worker the stack runs itself. Any other host in
-# YS_CONNECT_URL is an external Connect cluster, which `up` only checks.
-LOCAL_HOSTS = (LOOPBACK, "localhost")
+# A YS_CONNECT_URL on one of config.LOCAL_HOSTS is a worker the stack runs itself, listening
+# on that URL's port (so clients and worker cannot disagree); any other host is an external
+# Connect cluster, which `up` only checks.
 
 # connect-distributed.sh gives 2 GiB. An idle worker uses well under 100 MiB of heap, and a
 # Debezium task buffers at most max.queue.size (8192) change events of a development database;
@@ -101,7 +103,7 @@ def _cache_dir() -> Path:
 def _pom_digest() -> str:
     if not CONNECT_POM.exists():
         raise LocalStackError(
-            f"{CONNECT_POM} is missing: run the local stack from a checkout of the repository."
+            f"{CONNECT_POM} is missing from the installed package: reinstall ys-platform."
         )
     return hashlib.sha256(CONNECT_POM.read_bytes()).hexdigest()[:16]
 

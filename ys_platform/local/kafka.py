@@ -18,6 +18,7 @@ from ys_platform.local.config import (
     CONTROLLER_PORT_OFFSET,
     KafkaNode,
     kafka_nodes,
+    reaches_nodes,
     server_properties,
 )
 from ys_platform.local.state import (
@@ -30,15 +31,15 @@ from ys_platform.local.state import (
     read_pid,
     write_cluster,
 )
+from ys_platform.package_files import LOCAL_DEPLOYMENT_DIR
 from ys_platform.settings import Settings
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import ClusterMetadata
 
-# The pom and log4j2 config live in the repository (an editable install), not in the package.
-DEPLOYMENTS = Path(__file__).parents[2] / "deployments" / "local"
-POM = DEPLOYMENTS / "pom.xml"
-LOG4J2_CONFIG = DEPLOYMENTS / "log4j2.properties"
+# Package data: the repository's deployments/local/, shipped in the wheel (see package_files).
+POM = LOCAL_DEPLOYMENT_DIR / "pom.xml"
+LOG4J2_CONFIG = LOCAL_DEPLOYMENT_DIR / "log4j2.properties"
 
 # Kafka 4 brokers need Java 17 or newer.
 MIN_JAVA = 17
@@ -108,7 +109,7 @@ def classpath() -> str:
 def _maven_classpath() -> str:
     if not POM.exists():
         raise LocalStackError(
-            f"{POM} is missing: run the local stack from a checkout of the repository, "
+            f"{POM} is missing from the installed package: reinstall ys-platform, "
             "or set KAFKA_HOME to a Kafka installation."
         )
     # Keyed by the pom's content, so editing the pom (a version bump) resolves again.
@@ -263,10 +264,30 @@ def _resolve_brokers(layout: Layout, cluster: KafkaCluster | None, brokers: int 
     )
 
 
+def check_clients_reach(settings: Settings, cluster_nodes: list[KafkaNode]) -> None:
+    """Refuse a stack the clients would not use: YS_KAFKA_BOOTSTRAP_SERVERS and
+    YS_LOCAL_KAFKA_PORT both set, naming different brokers. (With only the port set the clients
+    follow it; with only the servers set they name a cluster of their own.)"""
+    bootstrap = settings.kafka_bootstrap_servers
+    if (
+        settings.kafka_bootstrap_given
+        and settings.local_kafka_port_given
+        and not reaches_nodes(bootstrap, cluster_nodes)
+    ):
+        local = ",".join(node.address for node in cluster_nodes)
+        raise LocalStackError(
+            f"YS_KAFKA_BOOTSTRAP_SERVERS={bootstrap} and YS_LOCAL_KAFKA_PORT="
+            f"{settings.local_kafka_port} disagree: the local brokers would listen on {local}, "
+            "but the clients would connect elsewhere. Unset YS_KAFKA_BOOTSTRAP_SERVERS (the "
+            f"clients then follow YS_LOCAL_KAFKA_PORT) or set it to {local}."
+        )
+
+
 def up(settings: Settings, layout: Layout, brokers: int | None) -> list[ServiceStatus]:
     cluster = read_cluster(layout)
     count = _resolve_brokers(layout, cluster, brokers)
     cluster_nodes = nodes(settings, count)
+    check_clients_reach(settings, cluster_nodes)
     to_start = [n for n in cluster_nodes if running_pid(layout, n.node_id) is None]
     if to_start:
         java, cp = java_binary(), classpath()

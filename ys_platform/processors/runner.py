@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 
-from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.processors.registry import build_processor
 from ys_platform.settings import Settings
 from ys_platform.streaming.metrics import WorkerMetrics
@@ -26,8 +25,6 @@ def run_processor(
     """Process until ``stop`` is set, SIGTERM/SIGINT arrives (main thread only) or the input
     stays idle for ``max_idle_s``; the batch in hand is committed before returning."""
     stop = stop or threading.Event()
-    worker = TransactionalWorker(
-        KafkaConnection.from_settings(settings), build_processor(name), config, on_progress
-    )
+    worker = TransactionalWorker(settings.kafka, build_processor(name), config, on_progress)
     with stop_on_signals(stop, worker.group_id):
         return worker.run(stop, max_idle_s=max_idle_s)

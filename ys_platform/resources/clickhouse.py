@@ -9,7 +9,7 @@ import dagster as dg
 from clickhouse_connect.driver.client import Client
 from pydantic import Field
 
-from ys_platform.clients.clickhouse import open_clickhouse
+from ys_platform.clients.clickhouse import DEFAULT_LOCK_TIMEOUT_S, is_exclusive, open_clickhouse
 
 
 class ClickHouseResource(dg.ConfigurableResource):
@@ -27,13 +27,19 @@ class ClickHouseResource(dg.ConfigurableResource):
         default=None, description="Server password (http(s) only); bind with dg.EnvVar."
     )
     lock_timeout_s: float = Field(
-        default=30.0,
+        default=DEFAULT_LOCK_TIMEOUT_S,
         ge=0,
         description="Seconds to wait while another process holds the chDB path (0: fail at once).",
     )
 
+    @property
+    def exclusive(self) -> bool:
+        """Whether a client keeps every other process out (chDB on a path)."""
+        return is_exclusive(self.dsn)
+
     @contextmanager
     def get_client(self, *, database: str | None = None) -> Iterator[Client]:
+        """A client for one unit of work (a ``ClickHouseClientFactory``), closed on exit."""
         with open_clickhouse(
             self.dsn, self.password, lock_timeout_s=self.lock_timeout_s, database=database
         ) as client:

@@ -9,7 +9,7 @@ import dagster as dg
 from pydantic import Field, model_validator
 from qdrant_client import QdrantClient
 
-from ys_platform.clients.qdrant import open_qdrant
+from ys_platform.clients.qdrant import DEFAULT_LOCK_TIMEOUT_S, open_qdrant
 
 
 class QdrantResource(dg.ConfigurableResource):
@@ -25,7 +25,7 @@ class QdrantResource(dg.ConfigurableResource):
         default=None, description="Server API key; bind with dg.EnvVar. Ignored in local mode."
     )
     lock_timeout_s: float = Field(
-        default=30.0,
+        default=DEFAULT_LOCK_TIMEOUT_S,
         ge=0,
         description="Seconds to wait while another client holds the local directory (0: fail at "
         "once).",

@@ -42,7 +42,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -60,11 +59,13 @@ from ys_platform.catalog.tables import (
     table_spec,
 )
 from ys_platform.catalog.topics import ConsumerGroupSpec, consumer_group
-from ys_platform.clients.clickhouse import chdb_path, open_clickhouse
+from ys_platform.clients.clickhouse import ClickHouseClientFactory
+from ys_platform.package_files import CONNECTORS_DIR
 from ys_platform.streaming.app import PartitionBatch, TopicPartitionId
 
 __all__ = [
     "DEFAULT_MAPPING_PATH",
+    "MAPPING_FILE",
     "ClickHouseSink",
     "ClickHouseSinkMapping",
     "PartitionPlan",
@@ -79,7 +80,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAPPING_PATH = Path(__file__).resolve().parents[2] / "connectors" / "clickhouse-sink.json"
+MAPPING_FILE = "clickhouse-sink.json"
+"""The mapping's file name in the connectors folder (``Settings.connectors_dir``)."""
+DEFAULT_MAPPING_PATH = CONNECTORS_DIR / MAPPING_FILE
 
 # Largest batch one flush may hold: 10 M records is ~3 GiB of decoded models, beyond any sane
 # setting on the machines this runs on.
@@ -438,6 +441,8 @@ class _Partition:
 class ClickHouseSink:
     """Writes topic partitions into their tables exactly once (see the module docstring).
 
+    ``clients`` opens the sink's client (``ClickHouseResource.get_client`` in Dagster, so the
+    resource's lock timeout applies; ``clients.clickhouse.client_factory`` elsewhere).
     ``namespace`` is the prefix of the physical topics (as in ``WorkerConfig.namespace``); the
     tables get it too, made a valid identifier (``t1a2b.`` → ``t1a2b_``), so that tests and
     replays sharing one ClickHouse do not meet.
@@ -445,15 +450,13 @@ class ClickHouseSink:
 
     def __init__(
         self,
-        dsn: str,
+        clients: ClickHouseClientFactory,
         mapping: ClickHouseSinkMapping | None = None,
         namespace: str = "",
         *,
-        password: str | None = None,
-        lock_timeout_s: float = 120.0,
         share_every_s: float | None = None,
     ) -> None:
-        self.dsn = dsn
+        self.clients = clients
         self.mapping = mapping or load_mapping()
         self.tables = self.mapping.tables()
         group = self.mapping.consumer_group
@@ -461,11 +464,9 @@ class ClickHouseSink:
         self.group = replace(group, inputs=tuple(t for t in group.inputs if t in self.tables))
         self.namespace = namespace
         self.table_prefix = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in namespace)
-        self.password = password
-        self.lock_timeout_s = lock_timeout_s
-        # Only a chDB path is exclusive to one process; a server is shared anyway.
-        is_chdb = urlsplit(dsn).scheme == "chdb" and chdb_path(dsn) is not None
-        self.share_every_s = share_every_s if is_chdb else None
+        # Give it only for a store one process holds at a time (clients.clickhouse.is_exclusive):
+        # a server is shared anyway.
+        self.share_every_s = share_every_s
         self._client_cm: AbstractContextManager[Client] | None = None
         self._client: Client | None = None
         self._opened_at = 0.0
@@ -525,9 +526,8 @@ class ClickHouseSink:
             # A chDB session used from two threads has been measured inserting the wrong rows.
             raise RuntimeError("ClickHouseSink must be used from the thread that opened it")
         if self._client is None:
-            self._client_cm = open_clickhouse(
-                self.dsn, self.password, lock_timeout_s=self.lock_timeout_s
-            )
+            # The factory waits (bounded by its lock timeout) while another process holds chDB.
+            self._client_cm = self.clients()
             self._client = self._client_cm.__enter__()
             self._opened_at = time.monotonic()
         return self._client

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.streaming.metrics import WorkerMetrics
 from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker, WorkerStopped, run_sink
 
@@ -44,8 +43,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m ys_platform.sinks.runtime clickhouse ...``; prints a JSON summary."""
+    from ys_platform.clients.clickhouse import client_factory, is_exclusive
     from ys_platform.settings import SettingsError, load_settings
     from ys_platform.sinks.clickhouse import (
+        MAPPING_FILE,
         ClickHouseSink,
         SinkConfigError,
         SinkRangeError,
@@ -57,19 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         settings = load_settings()
-        mapping = load_mapping(args.mapping)
+        mapping = load_mapping(args.mapping or settings.connectors_dir / MAPPING_FILE)
     except (SettingsError, SinkConfigError) as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
-    password = (
-        settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
-    )
+    dsn = args.dsn or settings.clickhouse_dsn
     sink = ClickHouseSink(
-        args.dsn or settings.clickhouse_dsn,
+        client_factory(dsn, settings.clickhouse_password),
         mapping,
         args.namespace,
-        password=password,
-        share_every_s=args.share_every or None,
+        share_every_s=(args.share_every or None) if is_exclusive(dsn) else None,
     )
     config = replace(
         SinkConfig(
@@ -86,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def report(metrics: WorkerMetrics) -> None:
         print(json.dumps({"group": metrics.group_id, **metrics.summary()}), file=sys.stderr)
 
-    worker = SinkWorker(KafkaConnection.from_settings(settings), sink, config, report)
+    worker = SinkWorker(settings.kafka, sink, config, report)
     try:
         metrics = run_sink(worker, max_idle_s=args.max_idle)
     except (WorkerStopped, SinkRangeError, SinkTableError) as exc:

@@ -63,12 +63,14 @@ from qdrant_client import QdrantClient, models
 from ys_platform.catalog.codec import key_of
 from ys_platform.catalog.models import MODELS, Message
 from ys_platform.catalog.topics import ConsumerGroupSpec, consumer_group
-from ys_platform.clients.qdrant import open_qdrant
+from ys_platform.clients.qdrant import QdrantClientFactory, StoreKind, store_kind
 from ys_platform.embeddings.model import DIMENSION, shared_embedder
+from ys_platform.package_files import CONNECTORS_DIR
 from ys_platform.streaming.app import PartitionBatch, TopicPartitionId
 
 __all__ = [
     "DEFAULT_MAPPING_PATH",
+    "MAPPING_FILE",
     "META_FIELDS",
     "POINT_NAMESPACE",
     "CollectionMapping",
@@ -86,7 +88,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAPPING_PATH = Path(__file__).resolve().parents[2] / "connectors" / "vector-sink.json"
+MAPPING_FILE = "vector-sink.json"
+"""The mapping's file name in the connectors folder (``Settings.connectors_dir``)."""
+DEFAULT_MAPPING_PATH = CONNECTORS_DIR / MAPPING_FILE
 
 POINT_NAMESPACE = uuid.UUID("5b0f9c1e-7a43-5d2e-9a51-0c7d8e2f4b6a")
 """The uuid5 namespace of point ids: fixed forever, since changing it would orphan every point
@@ -370,56 +374,48 @@ class _Point:
 class VectorSink:
     """Embeds records of the mapped topics and upserts them into Qdrant (see the module doc).
 
-    ``location`` is a Qdrant server URL (``http(s)://...``; ``api_key`` is sent with it) or a
-    local-mode directory (``":memory:"`` for a private in-memory store). ``namespace`` is the
-    prefix of the physical topics (as in ``SinkConfig.namespace``); collections get it too, made
-    a valid name, so tests sharing one store do not meet.
+    ``clients`` opens the sink's Qdrant client (``QdrantResource.get_client`` in Dagster, so the
+    resource's lock timeout applies; ``clients.qdrant.client_factory`` elsewhere): a server, or
+    local mode in a directory or in memory. ``namespace`` is the prefix of the physical topics
+    (as in ``SinkConfig.namespace``); collections get it too, made a valid name, so tests sharing
+    one store do not meet.
     """
 
     def __init__(
         self,
-        location: str | Path,
+        clients: QdrantClientFactory,
         mapping: VectorSinkMapping | None = None,
         embedder: TextEmbedder | None = None,
         namespace: str = "",
         *,
-        api_key: str | None = None,
-        lock_timeout_s: float = 30.0,
         chunk_size: int = DEFAULT_CHUNK,
         durable_batches: bool = True,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-        self.location = str(location)
+        self.clients = clients
         self.mapping = mapping or load_mapping()
         self.embedder: TextEmbedder = embedder or shared_embedder()
         self.group = self.mapping.consumer_group
         self.namespace = namespace
         self.prefix = collection_prefix(namespace)
-        self.api_key = api_key
-        self.lock_timeout_s = lock_timeout_s
         self.chunk_size = chunk_size
         self.durable_batches = durable_batches
         self._sqlite: dict[str, sqlite3.Connection] = {}
         self._stack: ExitStack | None = None
         self._client: QdrantClient | None = None
+        self._store: StoreKind | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._thread: int | None = None
         self.upserted = 0
         self.deleted = 0
 
     @property
-    def is_server(self) -> bool:
-        return self.location.startswith(("http://", "https://"))
-
-    @property
     def commit_mode(self) -> str:
-        """How local-mode writes reach the disk: ``per-write`` (one fsync per write, see the
-        module docstring), ``per-point`` (the client's default) or ``server``/``memory``."""
-        if self.is_server:
-            return "server"
-        if self.location == ":memory:":
-            return "memory"
+        """How writes reach the disk once open: ``per-write`` (one fsync per write, see the
+        module docstring), ``per-point`` (local mode's default) or ``server``/``memory``."""
+        if self._store in ("server", "memory"):
+            return self._store
         return "per-write" if self._sqlite else "per-point"
 
     def collection(self, topic_name: str) -> str:
@@ -437,15 +433,11 @@ class VectorSink:
             return
         stack = ExitStack()
         try:
-            if self.is_server:
-                client = stack.enter_context(open_qdrant(url=self.location, api_key=self.api_key))
-            else:
-                client = stack.enter_context(
-                    open_qdrant(path=self.location, lock_timeout_s=self.lock_timeout_s)
-                )
+            client = stack.enter_context(self.clients())
+            self._store = store_kind(client)
             for name in self.collections().values():
                 ensure_collection(client, name, self.embedder.dimension)
-            if self.durable_batches and self.commit_mode == "per-point":
+            if self.durable_batches and self._store == "disk":
                 self._sqlite = _batch_commits(client, list(self.collections().values()))
             # One helper thread: the embedder of the pipeline (see the module docstring).
             self._executor = stack.enter_context(

@@ -211,7 +211,7 @@ def run_simulation(
 
     if start_ms is None:
         start_ms = time.time_ns() // 1_000_000
-    connection = KafkaConnection.from_settings(settings)
+    connection = settings.kafka
     simulator = MarketSimulator(seed, symbols=symbols, users=users, start_ms=start_ms)
     counts: Counter[str] = Counter()
     with open_postgres(settings.postgres_conninfo()) if cdc else nullcontext() as conn:
