@@ -137,6 +137,10 @@ def _start(settings, namespace: str, *extra: str, stderr=subprocess.PIPE) -> sub
             namespace,
             "--batch-size",
             "500",
+            # The same replica each restart: its transactional id fences the killed one's open
+            # transaction at once (a standalone id of its own would leave it to time out).
+            "--instance",
+            "0",
             *extra,
         ],
         env=env,
