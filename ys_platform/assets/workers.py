@@ -12,7 +12,7 @@ the worker to stop, the worker commits, the step records the outputs, and then r
 interrupt on its own — Dagster's path for a terminated run, which ends it CANCELED. Dagster
 records such a step as interrupted (a STEP_FAILURE whose error source is INTERRUPT: 1.13 has no
 other event for a stopped step) and prints both that and the run's end with the stack where the
-interrupt was raised; :data:`worker_console_logger` prints them as one sentence each instead.
+interrupt was raised; :data:`worker_console_logger` prints them as one INFO line each instead.
 """
 
 import logging
@@ -205,6 +205,9 @@ class _InterruptsInOneLine(logging.Filter):
             head = str(record.msg).split("\n\n", 1)[0]
             record.msg = f"{head} (interrupted: the run was asked to stop)"
             record.args = ()
+            # A stop on request is no error to a reader of the console (the event log keeps
+            # Dagster's own level and the whole error).
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
         return True
 
 
