@@ -72,31 +72,33 @@ def stop_processor_runs(dagster_home: Path, timeout_s: float = RUN_STOP_TIMEOUT_
     from ys_platform.sensors.keepalive import IN_PROGRESS
 
     os.environ["DAGSTER_HOME"] = str(dagster_home)
+    deadline = time.monotonic() + timeout_s
+    asked: set[str] = set()
     with dg.DagsterInstance.get() as instance:
-        runs = [
-            r.dagster_run
-            for r in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS))
-            if WORKER_TAG in r.dagster_run.tags
-        ]
-        for run in runs:
-            try:
-                instance.run_coordinator.cancel_run(run.run_id)
-            except Exception as exc:  # one run that cannot be reached must not stop the others
-                print(f"could not stop run {run.run_id}: {exc}", file=sys.stderr)
-        deadline = time.monotonic() + timeout_s
-        pending = {run.run_id for run in runs}
-        while pending and time.monotonic() < deadline:
+        # In rounds: until Dagster stops, a keep-alive sensor may launch a run in the meantime.
+        while time.monotonic() < deadline:
+            active = [
+                r.dagster_run
+                for r in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+                if WORKER_TAG in r.dagster_run.tags
+            ]
+            if not active:
+                break
+            for run in active:
+                if run.run_id in asked:
+                    continue
+                asked.add(run.run_id)
+                try:
+                    instance.run_coordinator.cancel_run(run.run_id)
+                except Exception as exc:  # one run that cannot be reached must not stop the others
+                    print(f"could not stop run {run.run_id}: {exc}", file=sys.stderr)
             time.sleep(0.5)
-            pending = {
-                run_id
-                for run_id in pending
-                if not (instance.get_run_by_id(run_id) or run).is_finished
-            }
-        return len(runs) - len(pending)
+        runs = [instance.get_run_by_id(run_id) for run_id in asked]
+        return sum(1 for run in runs if run is None or run.is_finished)  # None: deleted meanwhile
 
 
 def _kill_session(session_id: int) -> None:
-    """SIGKILL whatever is left in the session `dagster dev` ran in (its code servers too)."""
+    """SIGKILL whatever is left in the session `dg dev` ran in (its code servers too)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
