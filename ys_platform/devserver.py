@@ -30,7 +30,9 @@ SIMULATOR_SEED = 7
 # How long running processors get to commit their batch when `make dev` stops.
 RUN_STOP_TIMEOUT_S = 30
 # How long Dagster gets to stop its webserver, daemon and code server before it is killed.
-SHUTDOWN_GRACE_S = 30
+# Dagster itself waits up to 60 s for each of its subprocesses; with five runs just ended on a
+# busy 2-core machine its shutdown took 10 s in one measurement and over 30 s in the next.
+SHUTDOWN_GRACE_S = 90
 
 _DAGSTER_YAML_MARK = "# Written by `ys-platform dev`"
 _DAGSTER_YAML = f"""\

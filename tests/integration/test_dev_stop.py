@@ -34,6 +34,7 @@ WORKER_JOBS = {worker_job_name(g.group_id) for g in CONSUMER_GROUPS}
 UI_TIMEOUT_S = 180
 # The sensors tick every 15 s and five runs start on two cores: ~90 s measured on a busy machine.
 RUNS_TIMEOUT_S = 360
+# The dev server's own bounds: 30 s for the runs to stop, 90 s for Dagster to shut down.
 STOP_TIMEOUT_S = 150
 
 RUNS_QUERY = """

@@ -135,7 +135,8 @@ def run_worker_in_dagster(
                     stop_requested_at = now
                 if stop_requested_at is not None and now - stop_requested_at > STOP_GRACE_S:
                     context.log.warning(
-                        f"{worker.group_id} did not stop within {STOP_GRACE_S:.0f} s; leaving it"
+                        f"{worker.group_id} did not finish its commit within "
+                        f"{STOP_GRACE_S:.0f} s of the stop request: ending the run without it"
                     )
                     break
                 if now - last_beat >= HEARTBEAT_EVERY_S:
@@ -163,13 +164,15 @@ def run_worker_in_dagster(
         raise failure[0]
     if worker.metrics.consumed != materialized_at:
         _record_outputs(context, worker, outputs)
+    # Dagster's own signal for a terminated step: the run ends CANCELED (FAILURE only if nobody
+    # asked to terminate it, as for any unexpected interrupt).
+    if thread.is_alive():  # given up on (warned above)
+        raise dg.DagsterExecutionInterruptedError()
     if stop.is_set() and not sensor_stopped:
         context.log.info(
-            f"{worker.group_id} stopped on request after committing "
-            f"{worker.metrics.consumed} consumed record(s)"
+            f"{worker.group_id} stopped on request after committing what it held "
+            f"({worker.metrics.consumed} records consumed in this run)"
         )
-        # Dagster's own signal for a terminated step: the run ends CANCELED (FAILURE only if
-        # nobody asked to terminate it, as for any unexpected interrupt).
         raise dg.DagsterExecutionInterruptedError()
     return dg.MaterializeResult(
         metadata={k: v for k, v in worker.metrics.summary().items() if v is not None}
