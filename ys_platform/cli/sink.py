@@ -12,6 +12,8 @@ from ys_platform.cli.core import ExitCode, log_to_stderr, print_summary, with_se
 from ys_platform.settings import Settings
 
 if TYPE_CHECKING:
+    from ys_platform.sinks.clickhouse import ClickHouseSink
+    from ys_platform.sinks.runtime import SinkWorker
     from ys_platform.streaming.metrics import WorkerMetrics
 
 # chDB allows one process per path: a standalone sink gives the path up after a flush once it
@@ -71,7 +73,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
     return ExitCode.OK
 
 
-def _clickhouse_worker(args: argparse.Namespace, settings: Settings):  # -> (SinkWorker, sink)
+def _clickhouse_worker(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[SinkWorker, ClickHouseSink]:
     """The ClickHouse sink and its worker from the options; the mapping's batching by default."""
     from ys_platform.clients.kafka import KafkaConnection
     from ys_platform.sinks.clickhouse import ClickHouseSink, load_mapping
