@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 prereqs:
 	@bash deployments/local/prereqs.sh
 
-## dev: local Kafka, Connect and PostgreSQL, topics and CDC applied, simulator, then `dagster dev` on http://127.0.0.1:3000
+# The Dagster UI's port: `make dev PORT=3300`.
+PORT ?= 3000
+
+## dev: local Kafka, Connect and PostgreSQL, topics and CDC applied, simulator, then Dagster (`dg dev`) on http://127.0.0.1:$(PORT)
 dev: install prereqs
-	$(BIN)/ys-platform dev
+	$(BIN)/ys-platform dev --port $(PORT)
 
 ## test: install, start the services the tests need, run the whole suite
 test: install prereqs

@@ -14,6 +14,7 @@ from ys_platform.assets.postgres import postgres_tables
 from ys_platform.assets.processors import PROCESSOR_GROUPS, processor_assets, processor_jobs
 from ys_platform.assets.topics import build_topic_assets
 from ys_platform.assets.vector_sink import vector_sink_definitions
+from ys_platform.assets.workers import worker_console_logger
 from ys_platform.resources.bindings import bind_resources
 from ys_platform.sensors.connectors import build_connector_health_sensor
 from ys_platform.sensors.keepalive import build_keepalive_sensors
@@ -52,4 +53,5 @@ def defs() -> dg.Definitions:
             build_connector_health_sensor(connectors.files),
         ],
         resources=bind_resources(settings),
+        loggers={"console": worker_console_logger},
     )

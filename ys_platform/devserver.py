@@ -1,9 +1,11 @@
-"""`make dev`: the local stack, the topics, then `dagster dev` in the foreground.
+"""`make dev`: the local stack, the topics, then Dagster's dev server (`dg dev`) in the foreground.
 
-`dagster dev` runs in its own session so that a terminal's Ctrl-C reaches only this process,
-which forwards one SIGTERM and waits: Dagster then stops its webserver and daemon cleanly.
-Signals are reset to their defaults in the child because a shell that starts us in the background
-makes SIGINT ignored, and an ignored SIGINT leaves `dagster dev` ignoring SIGTERM too.
+`dg dev` (Dagster 1.13's successor of the superseded `dagster dev`) runs in its own session so
+that a terminal's Ctrl-C reaches only this process, which stops the processor and sink runs first
+(each commits what it holds and ends CANCELED), then forwards one SIGTERM and waits: Dagster then
+stops its webserver, daemon and code server cleanly. Signals are reset to their defaults in the
+child because a shell that starts us in the background makes SIGINT ignored, and an ignored
+SIGINT leaves Dagster ignoring SIGTERM too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from ys_platform.cli.core import CommandError, ExitCode
 from ys_platform.settings import Settings
 
 # A gentle stream: enough that every processor has live output in the UI, little enough that the
@@ -28,12 +31,19 @@ SIMULATOR_SEED = 7
 # How long running processors get to commit their batch when `make dev` stops.
 RUN_STOP_TIMEOUT_S = 30
 # How long Dagster gets to stop its webserver, daemon and code server before it is killed.
-SHUTDOWN_GRACE_S = 30
+# Dagster itself waits up to 60 s for each of its subprocesses; with five runs just ended on a
+# busy 2-core machine its shutdown took 10 s in one measurement and over 30 s in the next.
+SHUTDOWN_GRACE_S = 90
 
-_DAGSTER_YAML = """\
-# Written by `ys-platform dev`: local SQLite storage in this folder, no telemetry.
+_DAGSTER_YAML_MARK = "# Written by `ys-platform dev`"
+_DAGSTER_YAML = f"""\
+{_DAGSTER_YAML_MARK}: local SQLite storage in this folder, no telemetry.
 telemetry:
   enabled: false
+# The run workers print their events at INFO, not Dagster's default DEBUG (every resource
+# init and materialization of five long-running runs would scroll the terminal).
+python_logs:
+  python_log_level: INFO
 """
 
 
@@ -42,11 +52,11 @@ def _reset_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def prepare_dagster_home(settings: Settings) -> Path:
-    home = settings.dagster_home
+def prepare_dagster_home(home: Path) -> Path:
+    """Create the instance folder; its dagster.yaml is ours unless someone wrote their own."""
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    if not config.exists() or config.read_text().startswith(_DAGSTER_YAML_MARK):
         config.write_text(_DAGSTER_YAML)
     return home
 
@@ -64,31 +74,33 @@ def stop_processor_runs(dagster_home: Path, timeout_s: float = RUN_STOP_TIMEOUT_
     from ys_platform.sensors.keepalive import IN_PROGRESS
 
     os.environ["DAGSTER_HOME"] = str(dagster_home)
+    deadline = time.monotonic() + timeout_s
+    asked: set[str] = set()
     with dg.DagsterInstance.get() as instance:
-        runs = [
-            r.dagster_run
-            for r in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS))
-            if WORKER_TAG in r.dagster_run.tags
-        ]
-        for run in runs:
-            try:
-                instance.run_coordinator.cancel_run(run.run_id)
-            except Exception as exc:  # one run that cannot be reached must not stop the others
-                print(f"could not stop run {run.run_id}: {exc}", file=sys.stderr)
-        deadline = time.monotonic() + timeout_s
-        pending = {run.run_id for run in runs}
-        while pending and time.monotonic() < deadline:
+        # In rounds: until Dagster stops, a keep-alive sensor may launch a run in the meantime.
+        while time.monotonic() < deadline:
+            active = [
+                r.dagster_run
+                for r in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+                if WORKER_TAG in r.dagster_run.tags
+            ]
+            if not active:
+                break
+            for run in active:
+                if run.run_id in asked:
+                    continue
+                asked.add(run.run_id)
+                try:
+                    instance.run_coordinator.cancel_run(run.run_id)
+                except Exception as exc:  # one run that cannot be reached must not stop the others
+                    print(f"could not stop run {run.run_id}: {exc}", file=sys.stderr)
             time.sleep(0.5)
-            pending = {
-                run_id
-                for run_id in pending
-                if not (instance.get_run_by_id(run_id) or run).is_finished
-            }
-        return len(runs) - len(pending)
+        runs = [instance.get_run_by_id(run_id) for run_id in asked]
+        return sum(1 for run in runs if run is None or run.is_finished)  # None: deleted meanwhile
 
 
 def _kill_session(session_id: int) -> None:
-    """SIGKILL whatever is left in the session `dagster dev` ran in (its code servers too)."""
+    """SIGKILL whatever is left in the session `dg dev` ran in (its code servers too)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -106,10 +118,11 @@ def _prepare_cdc(settings: Settings) -> bool:
     CDC runs."""
     import argparse
 
-    from ys_platform.cli_connect import connectors_apply, db_migrate
+    from ys_platform.cli import connectors, db
+    from ys_platform.cli.core import run
 
     no_args = argparse.Namespace(names=[])
-    if db_migrate(no_args, settings) or connectors_apply(no_args, settings):
+    if run(db.migrate, no_args, settings) or run(connectors.apply, no_args, settings):
         print(
             "CDC is not running: see above, then `ys-platform db migrate` and "
             "`ys-platform connectors apply`",
@@ -143,7 +156,10 @@ def run_dev(
     brokers: int | None = None,
     port: int = 3000,
     simulate_rate: float = SIMULATOR_RATE,
-) -> int:
+    dagster_home: Path | None = None,
+) -> ExitCode:
+    """Run the platform in the foreground until Ctrl-C/SIGTERM; ``dagster_home`` (default:
+    ``YS_HOME/dagster``) is Dagster's instance folder, the stack's state stays under ``YS_HOME``."""
     from ys_platform.catalog.topics import ALL_TOPICS
     from ys_platform.local.stack import up
     from ys_platform.local.state import LocalStackError
@@ -155,8 +171,7 @@ def run_dev(
         plans = plan_topics(admin, list(ALL_TOPICS))
         apply_plans(admin, plans)
     except (LocalStackError, TopicAdminError) as exc:
-        print(f"make dev could not start the platform: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(f"make dev could not start the platform: {exc}") from exc
     cdc = _prepare_cdc(settings)
     print(
         f"topics: {len(plans)} in the catalog, {sum(1 for p in plans if p.changes)} changed",
@@ -177,11 +192,11 @@ def run_dev(
             else "every topic straight into Kafka"
         )
         print(f"simulator: {simulate_rate:g} messages/s (seed {seed}): {where}", file=sys.stderr)
-    env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home(settings))}
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)]
-    command += ["-m", "ys_platform.definitions"]
-    print(f"dagster dev: http://127.0.0.1:{port} (Ctrl-C stops it)", file=sys.stderr)
+    home = prepare_dagster_home(dagster_home or settings.dagster_home)
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    command = [str(Path(sys.executable).with_name("dg")), "dev", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--module-name", "ys_platform.definitions"]
+    print(f"Dagster: http://127.0.0.1:{port} (Ctrl-C stops it)", file=sys.stderr)
     child = subprocess.Popen(command, env=env, preexec_fn=_reset_signals, start_new_session=True)
 
     stopping = threading.Event()
@@ -199,7 +214,7 @@ def run_dev(
             simulator[1].set()
         if child.poll() is None:
             print("stopping: processor and sink runs first, then Dagster", file=sys.stderr)
-            stopped = stop_processor_runs(settings.dagster_home)
+            stopped = stop_processor_runs(home)
             print(f"stopped {stopped} processor and sink run(s)", file=sys.stderr)
             child.send_signal(signal.SIGTERM)
             try:
@@ -211,8 +226,10 @@ def run_dev(
             simulator[0].join(10)
     code = child.wait()
     print(
-        "dagster dev stopped; the local stack keeps running (`ys-platform local down` stops it)",
+        "Dagster stopped; the local stack keeps running (`ys-platform local down` stops it)",
         file=sys.stderr,
     )
     # A clean stop on our own signal is success, not the child's -15.
-    return 0 if code in (0, -signal.SIGTERM, 128 + signal.SIGTERM) else code
+    if code == 0 or (stopping.is_set() and code in (-signal.SIGTERM, 128 + signal.SIGTERM)):
+        return ExitCode.OK
+    raise CommandError(f"Dagster exited with code {code}")

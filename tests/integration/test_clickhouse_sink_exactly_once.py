@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
@@ -43,14 +44,15 @@ KILLS = 4
 KILL_AFTER_S = (0.3, 3.0)  # after the incarnation's first flush: mid-batch, mid-insert
 BATCH_SIZE = "3000"  # small flushes: many BEFORE/AFTER transitions for a kill to land in
 FLUSH_INTERVAL_S = "0.3"
+CLI = Path(sys.executable).with_name("ys-platform")
 
 
 def _start(settings, namespace: str, dsn: str, *extra: str, stderr) -> subprocess.Popen:
     env = {**os.environ, "YS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}
     command = [
-        sys.executable,
-        "-m",
-        "ys_platform.sinks.runtime",
+        str(CLI),
+        "sink",
+        "run",
         "clickhouse",
         "--namespace",
         namespace,

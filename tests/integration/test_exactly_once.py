@@ -130,8 +130,8 @@ def _start(settings, namespace: str, *extra: str, stderr=subprocess.PIPE) -> sub
             namespace,
             "--batch-size",
             "500",
-            # Replica 0 each time: a supervisor restarting the same replica, whose restart fences
-            # the open transaction of the killed one (a standalone id would differ per process).
+            # The same replica each restart: its transactional id fences the killed one's open
+            # transaction at once (a standalone id of its own would leave it to time out).
             "--instance",
             "0",
             *extra,

@@ -4,17 +4,31 @@ A worker's asset runs for as long as its Dagster run lives: the worker consumes 
 while the step's thread keeps a heartbeat on the run (tags), records a materialization of the
 worker's outputs with offsets, throughput and lag at most every 30 s, and stops the worker —
 after it commits what it holds — when the run is terminated or the keep-alive sensor is stopped.
+
+Termination (the UI's, the sensor's, ``make dev`` stopping) reaches the step as SIGINT, which
+Dagster turns into a ``DagsterExecutionInterruptedError`` raised wherever the step happens to
+be. While the worker runs, the step takes SIGINT/SIGTERM itself instead: the signal only asks
+the worker to stop, the worker commits, the step records the outputs, and then raises the
+interrupt on its own — Dagster's path for a terminated run, which ends it CANCELED. Dagster
+records such a step as interrupted (a STEP_FAILURE whose error source is INTERRUPT: 1.13 has no
+other event for a stopped step) and prints both that and the run's end with the stack where the
+interrupt was raised; :data:`worker_console_logger` prints them as one INFO line each instead.
 """
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import dagster as dg
+from dagster._core.events import JobCanceledData
+from dagster._core.execution.plan.objects import StepFailureData
+from dagster._core.log_manager import get_log_record_metadata, has_log_record_metadata
 
 from ys_platform.catalog.topics import ConsumerGroupSpec
 from ys_platform.streaming.metrics import WorkerMetrics
+from ys_platform.streaming.signals import stop_on_signals
 
 WORKER_TAG = "ys/worker"
 HEARTBEAT_TAG = "ys/heartbeat"
@@ -28,6 +42,8 @@ HEARTBEAT_EVERY_S = 10.0
 SENSOR_CHECK_EVERY_S = 10.0
 # How long a terminated run's worker gets to commit what it holds and close.
 STOP_GRACE_S = 60.0
+# The errors of a stop on request: what their stack shows is only where the signal landed.
+_INTERRUPTS = frozenset({dg.DagsterExecutionInterruptedError.__name__, KeyboardInterrupt.__name__})
 
 
 class Worker(Protocol):
@@ -54,6 +70,9 @@ def worker_job(group: ConsumerGroupSpec, asset_key: dg.AssetKey):  # -> unresolv
         tags={WORKER_TAG: group.group_id},
         # One long-running step: in-process, so termination signals reach it directly.
         executor_def=dg.in_process_executor,
+        # Selects the code location's "console" logger (worker_console_logger); a run config
+        # that names only ops keeps this default.
+        config={"loggers": {"console": {}}},
         description=f"Keeps {group.group_id} running (launched by its keep-alive sensor).",
     )
 
@@ -88,7 +107,7 @@ def run_worker_in_dagster(
     max_idle_s: float | None,
 ) -> dg.MaterializeResult:
     """Drive ``worker`` for the life of the run; ``outputs`` pairs each output asset with the
-    physical thing it names (topic or table) for the metadata."""
+    physical thing it names (topic or table) for the metadata. See the module doc for the stop."""
     stop = threading.Event()
     failure: list[BaseException] = []
 
@@ -101,31 +120,43 @@ def run_worker_in_dagster(
     thread = threading.Thread(target=work, name=f"{worker.group_id}-worker", daemon=True)
     instance, run_id = context.instance, context.run.run_id
     sensor_name = context.run.tags.get(SENSOR_NAME_TAG)
-    thread.start()
+    sensor_stopped = False
     last_beat = last_check = 0.0
     last_materialized = time.monotonic()
     materialized_at = -1
+    stop_requested_at: float | None = None
     try:
-        while thread.is_alive():
-            thread.join(1.0)
-            now = time.monotonic()
-            if now - last_beat >= HEARTBEAT_EVERY_S:
-                instance.add_run_tags(run_id, {HEARTBEAT_TAG: str(round(time.time(), 3))})
-                last_beat = now
-            if now - last_check >= SENSOR_CHECK_EVERY_S:
-                last_check = now
-                if _sensor_stopped(instance, sensor_name):
-                    context.log.info(f"{sensor_name} was stopped: stopping {worker.group_id}")
-                    stop.set()
-            if (
-                now - last_materialized >= MATERIALIZE_EVERY_S
-                and worker.metrics.consumed != materialized_at
-            ):
-                _record_outputs(context, worker, outputs)
-                last_materialized, materialized_at = now, worker.metrics.consumed
+        with stop_on_signals(stop, worker.group_id):
+            thread.start()
+            while thread.is_alive():
+                thread.join(1.0)
+                now = time.monotonic()
+                if stop.is_set() and stop_requested_at is None:
+                    stop_requested_at = now
+                if stop_requested_at is not None and now - stop_requested_at > STOP_GRACE_S:
+                    context.log.warning(
+                        f"{worker.group_id} did not finish its commit within "
+                        f"{STOP_GRACE_S:.0f} s of the stop request: ending the run without it"
+                    )
+                    break
+                if now - last_beat >= HEARTBEAT_EVERY_S:
+                    instance.add_run_tags(run_id, {HEARTBEAT_TAG: str(round(time.time(), 3))})
+                    last_beat = now
+                if now - last_check >= SENSOR_CHECK_EVERY_S and not stop.is_set():
+                    last_check = now
+                    if _sensor_stopped(instance, sensor_name):
+                        context.log.info(f"{sensor_name} was stopped: stopping {worker.group_id}")
+                        sensor_stopped = True
+                        stop.set()
+                if (
+                    now - last_materialized >= MATERIALIZE_EVERY_S
+                    and worker.metrics.consumed != materialized_at
+                ):
+                    _record_outputs(context, worker, outputs)
+                    last_materialized, materialized_at = now, worker.metrics.consumed
     except BaseException:
-        # Run termination (DagsterExecutionInterruptedError) or any other exit: let the worker
-        # commit what it holds before the step ends.
+        # Off the main thread no handler could be set, so Dagster's interrupt (or any other
+        # exit) lands here: the worker still gets to commit what it holds before the step ends.
         stop.set()
         thread.join(STOP_GRACE_S)
         raise
@@ -133,6 +164,16 @@ def run_worker_in_dagster(
         raise failure[0]
     if worker.metrics.consumed != materialized_at:
         _record_outputs(context, worker, outputs)
+    # Dagster's own signal for a terminated step: the run ends CANCELED (FAILURE only if nobody
+    # asked to terminate it, as for any unexpected interrupt).
+    if thread.is_alive():  # given up on (warned above)
+        raise dg.DagsterExecutionInterruptedError()
+    if stop.is_set() and not sensor_stopped:
+        context.log.info(
+            f"{worker.group_id} stopped on request after committing what it held "
+            f"({worker.metrics.consumed} records consumed in this run)"
+        )
+        raise dg.DagsterExecutionInterruptedError()
     return dg.MaterializeResult(
         metadata={k: v for k, v in worker.metrics.summary().items() if v is not None}
     )
@@ -151,3 +192,34 @@ def _record_outputs(
                 metadata=_output_metadata(worker.metrics, target),
             )
         )
+
+
+class _InterruptsInOneLine(logging.Filter):
+    """An interrupted step's failure and its run's cancellation, without the interrupt's stack."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not has_log_record_metadata(record):
+            return True
+        event = get_log_record_metadata(record)["dagster_event"]
+        data = event.event_specific_data if event is not None else None
+        error = data.error if isinstance(data, StepFailureData | JobCanceledData) else None
+        if error is not None and error.cls_name in _INTERRUPTS:
+            # The message is Dagster's sentence, then a blank line, then the error.
+            head = str(record.msg).split("\n\n", 1)[0]
+            record.msg = f"{head} (interrupted: the run was asked to stop)"
+            record.args = ()
+            # A stop on request is no error to a reader of the console (the event log keeps
+            # Dagster's own level and the whole error).
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return True
+
+
+@dg.logger(
+    config_schema=dg.colored_console_logger.config_schema,
+    description="Dagster's colored console logger, printing a stop on request (an interrupted "
+    "step and its canceled run) as one line each instead of the interrupt's stack.",
+)
+def worker_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    logger = dg.colored_console_logger.logger_fn(init_context)
+    logger.addFilter(_InterruptsInOneLine())
+    return logger

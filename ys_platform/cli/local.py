@@ -1,21 +1,17 @@
-"""`ys-platform local up|down|status|logs`: the command-line face of the local stack."""
+"""``ys-platform local up|down|status|logs``: the command-line face of the local stack."""
 
 from __future__ import annotations
 
 import argparse
 import subprocess
 import sys
-from collections.abc import Callable
 
+from ys_platform.cli.core import CommandError, ExitCode, with_settings
 from ys_platform.local import stack
 from ys_platform.local.config import SUPPORTED_BROKER_COUNTS
 from ys_platform.local.procs import tail_lines
-from ys_platform.local.state import LocalStackError, ServiceStatus
-from ys_platform.settings import Settings, SettingsError, load_settings
-
-# Exit codes: 2 is argparse's for a usage error, so a bad configuration shares it; 3 is the LSB
-# code for "not running", which lets scripts tell a stopped stack from a broken one (1).
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NOT_RUNNING = 0, 1, 2, 3
+from ys_platform.local.state import ServiceStatus
+from ys_platform.settings import Settings
 
 SERVICES = ["kafka", *(f"kafka-{i}" for i in range(1, max(SUPPORTED_BROKER_COUNTS) + 1))]
 SERVICES += ["connect", "postgres"]
@@ -24,18 +20,17 @@ SERVICES += ["connect", "postgres"]
 DEFAULT_LOG_LINES = 50
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the `local` command to the parent CLI's subparsers; handlers return an exit code."""
-    local = subparsers.add_parser(
+def register(commands: argparse._SubParsersAction) -> None:
+    local = commands.add_parser(
         "local",
         help="start, stop and inspect the local stack (Kafka, Connect, PostgreSQL)",
         description="The local stack: Kafka in KRaft mode, a Kafka Connect worker with the "
         "Debezium PostgreSQL connector, and a private PostgreSQL cluster, run as processes on "
         "this machine with their state under YS_HOME (default .ys).",
     )
-    commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
+    sub = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
 
-    up = commands.add_parser("up", help="start what is not running (idempotent)")
+    up = sub.add_parser("up", help="start what is not running (idempotent)")
     up.add_argument(
         "--brokers",
         type=int,
@@ -49,45 +44,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="do not start (or check) the Kafka Connect worker (YS_CONNECT_URL, default :8083)",
     )
     up.add_argument("--no-postgres", action="store_true", help="do not start (or check) PostgreSQL")
-    up.set_defaults(func=_handler(_up))
+    up.set_defaults(func=with_settings(_up))
 
-    down = commands.add_parser("down", help="stop the services; their data stays")
-    down.set_defaults(func=_handler(_down))
-
-    status = commands.add_parser(
-        "status", help="services, endpoints, PIDs, memory, health (exit 3 if any is stopped)"
+    sub.add_parser("down", help="stop the services; their data stays").set_defaults(
+        func=with_settings(_down)
     )
-    status.set_defaults(func=_handler(_status))
+    sub.add_parser(
+        "status", help="services, endpoints, PIDs, memory, health (exit 3 if any is stopped)"
+    ).set_defaults(func=with_settings(_status))
 
-    logs = commands.add_parser("logs", help="show a service's log")
+    logs = sub.add_parser("logs", help="show a service's log")
     logs.add_argument("service", choices=SERVICES, metavar="SERVICE", help=", ".join(SERVICES))
     logs.add_argument("-n", "--lines", type=int, default=DEFAULT_LOG_LINES, metavar="N")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    logs.set_defaults(func=_handler(_logs))
+    logs.set_defaults(func=with_settings(_logs))
 
 
-def _handler(run: Callable[[Settings, argparse.Namespace], int]) -> Callable[..., int]:
-    def handle(args: argparse.Namespace) -> int:
-        try:
-            settings = load_settings()
-        except SettingsError as exc:
-            print(exc, file=sys.stderr)
-            return EXIT_CONFIG
-        try:
-            return run(settings, args)
-        except LocalStackError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-
-    return handle
-
-
-def _up(settings: Settings, args: argparse.Namespace) -> int:
+def _up(args: argparse.Namespace, settings: Settings) -> ExitCode:
     services = stack.up(
-        settings,
-        brokers=args.brokers,
-        postgres=not args.no_postgres,
-        connect=not args.no_connect,
+        settings, brokers=args.brokers, postgres=not args.no_postgres, connect=not args.no_connect
     )
     _print_table(services)
     bootstrap = stack.kafka_bootstrap(settings)
@@ -97,38 +72,36 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
             f"set it to {bootstrap} to reach this stack",
             file=sys.stderr,
         )
-    return EXIT_OK if all(s.healthy for s in services) else EXIT_FAILED
+    return ExitCode.OK if all(s.healthy for s in services) else ExitCode.FAILED
 
 
-def _down(settings: Settings, args: argparse.Namespace) -> int:
+def _down(args: argparse.Namespace, settings: Settings) -> ExitCode:
     stack.down(settings)
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def _status(settings: Settings, args: argparse.Namespace) -> int:
+def _status(args: argparse.Namespace, settings: Settings) -> ExitCode:
     services = stack.status(settings)
     _print_table(services)
     if any(s.state == "stopped" for s in services):
-        return EXIT_NOT_RUNNING
-    return EXIT_OK if all(s.healthy for s in services) else EXIT_FAILED
+        return ExitCode.NOT_RUNNING
+    return ExitCode.OK if all(s.healthy for s in services) else ExitCode.FAILED
 
 
-def _logs(settings: Settings, args: argparse.Namespace) -> int:
+def _logs(args: argparse.Namespace, settings: Settings) -> ExitCode:
     path = stack.log_path(settings, args.service)
     if not path.exists():
-        print(
-            f"error: {path} does not exist yet (has {args.service} ever started?)", file=sys.stderr
-        )
-        return EXIT_FAILED
+        raise CommandError(f"{path} does not exist yet (has {args.service} ever started?)")
     if args.follow:
         # tail -F follows the file across log4j's rollovers; reimplementing that buys nothing.
         try:
-            return subprocess.run(["tail", "-n", str(args.lines), "-F", str(path)]).returncode
+            returncode = subprocess.run(["tail", "-n", str(args.lines), "-F", str(path)]).returncode
         except KeyboardInterrupt:
-            return EXIT_OK
+            return ExitCode.OK
+        return ExitCode.OK if returncode == 0 else ExitCode.FAILED
     for line in tail_lines(path, args.lines):
         print(line)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _print_table(services: list[ServiceStatus]) -> None:

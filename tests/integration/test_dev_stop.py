@@ -1,0 +1,161 @@
+"""A normal stop of ``make dev``: Ctrl-C while the processor and sink runs are live.
+
+The real command (``ys-platform dev``) runs against the local stack, with a Dagster home of its
+own (``--dagster-home``) so the test's runs are the only ones. Once every worker's run is
+STARTED, one SIGINT, as a terminal's Ctrl-C sends: the command exits 0, prints no traceback,
+and every worker run ended CANCELED (not FAILURE) after its worker committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ys_platform.assets.workers import WORKER_TAG, worker_job_name
+from ys_platform.catalog.topics import CONSUMER_GROUPS
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+CLI = Path(sys.executable).with_name("ys-platform")
+# The five long-running workers: three processors and two sinks, each kept alive by a sensor.
+WORKER_JOBS = {worker_job_name(g.group_id) for g in CONSUMER_GROUPS}
+UI_TIMEOUT_S = 180
+# The sensors tick every 15 s and five runs start on two cores: ~90 s measured on a busy machine.
+RUNS_TIMEOUT_S = 360
+# The dev server's own bounds: 30 s for the runs to stop, 90 s for Dagster to shut down.
+STOP_TIMEOUT_S = 150
+
+RUNS_QUERY = """
+{ runsOrError(limit: 50) { ... on Runs { results { runId jobName status tags { key value } } } } }
+"""
+
+
+def _free_port() -> int:
+    """A free port below the ephemeral range (the brief's rule for servers we start)."""
+    for port in range(3300, 3400):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in 3300-3399 for the Dagster UI")
+
+
+def _worker_runs(port: int) -> list[dict]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": RUNS_QUERY}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        runs = json.load(response)["data"]["runsOrError"]["results"]
+    return [r for r in runs if any(t["key"] == WORKER_TAG for t in r["tags"])]
+
+
+def _all_started(port: int) -> list[dict] | None:
+    runs = _worker_runs(port)
+    return runs if {r["jobName"] for r in runs if r["status"] == "STARTED"} == WORKER_JOBS else None
+
+
+def _wait(what: str, check, timeout_s: float, proc: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"ys-platform dev exited ({proc.returncode}):\n{log.read_text()}")
+        try:
+            result = check()
+        except OSError:  # the UI is not answering yet
+            result = None
+        if result:
+            return result
+        time.sleep(2)
+    raise AssertionError(f"{what} not within {timeout_s} s:\n{log.read_text()[-5000:]}")
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """After a failure: the command and everything it started (Dagster runs in its own session)."""
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+def test_ctrl_c_of_make_dev_cancels_the_worker_runs_quietly(local_stack, tmp_path):
+    port = _free_port()
+    dagster_home = tmp_path / "dagster"
+    log = tmp_path / "dev.log"
+    env = {**os.environ, "YS_KAFKA_BOOTSTRAP_SERVERS": local_stack.kafka_bootstrap_servers}
+    command = [str(CLI), "dev", "--port", str(port), "--simulate", "0"]
+    command += ["--dagster-home", str(dagster_home)]
+    with log.open("w") as output:
+        proc = subprocess.Popen(
+            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait("the Dagster UI", lambda: _worker_runs(port) is not None, UI_TIMEOUT_S, proc, log)
+        started = _wait(
+            "a STARTED run of every worker", lambda: _all_started(port), RUNS_TIMEOUT_S, proc, log
+        )
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(STOP_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc)
+    output = log.read_text()
+    assert code == 0, output[-5000:]
+    for marker in ("Traceback", "Stack Trace"):
+        assert marker not in output, output
+    (stopped,) = re.findall(r"^stopped (\d+) processor and sink run\(s\)$", output, re.M)
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = [r.dagster_run for r in instance.get_run_records()]
+        runs = [run for run in runs if WORKER_TAG in run.tags]
+        stop_logs = {
+            run.run_id: [
+                entry.user_message
+                for entry in instance.all_logs(run.run_id)
+                if "stopped on request after committing" in entry.user_message
+            ]
+            for run in runs
+        }
+    statuses = {run.run_id: (run.job_name, run.status) for run in runs}
+    live = {r["runId"] for r in started if r["status"] == "STARTED"}
+    # Every run the sensors launched, the five live ones included, ended canceled ...
+    assert live <= statuses.keys()
+    assert {job for job, _ in statuses.values()} == WORKER_JOBS
+    assert {status for _, status in statuses.values()} == {dg.DagsterRunStatus.CANCELED}, statuses
+    assert int(stopped) == len(runs)
+    # ... and each live one only after its worker had stopped and committed.
+    assert all(len(stop_logs[run_id]) == 1 for run_id in live), stop_logs

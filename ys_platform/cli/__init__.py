@@ -1,0 +1,40 @@
+"""The ``ys-platform`` command: one module per command group, errors and exit codes in ``core``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from ys_platform.cli import (
+    connectors,
+    db,
+    dev,
+    local,
+    processor,
+    schemas,
+    search,
+    simulate,
+    sink,
+    topics,
+)
+from ys_platform.cli.core import PROG, ExitCode
+
+__all__ = ["ExitCode", "build_parser", "main"]
+
+# In the order `ys-platform --help` lists them.
+GROUPS = (local, topics, schemas, db, connectors, processor, sink, simulate, search, dev)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="YieldSensei's real-time DeFi data platform."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
