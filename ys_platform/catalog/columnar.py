@@ -48,6 +48,7 @@ import functools
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
 
@@ -91,14 +92,23 @@ _READ_OPTIONS = pj.ReadOptions(use_threads=False, block_size=_BLOCK_SIZE)
 # The wire form of every timestamp (models.format_utc writes three digits). Anything else —
 # offsets, a space for the T, more digits (pydantic truncates them), a lower-case z — is left to
 # pydantic; Arrow's cast then rejects what the pattern lets through but no calendar has
-# (month 13, February 30, hour 24, second 60, year 0), so that batch falls back as well.
+# (month 13, February 30, hour 24, second 60), and a check the year 0 that Arrow's has.
 _CANONICAL_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,3})?Z$"
+
+# 2026-01-02T03:04:05.678Z: digits and separators by position.
+_PRODUCER_WIDTH = 24
+_PRODUCER_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22])
+_PRODUCER_SEPARATORS = np.array([4, 7, 10, 13, 16, 19, 23])
+_PRODUCER_SEPARATOR_CHARS = np.frombuffer(b"--T::.Z", np.uint8)
+_ZERO = np.uint8(ord("0"))
 
 _NEWLINE, _BRACE = ord("\n"), ord("{")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _INT64_REASON = (
     f"Input should be between {_INT64_MIN} and {_INT64_MAX} (the range of an Int64 column)"
 )
+
+_YEAR_ONE = pa.scalar(datetime(1, 1, 1, tzinfo=UTC), TIMESTAMP)
 
 # The models' UTC normalisation (an AfterValidator of UtcDatetime): on a canonical timestamp it
 # returns the value unchanged, so the fast path needs nothing for it.
@@ -582,12 +592,30 @@ def _checked(field: _Field, column: pa.Array, buffer: bytes, n: int) -> pa.Array
 
 
 def _canonical_timestamps(column: pa.Array) -> pa.Array | None:
-    if not _all(pc.match_substring_regex(column, _CANONICAL_UTC)):
+    if not (_producer_form(column) or _all(pc.match_substring_regex(column, _CANONICAL_UTC))):
         return None
     try:
-        return column.cast(TIMESTAMP)
+        timestamps = column.cast(TIMESTAMP)
     except pa.ArrowInvalid:  # a canonical-looking date no calendar has
         return None
+    # Arrow's calendar has a year 0; Python's (and so pydantic's) starts at year 1.
+    return timestamps if _all(pc.greater_equal(timestamps, _YEAR_ONE)) else None
+
+
+def _producer_form(column: pa.Array) -> bool:
+    """Whether every value is ``YYYY-MM-DDTHH:MM:SS.fffZ`` (what ``format_utc`` writes): the
+    canonical pattern for strings of 24 characters, checked on the bytes as an (n, 24) matrix in
+    0.02 µs/value instead of RE2's 0.16."""
+    n = len(column)
+    offsets = np.frombuffer(column.buffers()[1], np.int32, n + 1, column.offset * 4)
+    if not np.all(np.diff(offsets) == _PRODUCER_WIDTH):  # a null has width 0: use the pattern
+        return False
+    data = np.frombuffer(column.buffers()[2], np.uint8, n * _PRODUCER_WIDTH, int(offsets[0]))
+    chars = data.reshape(n, _PRODUCER_WIDTH)
+    return bool(
+        np.all(chars[:, _PRODUCER_DIGITS] - _ZERO < 10)  # uint8: below "0" wraps past 10
+        and np.all(chars[:, _PRODUCER_SEPARATORS] == _PRODUCER_SEPARATOR_CHARS)
+    )
 
 
 def _nulls_allowed(field: _Field, buffer: bytes, n: int) -> bool:
@@ -635,8 +663,8 @@ def _valid_strings(field: _Field, column: pa.Array) -> bool:
         if field.max_length is not None and not _all(pc.less_equal(lengths, field.max_length)):
             return False
     if field.choices is not None:
-        options = pc.SetLookupOptions(pa.array(field.choices), null_matching_behavior="emit_null")
-        if not _all(pc.is_in(column, options=options)):
+        chosen = pc.is_in(column, value_set=pa.array(field.choices, pa.string()))
+        if not _all(pc.or_(chosen, pc.is_null(column))):  # a null was judged before
             return False
     return True
 
