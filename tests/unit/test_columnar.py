@@ -552,3 +552,72 @@ def test_every_catalog_validator_of_a_flat_model_has_its_check():
             validators = model.__pydantic_decorators__.model_validators
             assert len(layout.validator_checks) == len(validators), name
     assert MarketPrice.__pydantic_decorators__.model_validators.keys() == {"_consistent"}
+
+
+def test_a_registered_validator_check_is_applied(monkeypatch):
+    import pyarrow.compute as pc
+
+    from ys_platform.catalog import columnar
+
+    class Quote(_Strict):
+        bid: Positive
+        ask: Positive
+
+        @model_validator(mode="after")
+        def _ordered(self):
+            if self.ask < self.bid:
+                raise ValueError("ask below bid")
+            return self
+
+    monkeypatch.setitem(
+        columnar._VALIDATOR_CHECKS,
+        (Quote, "_ordered"),
+        lambda table: pc.greater_equal(table["ask"], table["bid"]),
+    )
+    layout = derive(Quote)
+    assert layout.validator_checks == (columnar._VALIDATOR_CHECKS[(Quote, "_ordered")],)
+    table = columnar._fast(layout, [b'{"bid":1.0,"ask":1.5}', b'{"bid":2,"ask":2}'])
+    assert table.to_pylist() == [{"bid": 1.0, "ask": 1.5}, {"bid": 2.0, "ask": 2.0}]
+    assert columnar._fast(layout, [b'{"bid":1.0,"ask":1.5}', b'{"bid":2,"ask":1}']) is None
+
+
+def test_nulls_fall_back_unless_the_field_decodes_a_missing_key_to_none():
+    from ys_platform.catalog import columnar
+
+    class Defaults(_Strict):
+        size: float = 1.0  # missing: 1.0; null: an error
+        limit: float | None = 5.0  # missing: 5.0; null: None
+        note: str | None = None  # missing or null: None
+        tag: str | None  # null: None; missing: an error
+
+    layout = derive(Defaults)
+    full = b'{"size":2.0,"limit":3.0,"note":"n","tag":"t"}'
+    assert columnar._fast(layout, [full]).to_pylist() == [
+        {"size": 2.0, "limit": 3.0, "note": "n", "tag": "t"}
+    ]
+    assert columnar._fast(layout, [b'{"size":2.0,"limit":3.0,"tag":null}']).to_pylist() == [
+        {"size": 2.0, "limit": 3.0, "note": None, "tag": None}
+    ]
+    for doubtful in (
+        b'{"limit":3.0,"note":"n","tag":"t"}',  # size missing
+        b'{"size":null,"limit":3.0,"note":"n","tag":"t"}',
+        b'{"size":2.0,"note":"n","tag":"t"}',  # limit missing
+        b'{"size":2.0,"limit":null,"note":"n","tag":"t"}',
+        b'{"size":2.0,"limit":3.0,"note":"n"}',  # tag missing
+        b'{"size":2.0, "limit":3.0,"note":"n","tag" :null}',  # tag null, but spelled apart
+    ):
+        assert columnar._fast(layout, [full, doubtful]) is None, doubtful
+
+
+def test_non_finite_floats_fall_back_even_where_the_model_allows_them():
+    from ys_platform.catalog import columnar
+
+    class Loose(BaseModel):
+        model_config = ConfigDict(extra="forbid")  # allow_inf_nan defaults to True
+        x: float
+
+    layout = derive(Loose)
+    assert columnar._fast(layout, [b'{"x":1.5}']).to_pylist() == [{"x": 1.5}]
+    assert columnar._fast(layout, [b'{"x":NaN}']) is None
+    assert columnar._fast(layout, [b'{"x":-Infinity}']) is None
+    assert math.isnan(Loose.model_validate_json(b'{"x":NaN}', strict=True).x)

@@ -172,7 +172,8 @@ class _Field:
     """None is a valid value (``X | None``)."""
     required: bool
     """No default: the key must be on the wire."""
-    default: Any = None
+    null_default: bool = False
+    """A missing key decodes to None."""
     gt: float | None = None
     ge: float | None = None
     lt: float | None = None
@@ -243,6 +244,7 @@ _MODEL_KEYS = frozenset({"cls", "config", "custom_init", "root_model", "schema",
 _FIELDS_KEYS = frozenset({"fields", "model_name", "computed_fields"})
 _MODEL_FIELD_KEYS = frozenset({"schema", "serialization_exclude", "serialization_alias", "frozen"})
 _DEFAULT_KEYS = frozenset({"schema", "default", "default_factory", "default_factory_takes_data"})
+# (validate_default is not among them: a default the validator would change has no equivalent.)
 # Pattern syntax on which Rust's regex (pydantic's engine) and RE2 (Arrow's) differ: Unicode-aware
 # classes and word boundaries in Rust, ASCII in RE2; inline flags.
 _UNPORTABLE_PATTERN = ("\\d", "\\D", "\\w", "\\W", "\\s", "\\S", "\\b", "\\B", "\\p", "\\P", "(?")
@@ -257,10 +259,6 @@ def _unexpected(where: str, schema: Mapping[str, Any], allowed: frozenset[str]) 
         )
 
 
-def _function_name(function: Any) -> str:
-    return str(function.__qualname__) if hasattr(function, "__qualname__") else repr(function)
-
-
 def _derive(topic: str, model: type[Message]) -> _Layout:
     """The layout of ``model``; _NotFlat if it has a non-scalar field."""
     schema: Mapping[str, Any] = model.__pydantic_core_schema__
@@ -273,8 +271,8 @@ def _derive(topic: str, model: type[Message]) -> _Layout:
         raise _NotFlat(schema["type"])
     where = model.__name__
     _unexpected(where, schema, _MODEL_KEYS)
-    if schema.get("post_init") or schema.get("root_model"):
-        raise ColumnarSchemaError(f"{where}: a root model or __post_init__ has no equivalent")
+    if schema.get("post_init") or schema.get("root_model") or schema.get("custom_init"):
+        raise ColumnarSchemaError(f"{where}: a root model or custom init has no equivalent")
     config = schema.get("config", {})
     _unexpected(f"{where} config", config, _CONFIG_KEYS)
     if config.get("extra_fields_behavior") != "forbid":
@@ -310,17 +308,13 @@ def _derive(topic: str, model: type[Message]) -> _Layout:
 
 def _field(model: str, name: str, spec: Mapping[str, Any], wrappers: list[Any]) -> _Field:
     where = f"{model}.{name}"
-    _unexpected(where, spec, _MODEL_FIELD_KEYS)
-    if spec.get("validation_alias") is not None:
-        raise ColumnarSchemaError(f"{where}: an alias has no columnar equivalent")
+    _unexpected(where, spec, _MODEL_FIELD_KEYS)  # a validation alias among them
     schema = spec["schema"]
-    required, default = True, None
+    required, null_default = True, False
     if schema["type"] == "default":
         _unexpected(where, schema, _DEFAULT_KEYS)
-        if schema.get("validate_default"):
-            raise ColumnarSchemaError(f"{where}: validate_default has no columnar equivalent")
         required = False
-        default = schema.get("default", _FACTORY)
+        null_default = "default" in schema and schema["default"] is None
         schema = schema["schema"]
     nullable = schema["type"] == "nullable"
     if nullable:
@@ -338,7 +332,7 @@ def _field(model: str, name: str, spec: Mapping[str, Any], wrappers: list[Any]) 
     _unexpected(where, schema, _SCHEMA_KEYS[kind])
     if schema.get("strict") is False:
         raise ColumnarSchemaError(f"{where}: a field that is lax even in strict mode")
-    common = {"name": name, "nullable": nullable, "required": required, "default": default}
+    common = dict(name=name, nullable=nullable, required=required, null_default=null_default)
     if kind == "str":
         pattern = schema.get("pattern")
         if pattern is not None and any(token in pattern for token in _UNPORTABLE_PATTERN):
@@ -351,8 +345,7 @@ def _field(model: str, name: str, spec: Mapping[str, Any], wrappers: list[Any]) 
             **common,
         )
     if kind in ("float", "int"):
-        if kind == "float" and schema.get("allow_inf_nan"):
-            raise ColumnarSchemaError(f"{where}: non-finite floats have no columnar check")
+        # allow_inf_nan needs nothing: a non-finite value always falls back to pydantic.
         bounds = {bound: schema.get(bound) for bound in ("gt", "ge", "lt", "le")}
         if kind == "int" and any(b is not None and not isinstance(b, int) for b in bounds.values()):
             raise ColumnarSchemaError(f"{where}: an integer field with a non-integer bound")
@@ -378,13 +371,6 @@ def _field(model: str, name: str, spec: Mapping[str, Any], wrappers: list[Any]) 
     return _Field(kind="timestamp", **common)
 
 
-class _Factory:
-    """Marks a field whose default comes from a factory (never None on the fast path)."""
-
-
-_FACTORY = _Factory()
-
-
 def _validator_checks(
     model: type[BaseModel], wrappers: list[Any], field_wrappers: Mapping[str, list[Any]]
 ) -> tuple[ValidatorCheck, ...]:
@@ -392,19 +378,25 @@ def _validator_checks(
     none, or if a validator function sits in the schema that the decorators do not name."""
     decorators = model.__pydantic_decorators__
     named: dict[Any, str] = {}
-    for kind in ("model_validators", "field_validators", "validators", "root_validators"):
-        for name, decorator in getattr(decorators, kind).items():
+    for validators in (
+        decorators.model_validators,
+        decorators.field_validators,
+        decorators.validators,
+        decorators.root_validators,
+    ):
+        for name, decorator in validators.items():
             named[_unbound(decorator.func)] = name
     checks: list[ValidatorCheck] = []
     found = [("model", f) for f in wrappers] + [
         (field, f) for field, functions in field_wrappers.items() for f in functions
     ]
     for where, function in found:
-        name = named.get(_unbound(function))
+        function = _unbound(function)
+        name = named.get(function)
         check = _VALIDATOR_CHECKS.get((model, name)) if name else None
         if check is None:
             raise ColumnarSchemaError(
-                f"{model.__name__}: validator {_function_name(function)} (on {where}) has no "
+                f"{model.__name__}: validator {function.__qualname__} (on {where}) has no "
                 "vectorised equivalent: register one in _VALIDATOR_CHECKS in "
                 "ys_platform/catalog/columnar.py, or decode this topic with decode_batch"
             )
@@ -626,7 +618,7 @@ def _nulls_allowed(field: _Field, buffer: bytes, n: int) -> bool:
         # key iff it occurs n times (the reader refuses duplicate and unknown keys; a key with
         # an escape or spaces before the colon undercounts, and falls back).
         return buffer.count(field.key_token) == n
-    return field.default is None
+    return field.null_default
 
 
 def _finite_without_negative_zero(column: pa.Array) -> bool:
