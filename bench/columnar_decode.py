@@ -3,9 +3,10 @@
     python bench/columnar_decode.py [--values N] [--repeats R]
 
 Prints one line: µs per value (wall, and CPU of this process) of ``decode_columns`` on its fast
-path (a clean batch), ``decode_batch`` (pydantic, one model per value) and ``decode_columns`` on
-its fallback (the same batch with one tombstone at the end: pydantic plus the column build),
-medians of R runs on N values of ``MarketSimulator(seed=1).encoded_price_ticks``.
+path (a clean batch; on the calling thread, then with pyarrow's threads), ``decode_batch``
+(pydantic, one model per value) and ``decode_columns`` on its fallback (the same batch with one
+tombstone at the end: pydantic plus the column build), medians of R runs on N values of
+``MarketSimulator(seed=1).encoded_price_ticks``.
 """
 
 from __future__ import annotations
@@ -46,11 +47,13 @@ def main() -> None:
     assert not decode_columns(TOPIC, with_tombstone).fast
     n, r = args.values, args.repeats
     fast = measure(lambda: decode_columns(TOPIC, values), n, r)
+    threads = measure(lambda: decode_columns(TOPIC, values, threads=True), n, r)
     models = measure(lambda: decode_batch(TOPIC, values), n, r)
     fallback = measure(lambda: decode_columns(TOPIC, with_tombstone), n, r)
     print(
         f"columnar_decode: {n:,} {TOPIC} values, µs/value wall (cpu), median of {r}: "
-        f"decode_columns fast path {fast[0]:.2f} ({fast[1]:.2f}) | "
+        f"decode_columns fast path {fast[0]:.2f} ({fast[1]:.2f}), "
+        f"with threads {threads[0]:.2f} ({threads[1]:.2f}) | "
         f"decode_batch {models[0]:.2f} ({models[1]:.2f}) | "
         f"decode_columns fallback {fallback[0]:.2f} ({fallback[1]:.2f}) | "
         f"fast path {models[0] / fast[0]:.1f}x decode_batch"

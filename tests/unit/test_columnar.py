@@ -189,6 +189,17 @@ def test_the_simulators_ticks_take_the_fast_path():
     assert batch.table["symbol"].to_pylist() == [m.symbol for m in messages]
 
 
+def test_threads_and_blocks_change_nothing_in_the_table():
+    # 20,000 ticks are ~5 MB: several 1 MB blocks with threads, one 8 MB block without.
+    values = [value for _, value, _ in MarketSimulator(seed=2).encoded_price_ticks(20_000)]
+    single = decode_columns(PRICES, values)
+    threaded = decode_columns(PRICES, values, threads=True)
+    assert single.fast and threaded.fast
+    assert threaded.table.equals(single.table)
+    assert [c.num_chunks for c in threaded.table.columns] == [1] * 12
+    assert not decode_columns(PRICES, [*values, b"{}"], threads=True).fast
+
+
 def test_an_empty_batch_is_an_empty_table():
     batch = decode_columns(PRICES, [])
     assert batch.fast

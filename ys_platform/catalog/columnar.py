@@ -82,12 +82,14 @@ __all__ = [
 
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
-# pyarrow's JSON reader, one thread: the consumer's other core runs librdkafka (and, locally, the
-# broker). Block size: 100k market.prices values (26 MB) parse fastest with 4-8 MB blocks; 1 MB
-# costs ~25 % more CPU, 32 MB ~15 % more (chunk bookkeeping vs cache misses). A single value
-# larger than a block is a parse error, so such a batch takes the fallback.
-_BLOCK_SIZE = 8 << 20
-_READ_OPTIONS = pj.ReadOptions(use_threads=False, block_size=_BLOCK_SIZE)
+# pyarrow's JSON reader. By default on the calling thread: the consumer's other core runs
+# librdkafka (and, locally, the broker). With threads it parses blocks in parallel, so smaller
+# blocks; see decode_columns for the figures. A value larger than a block is a parse error, so
+# such a batch takes the fallback.
+_READ_OPTIONS = {
+    False: pj.ReadOptions(use_threads=False, block_size=8 << 20),
+    True: pj.ReadOptions(use_threads=True, block_size=1 << 20),
+}
 
 # The wire form of every timestamp (models.format_utc writes three digits). Anything else —
 # offsets, a space for the T, more digits (pydantic truncates them), a lower-case z — is left to
@@ -500,15 +502,19 @@ class ColumnBatch:
         )
 
 
-def decode_columns(topic: str, values: Sequence[bytes | None]) -> ColumnBatch:
+def decode_columns(
+    topic: str, values: Sequence[bytes | None], *, threads: bool = False
+) -> ColumnBatch:
     """Decode a batch of ``topic``'s record values into columns (see the module docstring).
 
-    ValueError if the topic is not columnar (:func:`is_columnar`), KeyError if unknown.
+    ``threads`` lets the JSON reader parse blocks on pyarrow's thread pool: less time, more CPU
+    (on 100k market.prices values, 2 cores: PARSE_THREADS). ValueError if the topic is not
+    columnar (:func:`is_columnar`), KeyError if unknown.
     """
     layout = _layout(topic)
     if layout is None:
         raise ValueError(f"{topic!r} is not columnar (not a flat model): use decode_batch")
-    table = _fast(layout, values)
+    table = _fast(layout, values, threads=threads)
     if table is not None:
         return ColumnBatch(
             topic, table, np.arange(len(values), dtype=np.int64), [], fast=True, values=values
@@ -516,7 +522,9 @@ def decode_columns(topic: str, values: Sequence[bytes | None]) -> ColumnBatch:
     return _fallback(layout, values)
 
 
-def _fast(layout: _Layout, values: Sequence[bytes | None]) -> pa.Table | None:
+def _fast(
+    layout: _Layout, values: Sequence[bytes | None], *, threads: bool = False
+) -> pa.Table | None:
     """The table of ``values`` if every one is certainly valid, else None."""
     n = len(values)
     if n == 0:
@@ -532,7 +540,7 @@ def _fast(layout: _Layout, values: Sequence[bytes | None]) -> pa.Table | None:
     except UnicodeDecodeError:
         return None
     try:
-        parsed = pj.read_json(pa.py_buffer(buffer), _READ_OPTIONS, layout.parse_options)
+        parsed = pj.read_json(pa.py_buffer(buffer), _READ_OPTIONS[threads], layout.parse_options)
     except pa.ArrowException:
         return None
     if parsed.num_rows != n:  # e.g. two objects on one line
