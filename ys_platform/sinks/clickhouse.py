@@ -547,6 +547,10 @@ class ClickHouseSink:
             self._disconnect()
 
     # --- the contract -----------------------------------------------------------------------
+    def takes_columns(self, topic_name: str) -> bool:
+        """Batches of every table without JSON columns may come as decoded columns."""
+        return takes_columns(self.tables[topic_name])
+
     def resume_offsets(self, partitions: Sequence[TopicPartitionId]) -> dict[TopicPartitionId, int]:
         """Read the recorded state of ``partitions`` (forgetting anything held in memory for
         them: a reassigned partition starts over from the store) and where each resumes."""

@@ -26,9 +26,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from ys_platform.catalog.codec import DecodeError, decode_batch
+from ys_platform.catalog.columnar import decode_columns
 from ys_platform.catalog.topics import ConsumerGroupSpec
 from ys_platform.clients.kafka import KafkaConnection, produce_record
 from ys_platform.streaming.app import TopicPartitionId
@@ -284,6 +286,18 @@ class GroupMember:
         failed = {index for index, _ in failures}
         good = [r for i, r in enumerate(records) if i not in failed]
         return messages, [(records[i], error) for i, error in failures], good
+
+    def decode_table(
+        self, key: TopicPartitionId, records: Sequence[Message]
+    ) -> tuple[pa.Table, list[tuple[Message, DecodeError]], Sequence[Message]]:
+        """:meth:`decode` into columns (a columnar topic): ``(table of the valid records, [(record,
+        error), ...], the records of the rows)`` in one call, no model per record when all are
+        valid (:func:`~ys_platform.catalog.columnar.decode_columns`)."""
+        batch = decode_columns(key[0], [r.value() for r in records])
+        if not batch.failures:
+            return batch.table, [], records
+        good = [records[i] for i in batch.indices.tolist()]
+        return batch.table, [(records[i], error) for i, error in batch.failures], good
 
     def produce(
         self,

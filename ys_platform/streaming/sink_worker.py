@@ -29,8 +29,15 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from ys_platform.catalog.codec import is_delete
+from ys_platform.catalog.columnar import is_columnar
 from ys_platform.clients.kafka import KafkaConnection
-from ys_platform.streaming.app import DeletingSink, PartitionBatch, Sink, TopicPartitionId
+from ys_platform.streaming.app import (
+    ColumnarSink,
+    DeletingSink,
+    PartitionBatch,
+    Sink,
+    TopicPartitionId,
+)
 from ys_platform.streaming.member import (
     GroupMember,
     MemberConfig,
@@ -104,6 +111,11 @@ class SinkWorker(GroupMember):
         super().__init__(connection, sink.group, self.config, on_progress)
         self.sink = sink
         self._deleting = sink if isinstance(sink, DeletingSink) else None
+        self._columnar_inputs = frozenset(
+            name
+            for name in sink.group.inputs
+            if isinstance(sink, ColumnarSink) and sink.takes_columns(name) and is_columnar(name)
+        )
         self._buffers: dict[TopicPartitionId, list[Message]] = {}
         self._buffered = 0
         self._first_buffered_at: float | None = None
@@ -221,13 +233,22 @@ class SinkWorker(GroupMember):
             elif change_stream:
                 # A sink that stores rows (ClickHouse) writes a delete as a row marked deleted.
                 marked = frozenset(r.offset() for r in records if is_delete(r.headers()))
-            messages, failures, good = self.decode(key, records)
+            columns = None
+            if key[0] in self._columnar_inputs:
+                columns, failures, good = self.decode_table(key, records)
+                messages: Sequence = ()
+            else:
+                messages, failures, good = self.decode(key, records)
             for record, error in failures:
                 self.dead_letter(record, str(error))
             dead += len(failures)
             end = all_records[-1].offset() + 1
             offsets = [r.offset() for r in good]
-            batches.append(PartitionBatch(key, messages, offsets, end_offset=end, deleted=marked))
+            batches.append(
+                PartitionBatch(
+                    key, messages, offsets, end_offset=end, deleted=marked, columns=columns
+                )
+            )
             commits.append(TopicPartition(self.config.physical(key[0]), key[1], end))
         if dead:
             self.flush_produced()

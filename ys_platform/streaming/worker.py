@@ -23,8 +23,15 @@ from typing import overload
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from ys_platform.catalog.codec import DecodeError, encode, is_delete, timestamp_ms, topic_of
+from ys_platform.catalog.columnar import is_columnar
 from ys_platform.clients.kafka import KafkaConnection
-from ys_platform.streaming.app import BroadcastApp, StreamApp, TopicPartitionId
+from ys_platform.streaming.app import (
+    BroadcastApp,
+    ColumnarApp,
+    ProcessResult,
+    StreamApp,
+    TopicPartitionId,
+)
 from ys_platform.streaming.broadcast import BroadcastReader
 from ys_platform.streaming.member import (
     GroupMember,
@@ -88,6 +95,10 @@ class TransactionalWorker(GroupMember):
         self.app = app
         self._broadcast_app = app if isinstance(app, BroadcastApp) else None
         self._broadcast: BroadcastReader | None = None
+        self._columnar_app = app if isinstance(app, ColumnarApp) else None
+        self._columnar_inputs = frozenset(
+            name for name in app.group.inputs if self._columnar_app and is_columnar(name)
+        )
 
     @property
     def transactional_id(self) -> str:
@@ -158,9 +169,7 @@ class TransactionalWorker(GroupMember):
         )
         ranges = replay_ranges(consumer, committed, self.app.restore_span_ms)
         for (physical_topic, partition), records in replay(self.connection, ranges, self.group_id):
-            key = (self.catalog_name(physical_topic), partition)
-            messages, _, good = self._decode_events(key, records)
-            self.app.process(key, messages, RecordTimestamps(good))
+            self._apply((self.catalog_name(physical_topic), partition), records)
             self.metrics.restored_records += len(records)
         if ranges:
             log.info(
@@ -170,16 +179,26 @@ class TransactionalWorker(GroupMember):
                 self.metrics.restored_records,
             )
 
-    def _decode_events(
+    def _apply(
         self, key: TopicPartitionId, records: Sequence[Message]
-    ) -> tuple[list, list[tuple[Message, DecodeError]], list[Message]]:
-        """:meth:`decode`, but on a change-stream topic the deletes of rows are left out: a
-        processor reads these topics as events and facts (a transaction, a portfolio snapshot),
-        and a deleted row is neither; it is consumed and committed like any record, in restores
-        too."""
+    ) -> tuple[ProcessResult, list[tuple[Message, DecodeError]], Sequence[Message]]:
+        """Decode one partition's slice and run the app on it: ``(result, [(record, error),
+        ...], the records the result's indices refer to)``.
+
+        On a change-stream topic the deletes of rows are left out: a processor reads these
+        topics as events and facts (a transaction, a portfolio snapshot), and a deleted row is
+        neither; it is consumed and committed like any record, in restores too. A columnar app
+        gets the slice of a columnar input as a table (:meth:`GroupMember.decode_table`).
+        """
         if key[0] in self._change_streams:
             records = [r for r in records if not is_delete(r.headers())]
-        return self.decode(key, records)
+        if self._columnar_app is not None and key[0] in self._columnar_inputs:
+            table, failures, good = self.decode_table(key, records)
+            result = self._columnar_app.process_columns(key, table, RecordTimestamps(good))
+        else:
+            messages, failures, good = self.decode(key, records)
+            result = self.app.process(key, messages, RecordTimestamps(good))
+        return result, failures, good
 
     def _process(self, slices: dict[TopicPartitionId, list[Message]]) -> None:
         started = time.perf_counter()
@@ -191,11 +210,10 @@ class TransactionalWorker(GroupMember):
         try:
             for key, slice_ in slices.items():
                 consumed += len(slice_)
-                messages, failures, good = self._decode_events(key, slice_)
+                result, failures, good = self._apply(key, slice_)
                 for record, error in failures:
                     self.dead_letter(record, str(error))
                 dead += len(failures)
-                result = self.app.process(key, messages, RecordTimestamps(good))
                 for message in result.outputs:
                     self._emit(message)
                 produced += len(result.outputs)
