@@ -15,6 +15,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from ys_platform.catalog.codec import decode_batch
 from ys_platform.catalog.columnar import decode_columns
@@ -23,15 +24,31 @@ from ys_platform.sources.simulator import MarketSimulator
 TOPIC = "market.prices"
 
 
-def measure(run: Callable[[], object], n: int, repeats: int) -> tuple[float, float]:
-    """Median (wall, CPU) µs per value over ``repeats`` runs."""
-    walls, cpus = [], []
+def measure(runs: dict[str, Callable[[], object]], n: int, repeats: int) -> dict[str, Cost]:
+    """Median (wall, CPU) µs per value of each run; the runs take turns, so that a machine
+    shared with other work slows each of them alike."""
+    walls: dict[str, list[float]] = {name: [] for name in runs}
+    cpus: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        run()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return statistics.median(walls) / n * 1e6, statistics.median(cpus) / n * 1e6
+        for name, run in runs.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            run()
+            walls[name].append(time.perf_counter() - wall)
+            cpus[name].append(time.process_time() - cpu)
+    return {
+        name: Cost(
+            statistics.median(walls[name]) / n * 1e6, statistics.median(cpus[name]) / n * 1e6
+        )
+        for name in runs
+    }
+
+
+class Cost(NamedTuple):
+    wall_us: float
+    cpu_us: float
+
+    def __str__(self) -> str:
+        return f"{self.wall_us:.2f} ({self.cpu_us:.2f})"
 
 
 def main() -> None:
@@ -46,17 +63,21 @@ def main() -> None:
     assert decode_columns(TOPIC, values).fast
     assert not decode_columns(TOPIC, with_tombstone).fast
     n, r = args.values, args.repeats
-    fast = measure(lambda: decode_columns(TOPIC, values), n, r)
-    threads = measure(lambda: decode_columns(TOPIC, values, threads=True), n, r)
-    models = measure(lambda: decode_batch(TOPIC, values), n, r)
-    fallback = measure(lambda: decode_columns(TOPIC, with_tombstone), n, r)
+    costs = measure(
+        {
+            "fast": lambda: decode_columns(TOPIC, values),
+            "threads": lambda: decode_columns(TOPIC, values, threads=True),
+            "models": lambda: decode_batch(TOPIC, values),
+            "fallback": lambda: decode_columns(TOPIC, with_tombstone),
+        },
+        n,
+        r,
+    )
     print(
         f"columnar_decode: {n:,} {TOPIC} values, µs/value wall (cpu), median of {r}: "
-        f"decode_columns fast path {fast[0]:.2f} ({fast[1]:.2f}), "
-        f"with threads {threads[0]:.2f} ({threads[1]:.2f}) | "
-        f"decode_batch {models[0]:.2f} ({models[1]:.2f}) | "
-        f"decode_columns fallback {fallback[0]:.2f} ({fallback[1]:.2f}) | "
-        f"fast path {models[0] / fast[0]:.1f}x decode_batch"
+        f"decode_columns fast path {costs['fast']}, with threads {costs['threads']} | "
+        f"decode_batch {costs['models']} | decode_columns fallback {costs['fallback']} | "
+        f"fast path {costs['models'].wall_us / costs['fast'].wall_us:.1f}x decode_batch"
     )
 
 

@@ -632,3 +632,41 @@ def test_non_finite_floats_fall_back_even_where_the_model_allows_them():
     assert columnar._fast(layout, [b'{"x":NaN}']) is None
     assert columnar._fast(layout, [b'{"x":-Infinity}']) is None
     assert math.isnan(Loose.model_validate_json(b'{"x":NaN}', strict=True).x)
+
+
+WINDOW = (
+    b'{"symbol":"ETH/USD","window_start":"2026-01-02T03:04:00.000Z",'
+    b'"window_end":"2026-01-02T03:05:00.000Z","twap":TWAP,"vwap":null,"volatility":0.01,'
+    b'"consolidated_price":null,"sources":0,"ticks":TICKS}'
+)
+
+
+@pytest.mark.parametrize(
+    ("twap", "ticks", "fast", "outcome"),
+    [
+        # An integer token for a float field: accepted, correctly rounded, on both paths.
+        (b"2", b"3", True, ("twap", 2.0)),
+        (str(2**70).encode(), b"3", True, ("twap", 1.1805916207174113e21)),
+        (b"123456789012345678901234567890", b"3", True, ("twap", 1.2345678901234568e29)),
+        # A float token for an int field: rejected.
+        (b"2.5", b"3.0", False, "field 'ticks': Input should be a valid integer"),
+        (b"2.5", b"3e0", False, "field 'ticks': Input should be a valid integer"),
+        (b"2.5", b"true", False, "field 'ticks': Input should be a valid integer"),
+        # Bools for numbers, overflow to infinity, NaN tokens: rejected.
+        (b"true", b"3", False, "field 'twap': Input should be a valid number"),
+        (b"1e400", b"3", False, "field 'twap': Input should be a finite number"),
+        (b"NaN", b"3", False, "field 'twap': Input should be a finite number"),
+        (b"-0.0", b"3", False, "field 'twap': Input should be greater than 0"),
+    ],
+)
+def test_pydantic_strict_json_numbers_and_the_fast_path_agree(twap, ticks, fast, outcome):
+    value = WINDOW.replace(b"TWAP", twap).replace(b"TICKS", ticks)
+    batch = decode_columns("market.analytics", [value])
+    messages, failures = decode_batch("market.analytics", [value])
+    assert batch.fast is fast
+    assert reasons(batch) == [(i, str(e)) for i, e in failures]
+    if isinstance(outcome, tuple):
+        field, expected = outcome
+        assert batch.table[field].to_pylist() == [expected] == [getattr(messages[0], field)]
+    else:
+        assert reasons(batch) == [(0, f"market.analytics: {outcome}")]

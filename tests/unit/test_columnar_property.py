@@ -252,7 +252,7 @@ def mutated(draw: st.DrawFn, record: dict[str, Any]) -> bytes | None:
         value = draw(st.sampled_from([b" ", b"\n", b"\t", b"\r", b"\xef\xbb\xbf", b"\x0c"])) + value
     elif kind == 9:
         suffix = [b" ", b"\n", b"\r", b"\r\n", b"x", b",", b"]", b"}", b" null", b"{}", b",{}"]
-        value += draw(st.sampled_from([*suffix, value, b"\n" + value]))
+        value += draw(st.sampled_from([*suffix, value, b"," + value, b"\n" + value]))
     elif kind == 10:
         value = value[: draw(st.integers(0, len(value) - 1))]  # truncated
     elif kind == 11:
