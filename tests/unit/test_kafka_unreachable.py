@@ -57,6 +57,8 @@ def test_topics_apply_against_nothing_says_one_sentence(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     lines = (result.stdout + result.stderr).splitlines()
-    assert result.stderr.splitlines()[0].startswith(f"ys-platform: Cannot reach Kafka at {address}: ")
+    assert result.stderr.splitlines()[0].startswith(
+        f"ys-platform: Cannot reach Kafka at {address}: "
+    )
     # Before: ~580 librdkafka FAIL lines, then the sentence, 30 s later.
     assert len(lines) == 1, lines

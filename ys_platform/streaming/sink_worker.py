@@ -43,6 +43,7 @@ from ys_platform.streaming.member import (
     MemberConfig,
     ProgressCallback,
     WorkerStopped,
+    decode_slices,
 )
 from ys_platform.streaming.metrics import WorkerMetrics
 from ys_platform.streaming.signals import stop_on_signals
@@ -222,31 +223,32 @@ class SinkWorker(GroupMember):
         dead = 0
         commits: list[TopicPartition] = []
         deletes: dict[str, list[str]] = {}
+        to_write: dict[TopicPartitionId, list[Message]] = {}
+        marks: dict[TopicPartitionId, frozenset[int]] = {}
         for key, all_records in buffers.items():
             records = all_records
             change_stream = key[0] in self._change_streams
-            marked: frozenset[int] = frozenset()
             if self._deleting is not None:
                 records, removed = split_tombstones(all_records, marked_deletes=change_stream)
                 if removed:
                     deletes.setdefault(key[0], []).extend(removed)
             elif change_stream:
                 # A sink that stores rows (ClickHouse) writes a delete as a row marked deleted.
-                marked = frozenset(r.offset() for r in records if is_delete(r.headers()))
-            columns = None
-            if key[0] in self._columnar_inputs:
-                columns, failures, good = self.decode_table(key, records)
-                messages: Sequence = ()
-            else:
-                messages, failures, good = self.decode(key, records)
-            for record, error in failures:
+                marks[key] = frozenset(r.offset() for r in records if is_delete(r.headers()))
+            to_write[key] = records
+        for key, decoded in decode_slices(to_write, self._columnar_inputs).items():
+            for record, error in decoded.failures:
                 self.dead_letter(record, str(error))
-            dead += len(failures)
-            end = all_records[-1].offset() + 1
-            offsets = [r.offset() for r in good]
+            dead += len(decoded.failures)
+            end = buffers[key][-1].offset() + 1
             batches.append(
                 PartitionBatch(
-                    key, messages, offsets, end_offset=end, deleted=marked, columns=columns
+                    key,
+                    decoded.messages,
+                    [r.offset() for r in decoded.good],
+                    end_offset=end,
+                    deleted=marks.get(key, frozenset()),
+                    columns=decoded.table,
                 )
             )
             commits.append(TopicPartition(self.config.physical(key[0]), key[1], end))

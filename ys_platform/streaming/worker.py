@@ -22,7 +22,7 @@ from typing import overload
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from ys_platform.catalog.codec import DecodeError, encode, is_delete, timestamp_ms, topic_of
+from ys_platform.catalog.codec import encode, is_delete, timestamp_ms, topic_of
 from ys_platform.catalog.columnar import is_columnar
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.streaming.app import (
@@ -34,10 +34,12 @@ from ys_platform.streaming.app import (
 )
 from ys_platform.streaming.broadcast import BroadcastReader
 from ys_platform.streaming.member import (
+    DecodedSlice,
     GroupMember,
     MemberConfig,
     ProgressCallback,
     WorkerStopped,
+    decode_slices,
 )
 from ys_platform.streaming.restore import encode_watermark, replay, replay_ranges
 
@@ -169,7 +171,9 @@ class TransactionalWorker(GroupMember):
         )
         ranges = replay_ranges(consumer, committed, self.app.restore_span_ms)
         for (physical_topic, partition), records in replay(self.connection, ranges, self.group_id):
-            self._apply((self.catalog_name(physical_topic), partition), records)
+            key = (self.catalog_name(physical_topic), partition)
+            decoded = decode_slices({key: self._events(key, records)}, self._columnar_inputs)
+            self._apply(key, decoded[key])
             self.metrics.restored_records += len(records)
         if ranges:
             log.info(
@@ -179,41 +183,41 @@ class TransactionalWorker(GroupMember):
                 self.metrics.restored_records,
             )
 
-    def _apply(
-        self, key: TopicPartitionId, records: Sequence[Message]
-    ) -> tuple[ProcessResult, list[tuple[Message, DecodeError]], Sequence[Message]]:
-        """Decode one partition's slice and run the app on it: ``(result, [(record, error),
-        ...], the records the result's indices refer to)``.
-
-        On a change-stream topic the deletes of rows are left out: a processor reads these
-        topics as events and facts (a transaction, a portfolio snapshot), and a deleted row is
-        neither; it is consumed and committed like any record, in restores too. A columnar app
-        gets the slice of a columnar input as a table (:meth:`GroupMember.decode_table`).
-        """
+    def _events(self, key: TopicPartitionId, records: Sequence[Message]) -> Sequence[Message]:
+        """The records a processor takes: on a change-stream topic the deletes of rows are
+        left out. A processor reads these topics as events and facts (a transaction, a
+        portfolio snapshot), and a deleted row is neither; it is consumed and committed like any
+        record, in restores too."""
         if key[0] in self._change_streams:
-            records = [r for r in records if not is_delete(r.headers())]
-        if self._columnar_app is not None and key[0] in self._columnar_inputs:
-            table, failures, good = self.decode_table(key, records)
-            result = self._columnar_app.process_columns(key, table, RecordTimestamps(good))
-        else:
-            messages, failures, good = self.decode(key, records)
-            result = self.app.process(key, messages, RecordTimestamps(good))
-        return result, failures, good
+            return [r for r in records if not is_delete(r.headers())]
+        return records
+
+    def _apply(self, key: TopicPartitionId, decoded: DecodedSlice) -> ProcessResult:
+        """Run the app on one decoded slice; a columnar app gets a columnar input's table."""
+        timestamps = RecordTimestamps(decoded.good)
+        if decoded.table is not None and self._columnar_app is not None:
+            return self._columnar_app.process_columns(key, decoded.table, timestamps)
+        return self.app.process(key, decoded.messages, timestamps)
 
     def _process(self, slices: dict[TopicPartitionId, list[Message]]) -> None:
         started = time.perf_counter()
         producer = self._producer
         assert producer is not None and self._consumer is not None
+        decoded = decode_slices(
+            {key: self._events(key, records) for key, records in slices.items()},
+            self._columnar_inputs,
+        )
         producer.begin_transaction()
         produced = dead = consumed = 0
         offsets = []
         try:
             for key, slice_ in slices.items():
                 consumed += len(slice_)
-                result, failures, good = self._apply(key, slice_)
-                for record, error in failures:
+                good = decoded[key].good
+                for record, error in decoded[key].failures:
                     self.dead_letter(record, str(error))
-                dead += len(failures)
+                dead += len(decoded[key].failures)
+                result = self._apply(key, decoded[key])
                 for message in result.outputs:
                     self._emit(message)
                 produced += len(result.outputs)
