@@ -11,6 +11,7 @@ here logs: use :func:`redacted` to show a config. Every client logs through Pyth
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -24,6 +25,8 @@ from confluent_kafka.admin import AdminClient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from ys_platform.clients.kafka_logging import CLIENT_LOGGER
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ys_platform.catalog.models import Message as CatalogMessage
@@ -295,16 +298,28 @@ def consume_messages(
     Partition EOF and other informational errors are skipped.
     """
     while stop is None or not stop.is_set():
-        batch = consumer.consume(num_messages=batch_size, timeout=poll_timeout_s)
-        records = []
-        for record in batch:
-            err = record.error()
-            if err is None:
-                records.append(record)
-            elif err.fatal():
-                raise KafkaException(err)
+        records = valid_records(consumer.consume(num_messages=batch_size, timeout=poll_timeout_s))
         if records:
             yield records
+
+
+def valid_records(batch: list[Message], context: str = "consumer") -> list[Message]:
+    """The records of a ``consume()`` batch without its error events.
+
+    A fatal error raises :class:`KafkaException`; partition EOF is dropped silently; any other
+    error event (a transient broker or fetch error librdkafka retries by itself) is logged as a
+    warning under ``context``.
+    """
+    records = []
+    for record in batch:
+        err = record.error()
+        if err is None:
+            records.append(record)
+        elif err.fatal():
+            raise KafkaException(err)
+        elif err.code() != KafkaError._PARTITION_EOF:
+            log.warning("%s: consume error: %s", context, err.str())
+    return records
 
 
 def next_offsets(records: Iterable[Message]) -> list[TopicPartition]:

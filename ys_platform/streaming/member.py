@@ -35,7 +35,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from ys_platform.catalog.codec import DecodeError, decode_batch
 from ys_platform.catalog.columnar import decode_columns
 from ys_platform.catalog.topics import ConsumerGroupSpec
-from ys_platform.clients.kafka import KafkaConnection, produce_record
+from ys_platform.clients.kafka import KafkaConnection, produce_record, valid_records
 from ys_platform.streaming.app import TopicPartitionId
 from ys_platform.streaming.dead_letter import dead_letter_headers
 from ys_platform.streaming.metrics import WorkerMetrics
@@ -286,16 +286,10 @@ class GroupMember:
         batch = self._consumer.consume(
             num_messages=self._consume_limit(), timeout=self.config.poll_timeout_s
         )
-        records = []
-        for record in batch:
-            err = record.error()
-            if err is None:
-                records.append(record)
-            elif err.fatal():
-                raise WorkerStopped(f"{self.group_id}: consumer failed: {err.str()}")
-            elif err.code() != KafkaError._PARTITION_EOF:
-                log.warning("%s: consume error: %s", self.group_id, err.str())
-        return records
+        try:
+            return valid_records(batch, self.group_id)
+        except KafkaException as exc:
+            raise WorkerStopped(f"{self.group_id}: consumer failed: {exc.args[0].str()}") from None
 
     def _split(self, records: list[Message]) -> dict[TopicPartitionId, list[Message]]:
         """The batch by (catalog topic, partition), each slice in offset order."""
