@@ -86,3 +86,25 @@ def recent_minute(hours_ago: float = 1.0):
 
     now = datetime.now(UTC) - timedelta(hours=hours_ago)
     return now.replace(second=0, microsecond=0)
+
+
+def eth_ticks(count: int, start, first_price: float) -> list:
+    """``count`` ETH/USD ticks from one source, a second apart from ``start``, the price rising
+    by 1 each tick from ``first_price``: input whose windows a test can compute by hand."""
+    from datetime import timedelta
+
+    from ys_platform.catalog.models import MarketPrice
+
+    return [
+        MarketPrice(
+            symbol="ETH/USD",
+            base="ETH",
+            quote="USD",
+            price=first_price + i,
+            source="s",
+            chain="ethereum",
+            venue="v",
+            ts=start + timedelta(seconds=i),
+        )
+        for i in range(count)
+    ]

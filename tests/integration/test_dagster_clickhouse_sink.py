@@ -2,14 +2,12 @@
 the table assets get materializations from the run, and the table asset reports the row count."""
 
 import uuid
-from datetime import timedelta
 
 import dagster as dg
-from kafka_helpers import create_namespaced_topics, recent_minute
+from kafka_helpers import create_namespaced_topics, eth_ticks, recent_minute
 
 from ys_platform.assets.clickhouse_sink import clickhouse_sink_definitions
 from ys_platform.assets.keys import clickhouse_table_key
-from ys_platform.catalog.models import MarketPrice
 from ys_platform.clients.kafka import produce_messages
 from ys_platform.resources.clickhouse import ClickHouseResource
 from ys_platform.resources.kafka import KafkaResource
@@ -25,19 +23,7 @@ def test_sink_run_writes_rows_and_materializes_tables(local_stack, tmp_path):
     create_namespaced_topics(
         kafka.admin(), namespace, [*mapping.topics, "dlq.clickhouse-sink"], partitions=2
     )
-    ticks = [
-        MarketPrice(
-            symbol="ETH/USD",
-            base="ETH",
-            quote="USD",
-            price=2000.0 + i,
-            source="s",
-            chain="ethereum",
-            venue="v",
-            ts=START + timedelta(seconds=i),
-        )
-        for i in range(250)
-    ]
+    ticks = eth_ticks(250, START, 2000.0)
     with kafka.get_producer() as producer:
         produce_messages(producer, ticks, namespace=namespace)
 

@@ -5,10 +5,9 @@ in-process against the local broker."""
 
 import time
 import uuid
-from datetime import timedelta
 
 import dagster as dg
-from kafka_helpers import create_namespaced_topics, recent_minute
+from kafka_helpers import create_namespaced_topics, eth_ticks, recent_minute
 
 from ys_platform.assets.keys import processor_asset_key, topic_asset_key
 from ys_platform.assets.processors import processor_assets, processor_jobs
@@ -19,7 +18,6 @@ from ys_platform.assets.workers import (
     keepalive_sensor_name,
     worker_job_name,
 )
-from ys_platform.catalog.models import MarketPrice
 from ys_platform.clients.kafka import produce_messages
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.sensors.keepalive import BACKOFF_BASE_S, STALL_AFTER_S, keepalive_sensors
@@ -56,19 +54,7 @@ def test_sensor_launches_run_records_outputs_and_relaunches(local_stack):
         ["market.prices", "market.analytics", "dlq.price-aggregation-processor"],
         2,
     )
-    ticks = [
-        MarketPrice(
-            symbol="ETH/USD",
-            base="ETH",
-            quote="USD",
-            price=3000.0 + i,
-            source="s",
-            chain="ethereum",
-            venue="v",
-            ts=START + timedelta(seconds=i),
-        )
-        for i in range(120)
-    ]
+    ticks = eth_ticks(120, START, 3000.0)
     with kafka.get_producer() as producer:
         produce_messages(producer, ticks, namespace=namespace)
 

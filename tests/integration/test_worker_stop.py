@@ -10,11 +10,10 @@ import signal
 import threading
 import time
 import uuid
-from datetime import timedelta
 
 import dagster as dg
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from kafka_helpers import create_namespaced_topics, recent_minute
+from kafka_helpers import create_namespaced_topics, eth_ticks, recent_minute
 
 from ys_platform.assets.keys import topic_asset_key
 from ys_platform.assets.processors import processor_assets, processor_jobs
@@ -24,7 +23,6 @@ from ys_platform.assets.workers import (
     worker_console_logger,
     worker_job_name,
 )
-from ys_platform.catalog.models import MarketPrice
 from ys_platform.clients.kafka import produce_messages
 from ys_platform.resources.kafka import KafkaResource
 
@@ -64,26 +62,14 @@ def _committed(kafka: KafkaResource, namespace: str) -> int:
 
 def test_terminated_run_commits_records_outputs_and_ends_canceled(local_stack, capfd):
     namespace = f"t{uuid.uuid4().hex[:8]}."
-    kafka = KafkaResource(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    kafka = KafkaResource.of(local_stack.kafka)
     create_namespaced_topics(
         kafka.admin(),
         namespace,
         ["market.prices", "market.analytics", "dlq.price-aggregation-processor"],
         1,
     )
-    ticks = [
-        MarketPrice(
-            symbol="ETH/USD",
-            base="ETH",
-            quote="USD",
-            price=3000.0 + i,
-            source="s",
-            chain="ethereum",
-            venue="v",
-            ts=START + timedelta(seconds=i),
-        )
-        for i in range(TICKS)
-    ]
+    ticks = eth_ticks(TICKS, START, 3000.0)
     with kafka.get_producer() as producer:
         produce_messages(producer, ticks, namespace=namespace)
     defs = dg.Definitions(
