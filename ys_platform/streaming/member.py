@@ -121,7 +121,7 @@ def _decode_columns(
     for key in keys:
         records.extend(slices[key])
         bounds.append(len(records))
-    batch = decode_columns(topic, [r.value() for r in records])
+    batch = decode_columns(topic, [r.value() for r in records], threads=True)
     out: dict[TopicPartitionId, DecodedSlice] = {}
     if not batch.failures:
         for i, key in enumerate(keys):
