@@ -166,7 +166,8 @@ def run_input(
     * ``partition_of``: each symbol key's partition, from the delivery reports;
     * ``crossings``: ``(key, T) -> (produced, acknowledged)`` wall ms of the key's first tick
       with ``ts >= T``, for every multiple ``T`` of the emit interval;
-    * ``late_ms``: p50, p99 and max of how late ticks were produced after their event time.
+    * ``late_ms``: p50, p99 and max of how late ticks were produced after their event time;
+    * ``cpu_s``: the process's CPU time.
     """
     start.wait()
     started_ms = time.time() * 1000
@@ -184,13 +185,14 @@ def run_input(
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             failures.append(err.str())
-        else:
-            partition_of.setdefault(msg.key(), msg.partition())
 
     def on_crossing(key: bytes, thresholds: list[int], sent: float) -> Any:
         def delivered(err: KafkaError | None, msg: Message) -> None:
-            on_delivery(err, msg)
+            if err is not None:
+                failures.append(err.str())
+                return
             acked = time.time() * 1000
+            partition_of[key] = msg.partition()
             for threshold in thresholds:
                 crossings[(key, threshold)] = (sent, acked)
 
@@ -206,9 +208,13 @@ def run_input(
         ticks = list(simulator.encoded_price_ticks(min(per_slice, total - produced), rate=rate))
         for key, value, ts in ticks:
             now = time.time() * 1000
-            while now < ts:
-                time.sleep(min((ts - now) / 1000, PACE_SLEEP_S))
-                now = time.time() * 1000
+            if now < ts:
+                # Ahead of schedule: serve delivery reports (they time the acknowledgements,
+                # so at most one wait late), then wait for the tick's time.
+                producer.poll(0)
+                while now < ts:
+                    time.sleep(min((ts - now) / 1000, PACE_SLEEP_S))
+                    now = time.time() * 1000
             late.append(now - ts)
             step = ts // STEP_MS
             previous = last_step.get(key)
@@ -224,7 +230,6 @@ def run_input(
                     break
                 except BufferError:
                     producer.poll(0.05)
-            producer.poll(0)  # serve delivery reports now: they time the acknowledgements
         produced += len(ticks)
     remaining = producer.flush(60)
     seconds = (time.time() * 1000 - started_ms) / 1000
@@ -238,6 +243,7 @@ def run_input(
             "partition_of": partition_of,
             "crossings": crossings,
             "late_ms": lateness,
+            "cpu_s": time.process_time(),
         }
     )
 
@@ -462,7 +468,8 @@ def run_once(settings: Settings, namespace: str, args: argparse.Namespace, repea
     log(
         f"  [{repeat + 1}/{args.repeats}] {len(samples):,} windows of {len(seen):,} records read; "
         f"input {report['produced']:,} ticks at {input_rate:,.0f} msg/s (produced after their "
-        f"event time: p50 {late_p50:.1f}, p99 {late_p99:.1f}, max {late_max:.0f} ms); worker "
+        f"event time: p50 {late_p50:.1f}, p99 {late_p99:.1f}, max {late_max:.0f} ms; "
+        f"{1e6 * report['cpu_s'] / report['produced']:.1f} CPU-us/tick); worker "
         f"{metrics.consumed:,} consumed, {metrics.batches:,} transactions, {cpu_us:.1f} "
         f"CPU-us/record"
     )
@@ -512,8 +519,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--input-linger-ms", type=int, help="the input producer's linger.ms")
     parser.add_argument("--reader-fetch-wait-ms", type=int, help="the reader's fetch.wait.max.ms")
     args = parser.parse_args(argv)
-    if args.rate <= 0 or args.duration <= 0 or args.repeats < 1:
-        parser.error("--rate, --duration and --repeats must be positive")
+    if args.rate <= 0 or args.repeats < 1:
+        parser.error("--rate and --repeats must be positive")
+    # The first window end may come one interval after the start, and closes a grace later.
+    if args.duration <= (STEP_MS + GRACE_MS) / 1000:
+        parser.error(
+            f"--duration must exceed {(STEP_MS + GRACE_MS) / 1000:.0f} s to close a window"
+        )
     return args
 
 
