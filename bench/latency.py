@@ -48,6 +48,7 @@ import numpy as np
 
 # `make bench` runs `python bench/<name>.py`, which puts bench/ on sys.path: _kafka is importable.
 from _kafka import (
+    ADMIN_TIMEOUT_S,
     catalog_spec,
     create_topics,
     delete_namespace,
@@ -55,7 +56,14 @@ from _kafka import (
     new_namespace,
     wait_for_assignment,
 )
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaError,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import OffsetSpec
 
 from ys_platform.catalog.codec import CONTENT_TYPE, decode, timestamp_ms
 from ys_platform.catalog.models import MODELS
@@ -112,8 +120,9 @@ class Probes:
 
     calls: list[tuple[int, float, int | None]] = field(default_factory=list)
     loop_ends: list[float] = field(default_factory=list)
-    emit_ms: list[float] = field(default_factory=list)
-    """Duration of each ``process`` call that emitted windows (the window kernel's work)."""
+    emit_ms: list[tuple[int, float]] = field(default_factory=list)
+    """(latest window end emitted, duration) of each ``process`` call that emitted windows:
+    the window kernel's work."""
     other_ms: list[float] = field(default_factory=list)
     """... and of the calls that emitted nothing."""
 
@@ -131,7 +140,10 @@ def build_worker(
         called = time.time() * 1000
         result = process(partition, messages, timestamps_ms)
         took = time.time() * 1000 - called
-        (probes.emit_ms if result.outputs else probes.other_ms).append(took)
+        if result.outputs:
+            probes.emit_ms.append((timestamp_ms(result.outputs[-1]), took))
+        else:
+            probes.other_ms.append(took)
         probes.calls.append((partition[1], called, app.watermark_ms(partition)))
         return result
 
@@ -143,6 +155,20 @@ def build_worker(
 
     worker_config = WorkerConfig(namespace=namespace, progress_interval_s=0.0, **config)
     return TransactionalWorker(connection, app, worker_config, on_progress)
+
+
+def run_replica(
+    connection: KafkaConnection,
+    namespace: str,
+    config: dict[str, Any],
+    stop: Any,
+) -> None:
+    """Another replica of the processor (``--replicas``; the child process's body): the same
+    worker under another ``instance_id``, sharing the group's partitions, until ``stop``."""
+    worker = build_worker(connection, namespace, config, Probes())
+    stopping = threading.Event()
+    threading.Thread(target=lambda: (stop.wait(), stopping.set()), daemon=True).start()
+    worker.run(stopping)
 
 
 # --- the input process ---------------------------------------------------------------------------
@@ -282,6 +308,22 @@ def run_reader(
     out.send(seen)
 
 
+def _lag(admin: Any, group_id: str) -> int:
+    """Records of the input the group has not committed yet (its offsets are committed in the
+    transactions, so 0 means every batch, and the windows it emitted, is committed)."""
+    listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id)])
+    committed = listed[group_id].result(ADMIN_TIMEOUT_S).topic_partitions
+    lag = 0
+    consumer_ends = admin.list_offsets(
+        {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in committed},
+        isolation_level=IsolationLevel.READ_COMMITTED,
+    )
+    for tp in committed:
+        end = consumer_ends[TopicPartition(tp.topic, tp.partition)].result(ADMIN_TIMEOUT_S).offset
+        lag += max(end - max(tp.offset, 0), 0)
+    return lag if committed else 1
+
+
 def _receive(pipe: Connection, process: Any, timeout_s: float, name: str) -> Any:
     """What ``process`` sends through ``pipe``; fails early if the process died instead."""
     deadline = time.monotonic() + timeout_s
@@ -374,6 +416,22 @@ def run_once(settings: Settings, namespace: str, args: argparse.Namespace, repea
     if args.poll_timeout is not None:
         worker_config["poll_timeout_s"] = args.poll_timeout
     worker = build_worker(connection, namespace, worker_config, probes)
+    stop_replicas = context.Event()
+    replicas = [
+        context.Process(
+            target=run_replica,
+            args=(
+                connection,
+                namespace,
+                {**worker_config, "instance_id": str(instance)},
+                stop_replicas,
+            ),
+            daemon=True,
+        )
+        for instance in range(1, args.replicas)
+    ]
+    for replica in replicas:
+        replica.start()
     stop_worker = threading.Event()
     failed: list[BaseException] = []
 
@@ -429,7 +487,7 @@ def run_once(settings: Settings, namespace: str, args: argparse.Namespace, repea
     producer.start()
     try:
         # Everything joined before the first tick: a group join is a one-off cost, not latency.
-        wait_for_assignment(admin, worker.group_id, ASSIGN_TIMEOUT_S)
+        wait_for_assignment(admin, worker.group_id, ASSIGN_TIMEOUT_S, members=args.replicas)
         if not assigned.wait(ASSIGN_TIMEOUT_S):
             raise RuntimeError(f"the reader got no partitions in {ASSIGN_TIMEOUT_S:.0f}s")
         start_input.set()
@@ -437,24 +495,24 @@ def run_once(settings: Settings, namespace: str, args: argparse.Namespace, repea
         # Drain: the windows the last ticks closed are emitted after them. The worker counts a
         # batch as consumed once its transaction committed.
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        while worker.metrics.consumed < report["produced"] and not failed:
+        while _lag(admin, worker.group_id) and not failed:
             if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the worker consumed {worker.metrics.consumed:,} of {report['produced']:,}"
-                )
-            time.sleep(0.1)
+                raise RuntimeError(f"the processor did not catch up in {DRAIN_TIMEOUT_S:.0f}s")
+            time.sleep(0.2)
         time.sleep(READER_SLACK_S)
         stop_reader.set()
         seen: list[tuple[bytes, int, float]] = _receive(reader_results, reader, 60, "reader")
     finally:
         stop_worker.set()
         stop_reader.set()
+        stop_replicas.set()
         worker_thread.join(60)
-        for child in (reader, producer):
+        for child in (reader, producer, *replicas):
             child.join(10)
             if child.is_alive():
                 child.terminate()
-    # This process's CPU: the worker and its clients' threads (the input and reader run apart).
+    # This process's CPU: the worker and its clients' threads (the input, the reader and other
+    # replicas run apart).
     cpu_us = 1e6 * (time.process_time() - cpu_started) / max(worker.metrics.consumed, 1)
     if failed:
         raise RuntimeError(f"the worker stopped: {failed[0]}") from failed[0]
@@ -479,10 +537,16 @@ def run_once(settings: Settings, namespace: str, args: argparse.Namespace, repea
         f"max {batch[2]:.0f} ms"
     )
     if probes.emit_ms:
+        emits = [ms for _, ms in probes.emit_ms]
+        per_end: dict[int, float] = {}
+        for window_end, ms in probes.emit_ms:
+            per_end[window_end] = per_end.get(window_end, 0.0) + ms
         log(
-            f"    process() per partition: emitting p50 {percentile(probes.emit_ms, 0.5):.1f} ms "
-            f"(max {max(probes.emit_ms):.1f}, {len(probes.emit_ms)} calls), other p50 "
-            f"{percentile(probes.other_ms or [0.0], 0.5):.1f} ms"
+            f"    process() of a partition: emitting p50 {percentile(emits, 0.5):.1f} ms (max "
+            f"{max(emits):.1f}, {len(emits)} calls), other p50 "
+            f"{percentile(probes.other_ms or [0.0], 0.5):.1f} ms; emitting summed over this "
+            f"worker's partitions per window end p50 {percentile(list(per_end.values()), 0.5):.0f}"
+            f" ms, max {max(per_end.values()):.0f} ms"
         )
     for name in ("total", "acked", "handed", "committed", "read"):
         values = [v for s in samples if (v := getattr(s, name)) is not None]
@@ -517,10 +581,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help="WorkerConfig.batch_size override")
     parser.add_argument("--poll-timeout", type=float, help="WorkerConfig.poll_timeout_s override")
     parser.add_argument("--input-linger-ms", type=int, help="the input producer's linger.ms")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="processor replicas (one process each)"
+    )
     parser.add_argument("--reader-fetch-wait-ms", type=int, help="the reader's fetch.wait.max.ms")
     args = parser.parse_args(argv)
-    if args.rate <= 0 or args.repeats < 1:
-        parser.error("--rate and --repeats must be positive")
+    if args.rate <= 0 or args.repeats < 1 or args.replicas < 1:
+        parser.error("--rate, --repeats and --replicas must be positive")
     # The first window end may come one interval after the start, and closes a grace later.
     if args.duration <= (STEP_MS + GRACE_MS) / 1000:
         parser.error(
@@ -534,6 +601,8 @@ def settings_text(args: argparse.Namespace) -> str:
     batch = args.batch_size if args.batch_size is not None else defaults.batch_size
     poll = args.poll_timeout if args.poll_timeout is not None else defaults.poll_timeout_s
     parts = [f"worker batch {batch:,}, poll {poll * 1000:.0f} ms"]
+    if args.replicas > 1:
+        parts.append(f"{args.replicas} replicas")
     linger = args.input_linger_ms
     parts.append(f"input linger {'100 (default)' if linger is None else linger} ms")
     if args.reader_fetch_wait_ms is not None:
