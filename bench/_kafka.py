@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from ys_platform.catalog.topics import TopicSpec, topic
@@ -123,3 +123,27 @@ def create_catalog_topics(
 ) -> list[str]:
     """The catalog topics ``names`` under ``namespace`` (catalog configs and partitions)."""
     return create_topics(admin, [catalog_spec(n, f"{namespace}{n}", partitions) for n in names])
+
+
+def wait_for_assignment(
+    admin: AdminClient, group_id: str, timeout_s: float, members: int = 1
+) -> int:
+    """Wait until consumer group ``group_id`` is stable with ``members`` members, each with
+    partitions assigned (a benchmark starts its input only then: joining a group is a one-off
+    cost, not latency); returns the number of partitions assigned."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        future = admin.describe_consumer_groups([group_id], request_timeout=ADMIN_TIMEOUT_S)
+        try:
+            group = future[group_id].result(ADMIN_TIMEOUT_S)
+        except KafkaException:
+            group = None  # not known to the coordinator yet
+        if group is not None and group.state == ConsumerGroupState.STABLE:
+            assigned = [len(m.assignment.topic_partitions) for m in group.members]
+            if len(assigned) == members and all(assigned):
+                return sum(assigned)
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"group {group_id} had no stable assignment to {members} members after {timeout_s}s"
+            )
+        time.sleep(0.2)
