@@ -93,7 +93,7 @@ def platform_producer(settings: Settings) -> AbstractContextManager[Producer]:
 
     The one place that builds it, so a change of how the resource is configured lands here only.
     """
-    return KafkaResource(bootstrap_servers=settings.kafka_bootstrap_servers).get_producer()
+    return KafkaResource.of(settings.kafka).get_producer()
 
 
 def run_ours(settings: Settings, namespace: str, models: Sequence[MarketPrice]) -> Run:
@@ -240,7 +240,7 @@ def summary(args: argparse.Namespace, runs: dict[str, list[Run]], value_bytes: f
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = Settings()
-    connection = KafkaConnection.from_settings(settings)
+    connection = settings.kafka
     admin = connection.admin()
     namespace = new_namespace()
     log(f"producer: namespace {namespace} on {settings.kafka_bootstrap_servers}")
