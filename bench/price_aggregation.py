@@ -81,7 +81,7 @@ machine all 1M would take over 3 minutes a run, 10 with the repeats. 200k ticks 
 time, so windows close and emit (one ends every 5 s) as they do over the whole topic; a full
 1M run measured the same rate (bench/README.md). ``--quix-ticks 0`` reads everything."""
 
-RAW_BATCH = 10_000
+RAW_BATCH = WorkerConfig.batch_size
 """Messages per consume call of the raw peer: WorkerConfig's default, so both read alike."""
 
 QUIX_SLIDING_BUDGET_S = 60.0

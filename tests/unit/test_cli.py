@@ -98,7 +98,8 @@ def test_sink_and_processor_instances_default_to_none():
     assert (sink.batch_size, sink.flush_interval, sink.share_every) == (None, None, 30.0)
     processor = parser.parse_args(["processor", "run", "price-aggregation"])
     assert processor.instance is None
-    assert (processor.batch_size, processor.namespace, processor.max_idle) == (10_000, "", None)
+    # None: the worker's own default (WorkerConfig.batch_size), written once.
+    assert (processor.batch_size, processor.namespace, processor.max_idle) == (None, "", None)
 
 
 def test_sink_run_rejects_an_unknown_option(capsys):

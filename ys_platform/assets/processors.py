@@ -13,7 +13,7 @@ PROCESSOR_GROUP = "processors"
 
 
 class ProcessorRunConfig(dg.Config):
-    batch_size: int = 10_000
+    batch_size: int = WorkerConfig.batch_size
     instance_id: str = "0"
     namespace: str = ""
     """Topic/group prefix: run a copy on isolated topics (tests, replays)."""

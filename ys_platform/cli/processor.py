@@ -23,7 +23,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="stable replica id (transactional id, static membership); default: a standalone "
         "id no Dagster-run replica uses",
     )
-    run.add_argument("--batch-size", type=int, default=10_000)
+    run.add_argument(
+        "--batch-size", type=int, default=None, help="records per transaction (default 20,000)"
+    )
     run.add_argument("--namespace", default="", help="prefix of topics and group (isolation)")
     run.add_argument("--max-idle", type=float, default=None, help="stop after S idle seconds")
     run.set_defaults(func=with_settings(_run))
@@ -40,7 +42,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
         raise CommandError(str(exc.args[0]), ExitCode.CONFIG) from None
     log_to_stderr()
     config = WorkerConfig(
-        batch_size=args.batch_size, instance_id=args.instance, namespace=args.namespace
+        batch_size=args.batch_size or WorkerConfig.batch_size,
+        instance_id=args.instance,
+        namespace=args.namespace,
     )
 
     def report(metrics: WorkerMetrics) -> None:
