@@ -140,3 +140,14 @@ def namespaced_source(stack: Settings, dbname: str, suffix: str) -> ConnectorFil
             "topic.prefix": f"t{suffix}",
         }
     )
+
+
+def apply_connector(client: KafkaConnectClient, file: ConnectorFile, admin):
+    """Apply ``file`` the way ``ys-platform connectors apply`` does: Debezium's own topics are
+    reconciled to the catalog first (``admin`` is the cluster's admin client)."""
+    from ys_platform.connectors import apply
+    from ys_platform.streaming.topics import apply_plans, plan_topics
+
+    return apply(
+        client, file, ensure_topics=lambda specs: apply_plans(admin, plan_topics(admin, specs))
+    )

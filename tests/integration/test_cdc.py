@@ -22,6 +22,7 @@ import psycopg
 import pytest
 from cdc_helpers import (
     app_conninfo,
+    apply_connector,
     connect_stack,
     delete_connector,
     fresh_database,
@@ -36,14 +37,13 @@ from ys_platform.catalog.tables import LAYOUTS
 from ys_platform.clients.clickhouse import client_factory, open_clickhouse
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_connect import KafkaConnectClient
-from ys_platform.connectors import apply, heartbeat_topic
+from ys_platform.connectors import heartbeat_topic
 from ys_platform.postgres import CAPTURED
 from ys_platform.settings import Settings
 from ys_platform.sinks.clickhouse import ClickHouseSink, ClickHouseSinkMapping
 from ys_platform.sources.record import captured_table, message_of_row
 from ys_platform.streaming.dead_letter import header
 from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
-from ys_platform.streaming.topics import apply_plans, plan_topics
 
 # Connect up (~10 s if not running), snapshot ~5 s, streaming within a second or two; a busy
 # 2-core machine can triple that.
@@ -214,11 +214,7 @@ def test_snapshot_then_insert_update_delete_reach_the_catalog_topics_and_clickho
         file = namespaced_source(stack, dbname, suffix)
         with KafkaConnectClient(stack.connect_url) as client:
             try:
-                result = apply(
-                    client,
-                    file,
-                    ensure_topics=lambda specs: apply_plans(admin, plan_topics(admin, specs)),
-                )
+                result = apply_connector(client, file, admin)
                 assert result.ok, result.message
                 assert result.action == "created"
 

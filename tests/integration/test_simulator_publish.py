@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from cdc_helpers import (
     app_conninfo,
+    apply_connector,
     connect_stack,
     delete_connector,
     fresh_database,
@@ -34,7 +35,6 @@ from ys_platform.catalog.models import Message
 from ys_platform.catalog.topics import ALL_TOPICS
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_connect import KafkaConnectClient
-from ys_platform.connectors import apply
 from ys_platform.settings import Settings
 from ys_platform.sources.publish import fill_topic, publish, run_simulation
 from ys_platform.sources.record import (
@@ -330,11 +330,7 @@ def test_dev_simulation_reaches_the_captured_topics_through_debezium() -> None:
         file = namespaced_source(stack, dbname, suffix)
         with KafkaConnectClient(stack.connect_url) as client:
             try:
-                result = apply(
-                    client,
-                    file,
-                    ensure_topics=lambda specs: apply_plans(admin, plan_topics(admin, specs)),
-                )
+                result = apply_connector(client, file, admin)
                 assert result.ok, result.message
                 # Changes committed after the slot exists are streamed, each one: wait for it.
                 _wait_for_slot(stack, f"t_{suffix}")
