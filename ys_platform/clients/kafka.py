@@ -51,6 +51,10 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
     "linger.ms": 100,
     # librdkafka's counterpart of the seed's 64 MiB `buffer.memory`.
     "queue.buffering.max.kbytes": 65536,
+    # Delivery callbacks for failures only: every producer of the platform counts what it sent
+    # and needs to hear only what did not arrive. A Python callback per acknowledged record cost
+    # a quarter of the produce loop (bench/producer.py's pre-encoded loop: 88k -> 119k msg/s).
+    "delivery.report.only.error": True,
 }
 
 # The seed's consumer settings, with fetch sizes for throughput. Offsets are committed by the
@@ -231,20 +235,21 @@ def produce_messages(
     ``namespace`` prefixes the topic names, as a worker's namespace does (isolated copies).
     Returns how many were acknowledged; raises :class:`DeliveryError` naming the first failure.
     """
-    from ys_platform.catalog.codec import encode, timestamp_ms, topic_of
+    from ys_platform.catalog.codec import encode_record
 
     failures: list[str] = []
 
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        # Called for failures only (PRODUCER_DEFAULTS' delivery.report.only.error); the check
+        # stays for a producer built with other settings.
         if err is not None:
             failures.append(f"{msg.topic()}: {err.str()}")
 
     count = 0
     for message in messages:
-        key, value, headers = encode(message)
         # The record timestamp is the event time, as the catalog's contract says.
-        topic = f"{namespace}{topic_of(message)}"
-        produce_record(producer, topic, value, key, headers, timestamp_ms(message), on_delivery)
+        topic, key, value, headers, timestamp = encode_record(message)
+        produce_record(producer, namespace + topic, value, key, headers, timestamp, on_delivery)
         count += 1
     remaining = producer.flush(flush_timeout_s)
     if remaining:
@@ -271,16 +276,20 @@ def produce_record(
     :func:`produce_messages` all come through here. A full queue (``BufferError``) is served by
     polling delivery reports, which frees room as the broker acknowledges.
     """
-    kwargs: dict[str, Any] = {"headers": headers}
-    if timestamp_ms is not None:
-        kwargs["timestamp"] = timestamp_ms
-    if on_delivery is not None:
-        kwargs["on_delivery"] = on_delivery
-    if partition is not None:
-        kwargs["partition"] = partition
+    # Every argument by keyword, none through a **kwargs dict: building one per record cost
+    # ~0.7 us of a ~3.7 us produce call. librdkafka reads partition -1 as "unassigned" (use the
+    # partitioner) and timestamp 0 as "now"; on_delivery None as no callback.
     while True:
         try:
-            producer.produce(topic, value, key, **kwargs)
+            producer.produce(
+                topic,
+                value,
+                key,
+                partition=-1 if partition is None else partition,
+                on_delivery=on_delivery,
+                timestamp=timestamp_ms or 0,
+                headers=headers,
+            )
             return
         except BufferError:
             producer.poll(0.05)

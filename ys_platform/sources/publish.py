@@ -1,6 +1,6 @@
 """Produce simulated (or any catalog) messages to Kafka, or the CDC-captured ones to PostgreSQL.
 
-Records carry the catalog's key and headers (:func:`ys_platform.catalog.codec.encode`) and the
+Records carry the catalog's key and headers (``codec.encode_record``) and the
 message's event time as their timestamp, so windows, retention and ``offsets_for_times`` all see
 event time. :func:`publish` paces to a rate of wall time (``make dev``) or goes as fast as the
 producer allows; given a :class:`~ys_platform.sources.record.RecordWriter`, it writes messages of
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
-from ys_platform.catalog.codec import CONTENT_TYPE, encode, timestamp_ms, topic_of
+from ys_platform.catalog.codec import CONTENT_TYPE, encode_record, headers_of, topic_of
 from ys_platform.catalog.models import MODELS, Message
 from ys_platform.clients.kafka import DeliveryError, KafkaConnection, produce_record
 from ys_platform.clients.postgres import open_postgres
@@ -112,10 +112,8 @@ def publish(
             if records is not None and records.takes(topic):
                 records.add(message)
             else:
-                key, value, headers = encode(message)
-                produce_record(
-                    producer, topic, value, key, headers, timestamp_ms(message), deliveries
-                )
+                _, key, value, headers, timestamp = encode_record(message)
+                produce_record(producer, topic, value, key, headers, timestamp, deliveries)
             count += 1
             if counts is not None:
                 counts[topic] += 1
@@ -152,11 +150,7 @@ def fill_topic(
     ``producer_overrides``. Records get the headers ``encode`` would give the topic's messages.
     """
     model = MODELS.get(topic)
-    headers = (
-        [("schema-version", str(model.SCHEMA_VERSION).encode()), ("content-type", CONTENT_TYPE)]
-        if model is not None
-        else [("content-type", CONTENT_TYPE)]
-    )
+    headers = headers_of(model) if model is not None else [("content-type", CONTENT_TYPE)]
     producer = connection.producer(**{**FILL_PRODUCER_OVERRIDES, **producer_overrides})
     deliveries = _Deliveries()
     count = 0
