@@ -248,18 +248,6 @@ def _median_before(ticks: list[MarketPrice], tick: MarketPrice) -> float:
     return sorted(window)[len(window) // 2]
 
 
-def test_price_ticks_fast_path_meets_its_rate():
-    import time
-
-    simulator = MarketSimulator(seed=9)
-    started = time.perf_counter()
-    count = sum(1 for _ in simulator.encoded_price_ticks(200_000))
-    elapsed = time.perf_counter() - started
-    assert count == 200_000
-    # 200k/s is the benchmark's need; a loaded CI box gets a 4x margin below the ~300k/s measured.
-    assert count / elapsed > 50_000
-
-
 # --- crosschain ------------------------------------------------------------------------------
 
 
