@@ -31,7 +31,9 @@ def group(local_stack):
     for partition, size in SIZES.items():
         for i in range(size):
             stamp = int((T0 + timedelta(seconds=i)).timestamp() * 1000)
-            producer.produce(topic, f"{partition}-{i}".encode(), partition=partition, timestamp=stamp)
+            producer.produce(
+                topic, f"{partition}-{i}".encode(), partition=partition, timestamp=stamp
+            )
     assert producer.flush(30) == 0
     committer = connection.consumer(group_id)
     committer.commit(

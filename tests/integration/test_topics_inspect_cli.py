@@ -81,7 +81,9 @@ def test_describe_shows_partitions_replicas_configs_and_offsets(local_stack, kno
     _, name, _ = known_topic
     assert main(["topics", "describe", name]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"topic {name}: 3 partitions, replication factor 1, 0 under-replicated")
+    assert out[0].startswith(
+        f"topic {name}: 3 partitions, replication factor 1, 0 under-replicated"
+    )
     broker = str(next(iter(local_stack.kafka.admin().list_topics(timeout=10).brokers)))
     assert [line.split() for line in out[1:5]] == [
         ["PARTITION", "LEADER", "REPLICAS", "ISR", "EARLIEST", "LATEST"],

@@ -29,7 +29,12 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from ys_platform.catalog.topics import consumer_group
 from ys_platform.clients.kafka import KafkaConnection, produce_record
 from ys_platform.operations.admin import OperationError, reason
-from ys_platform.operations.records import READ_TIMEOUT_S, partitions, read_ranges
+from ys_platform.operations.records import (
+    READ_TIMEOUT_S,
+    READER_SETTINGS,
+    partitions,
+    read_ranges,
+)
 from ys_platform.streaming import dead_letter
 
 REPLAY_TOPIC = "ys.replay.topic"
@@ -90,7 +95,7 @@ class DeadLetterSummary:
 
 
 def summarize(connection: KafkaConnection, dlq: DeadLetterTopic) -> DeadLetterSummary:
-    consumer = connection.consumer(dlq.replay_group, enable_partition_eof=True)
+    consumer = connection.consumer(dlq.replay_group, **READER_SETTINGS)
     try:
         bounds = partitions(consumer, dlq.topic)
         done = _replayed_up_to(consumer, dlq, list(bounds))
@@ -240,7 +245,7 @@ def replay(
             producer.init_transactions(READ_TIMEOUT_S)
         except KafkaException as exc:
             raise OperationError(f"could not start the replay transaction: {reason(exc)}") from None
-    consumer = connection.consumer(dlq.replay_group, enable_partition_eof=True)
+    consumer = connection.consumer(dlq.replay_group, **READER_SETTINGS)
     report = ReplayReport(dlq.topic, dry_run)
     try:
         bounds = partitions(consumer, dlq.topic)
