@@ -77,7 +77,7 @@ def _describe(args: argparse.Namespace, settings: Settings) -> ExitCode:
             p.topic,
             str(p.partition),
             _offset(p.committed),
-            str(p.high_watermark),
+            _offset(p.high_watermark),
             _offset(p.lag),
             p.member.member_id if p.member else "-",
         )

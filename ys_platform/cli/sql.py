@@ -12,7 +12,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     from ys_platform.operations.sql import FORMATS
 
     sql = commands.add_parser("sql", help="run one SQL statement on ClickHouse")
-    sql.add_argument("statement", help='e.g. "SELECT count() FROM market_prices"')
+    sql.add_argument("statement", help='e.g. "SELECT count() FROM market_data"')
     sql.add_argument("--format", choices=FORMATS, default="table")
     sql.set_defaults(func=with_settings(_sql))
 

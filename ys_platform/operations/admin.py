@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 ADMIN_TIMEOUT_S = 30.0
@@ -53,8 +53,13 @@ def list_offsets(
     spec: OffsetSpec,
     *,
     committed_only: bool = False,
+    skip_missing: bool = False,
 ) -> dict[tuple[str, int], int]:
     """One offset per partition: earliest, latest or for a timestamp (-1: none that late).
+
+    ``skip_missing`` leaves out the partitions of topics deleted since they were listed (the
+    broker drops a group's offsets on a deleted topic, but not at the same instant) instead of
+    failing the whole listing.
 
     ``latest`` is the high watermark, or with ``committed_only`` the last stable offset, which
     never points into a transaction still open (so a reset there cannot skip records that
@@ -69,7 +74,14 @@ def list_offsets(
         else IsolationLevel.READ_UNCOMMITTED,
         request_timeout=ADMIN_TIMEOUT_S,
     )
-    return {
-        (tp.topic, tp.partition): info.offset
-        for tp, info in results(futures, "could not list offsets").items()
-    }
+    offsets = {}
+    for tp, future in futures.items():
+        try:
+            offsets[(tp.topic, tp.partition)] = future.result(timeout=ADMIN_TIMEOUT_S).offset
+        except KafkaException as exc:
+            if skip_missing and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                continue
+            raise OperationError(
+                f"could not list the offsets of {tp.topic}[{tp.partition}]: {reason(exc)}"
+            ) from None
+    return offsets

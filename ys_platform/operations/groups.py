@@ -54,12 +54,15 @@ class PartitionLag:
     partition: int
     committed: int | None
     """None: the group has no committed offset there."""
-    high_watermark: int
+    high_watermark: int | None
+    """None: the topic was deleted between reading the offsets and the watermarks."""
     member: Member | None
 
     @property
     def lag(self) -> int | None:
-        return None if self.committed is None else max(self.high_watermark - self.committed, 0)
+        if self.committed is None or self.high_watermark is None:
+            return None
+        return max(self.high_watermark - self.committed, 0)
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ def describe_groups(admin: AdminClient, ids: Sequence[str]) -> list[GroupView]:
     members = {g: _members(descriptions[g]) for g in ids}
     owned = {g: {tp: m for m in members[g] for tp in m.assignment} for g in ids}
     wanted = sorted({tp for g in ids for tp in (*committed[g], *owned[g])})
-    high = list_offsets(admin, wanted, OffsetSpec.latest())
+    high = list_offsets(admin, wanted, OffsetSpec.latest(), skip_missing=True)
     views = []
     for group_id in ids:
         description = descriptions[group_id]
@@ -153,7 +156,7 @@ def describe_groups(admin: AdminClient, ids: Sequence[str]) -> list[GroupView]:
                         topic=t,
                         partition=p,
                         committed=committed[group_id].get((t, p)),
-                        high_watermark=high[(t, p)],
+                        high_watermark=high.get((t, p)),
                         member=owned[group_id].get((t, p)),
                     )
                     for t, p in keys
