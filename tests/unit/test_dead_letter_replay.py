@@ -8,7 +8,7 @@ from ys_platform.operations.dead_letters import (
     PASSED_OVER_REPLAYED,
     PASSED_OVER_SINCE,
     REPLAY,
-    _classify,
+    classify,
     replayed_headers,
 )
 from ys_platform.operations.records import render
@@ -41,7 +41,7 @@ def _letter(headers=DLQ_HEADERS, at_ms: int = 1_767_614_460_000) -> Message:
 
 
 def test_a_dead_letter_is_replayed_to_its_source_partition():
-    item = _classify(_letter(), since_ms=None)
+    item = classify(_letter(), since_ms=None)
     assert (item.action, item.source, item.partition, item.offset) == (
         REPLAY,
         ("ns.market.prices", 2),
@@ -52,11 +52,11 @@ def test_a_dead_letter_is_replayed_to_its_source_partition():
 
 
 def test_dead_letters_passed_over():
-    assert _classify(_letter(at_ms=1000), since_ms=2000).action == PASSED_OVER_SINCE
-    assert _classify(_letter(at_ms=2000), since_ms=2000).action == REPLAY
+    assert classify(_letter(at_ms=1000), since_ms=2000).action == PASSED_OVER_SINCE
+    assert classify(_letter(at_ms=2000), since_ms=2000).action == REPLAY
     replayed = [*DLQ_HEADERS, ("ys.replay.topic", b"ns.dlq.price-aggregation-processor")]
-    assert _classify(_letter(replayed), since_ms=None).action == PASSED_OVER_REPLAYED
-    assert _classify(_letter([("schema-version", b"1")]), None).action == PASSED_OVER_NO_SOURCE
+    assert classify(_letter(replayed), since_ms=None).action == PASSED_OVER_REPLAYED
+    assert classify(_letter([("schema-version", b"1")]), None).action == PASSED_OVER_NO_SOURCE
 
 
 def test_a_replayed_record_keeps_its_headers_without_the_dead_letter_ones():

@@ -154,7 +154,8 @@ class ReplayReport:
         return Counter(i.action for i in self.items if i.action != REPLAY)
 
 
-def _classify(record: Message, since_ms: int | None) -> ReplayItem:
+def classify(record: Message, since_ms: int | None) -> ReplayItem:
+    """What replay does with one dead letter: replay it, or why it is passed over."""
     headers = record.headers()
     source = dead_letter.header(headers, dead_letter.SOURCE_TOPIC)
     source_partition = dead_letter.header(headers, dead_letter.SOURCE_PARTITION)
@@ -252,7 +253,7 @@ def replay(
         done = _replayed_up_to(consumer, dlq, list(bounds))
         ranges = {p: (max(low, done[p]), end) for p, (low, end) in bounds.items()}
         found = read_ranges(consumer, dlq.topic, ranges)
-        work = [(r, _classify(r, since_ms)) for p in sorted(found) for r in found[p]]
+        work = [(r, classify(r, since_ms)) for p in sorted(found) for r in found[p]]
         report.items = [item for _, item in work]
         if producer is not None:
             for start in range(0, len(work), REPLAY_CHUNK):
