@@ -20,14 +20,16 @@ from ys_platform.clients.kafka import KafkaUnreachableError
 from ys_platform.clients.locks import StoreLockedError
 from ys_platform.connectors import ConnectorFileError
 from ys_platform.local.state import LocalStackError
+from ys_platform.operations import OperationError
+from ys_platform.operations.sql import QueryError
 from ys_platform.settings import SettingsError
 from ys_platform.sinks.clickhouse import SinkConfigError, SinkRangeError
 from ys_platform.streaming.topics import TopicAdminError
 from ys_platform.streaming.worker import WorkerStopped
 
 CLI = Path(sys.executable).with_name("ys-platform")
-GROUPS = ["local", "topics", "schemas", "db", "connectors", "processor", "sink", "simulate"]
-GROUPS += ["search", "dev"]
+GROUPS = ["local", "topics", "groups", "dlq", "schemas", "db", "connectors", "processor", "sink"]
+GROUPS += ["simulate", "search", "sql", "dev"]
 
 
 @pytest.fixture
@@ -130,6 +132,8 @@ def test_dev_takes_the_port_and_a_dagster_home():
         (SinkRangeError("range"), ExitCode.FAILED),
         (StoreLockedError("locked", path=Path("/x"), waited_s=1.0), ExitCode.FAILED),
         (CommandError("it failed"), ExitCode.FAILED),
+        (OperationError("group has members"), ExitCode.FAILED),
+        (QueryError("ClickHouse refused the statement"), ExitCode.FAILED),
         (ValueError("a bug"), None),
     ],
 )
@@ -157,6 +161,39 @@ def test_an_unknown_processor_exits_2(isolated, capsys):
 def test_an_unknown_topic_exits_2(isolated, capsys):
     assert main(["topics", "apply", "--dry-run", "no.such.topic"]) == ExitCode.CONFIG
     assert capsys.readouterr().err == "ys-platform: 'no.such.topic' is not a catalog topic\n"
+
+
+def test_an_unknown_dead_letter_group_exits_2(isolated, capsys):
+    assert main(["dlq", "list", "no-such-group"]) == ExitCode.CONFIG
+    err = capsys.readouterr().err
+    assert err == "ys-platform: 'no-such-group' is not a catalog consumer group\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["groups", "reset-offsets", "g", "--topic", "t"],  # no target
+        ["groups", "reset-offsets", "g", "--topic", "t", "--to-earliest", "--to-latest"],
+        ["groups", "reset-offsets", "g", "--to-earliest"],  # no topic
+        ["groups", "reset-offsets", "g", "--topic", "t", "--to-datetime", "yesterday"],
+        ["dlq", "replay", "price-aggregation-processor", "--since", "2026-13-01"],
+        ["sql", "SELECT 1", "--format", "xml"],
+    ],
+)
+def test_operator_command_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "usage: ys-platform" in capsys.readouterr().err
+
+
+def test_a_time_without_a_zone_is_utc():
+    from datetime import UTC, datetime
+
+    args = build_parser().parse_args(
+        ["groups", "reset-offsets", "g", "--topic", "t", "--to-datetime", "2026-01-05T12:00"]
+    )
+    assert args.to_datetime == datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 def test_a_missing_sink_mapping_exits_2(isolated, capsys):

@@ -9,12 +9,15 @@ from ys_platform.cli import (
     connectors,
     db,
     dev,
+    dlq,
+    groups,
     local,
     processor,
     schemas,
     search,
     simulate,
     sink,
+    sql,
     topics,
 )
 from ys_platform.cli.core import PROG, ExitCode
@@ -22,7 +25,8 @@ from ys_platform.cli.core import PROG, ExitCode
 __all__ = ["ExitCode", "build_parser", "main"]
 
 # In the order `ys-platform --help` lists them.
-GROUPS = (local, topics, schemas, db, connectors, processor, sink, simulate, search, dev)
+GROUPS = (local, topics, groups, dlq, schemas, db, connectors, processor, sink, simulate, search)
+GROUPS += (sql, dev)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from functools import cache
 from typing import Any
@@ -62,6 +63,7 @@ def _error_codes() -> tuple[tuple[type[BaseException], ExitCode], ...]:
     from ys_platform.clients.postgres import PostgresUnavailableError
     from ys_platform.connectors import ConnectorFileError
     from ys_platform.local.state import LocalStackError
+    from ys_platform.operations import OperationError
     from ys_platform.postgres.migrate import MigrationError
     from ys_platform.sinks.clickhouse import SinkConfigError, SinkRangeError, SinkTableError
     from ys_platform.streaming.member import WorkerStopped
@@ -84,6 +86,7 @@ def _error_codes() -> tuple[tuple[type[BaseException], ExitCode], ...]:
         (KafkaUnreachableError, ExitCode.FAILED),
         (SinkRangeError, ExitCode.FAILED),
         (SinkTableError, ExitCode.FAILED),
+        (OperationError, ExitCode.FAILED),
     )
 
 
@@ -112,6 +115,11 @@ def run(command: Command, args: argparse.Namespace, settings: Settings | None = 
     except KeyboardInterrupt:
         fail("interrupted")
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`ys-platform topics tail T | head`): not an error of ours.
+        # Python's recipe: point stdout at devnull so the exit's flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
     except Exception as error:
         code = exit_code_of(error)
         if code is None:
@@ -134,6 +142,13 @@ def with_settings(command: Command) -> Callable[[argparse.Namespace], int]:
 def log_to_stderr() -> None:
     """Progress logging of the long-running commands (processors, sinks)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Rows (the first one the header) in columns aligned by their widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def print_summary(summary: dict[str, Any], *, progress: bool = False) -> None:

@@ -1,0 +1,236 @@
+"""Consumer groups as an operator sees them: state, members, lag, and resetting offsets.
+
+Lag here is the plain high watermark − committed offset per partition (kafka-consumer-groups'
+figure); the lag monitor (``ys_platform.monitoring``) owns the figure that accounts for
+transaction markers and time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient, ConsumerGroupDescription, OffsetSpec
+
+from ys_platform.operations.admin import (
+    ADMIN_TIMEOUT_S,
+    OperationError,
+    list_offsets,
+    partitions_of,
+    result,
+    results,
+)
+
+# Kafka's own names of the states (kafka-consumer-groups prints these).
+_STATE_NAMES = {
+    ConsumerGroupState.STABLE: "Stable",
+    ConsumerGroupState.EMPTY: "Empty",
+    ConsumerGroupState.DEAD: "Dead",
+    ConsumerGroupState.PREPARING_REBALANCING: "PreparingRebalance",
+    ConsumerGroupState.COMPLETING_REBALANCING: "CompletingRebalance",
+}
+
+Partition = tuple[str, int]
+
+
+class GroupActiveError(OperationError):
+    """The group has members: its offsets may not be changed under them."""
+
+
+@dataclass(frozen=True)
+class Member:
+    member_id: str
+    client_id: str
+    host: str
+    instance_id: str | None
+    assignment: tuple[Partition, ...]
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None
+    """None: the group has no committed offset there."""
+    high_watermark: int | None
+    """None: the topic was deleted between reading the offsets and the watermarks."""
+    member: Member | None
+
+    @property
+    def lag(self) -> int | None:
+        if self.committed is None or self.high_watermark is None:
+            return None
+        return max(self.high_watermark - self.committed, 0)
+
+
+@dataclass(frozen=True)
+class GroupView:
+    group_id: str
+    state: str
+    protocol: str
+    """Group type and assignor, e.g. ``classic/range``."""
+    coordinator: str
+    members: tuple[Member, ...]
+    partitions: tuple[PartitionLag, ...]
+
+    @property
+    def total_lag(self) -> int | None:
+        """The sum over partitions with a committed offset; None if there is none."""
+        lags = [p.lag for p in self.partitions if p.lag is not None]
+        return sum(lags) if lags else None
+
+
+def _state(description: ConsumerGroupDescription) -> str:
+    return _STATE_NAMES.get(description.state, description.state.name.title())
+
+
+def _members(description: ConsumerGroupDescription) -> tuple[Member, ...]:
+    return tuple(
+        Member(
+            member_id=m.member_id,
+            client_id=m.client_id,
+            host=m.host,
+            instance_id=m.group_instance_id,
+            assignment=tuple(
+                sorted((tp.topic, tp.partition) for tp in m.assignment.topic_partitions)
+            ),
+        )
+        for m in sorted(description.members, key=lambda m: m.member_id)
+    )
+
+
+def _committed(admin: AdminClient, group_id: str) -> dict[Partition, int]:
+    request = [ConsumerGroupTopicPartitions(group_id)]
+    futures = admin.list_consumer_group_offsets(request, request_timeout=ADMIN_TIMEOUT_S)
+    listed = result(futures[group_id], f"could not list the offsets of group {group_id}")
+    return {
+        (tp.topic, tp.partition): tp.offset
+        for tp in listed.topic_partitions or ()
+        if tp.offset >= 0
+    }
+
+
+def group_ids(admin: AdminClient) -> list[str]:
+    listed = result(
+        admin.list_consumer_groups(request_timeout=ADMIN_TIMEOUT_S),
+        "could not list consumer groups",
+    )
+    return sorted(g.group_id for g in listed.valid)
+
+
+def describe_groups(admin: AdminClient, ids: Sequence[str]) -> list[GroupView]:
+    """State, members and per-partition lag of each group (those the cluster does not know
+    raise an :class:`OperationError` naming them)."""
+    if not ids:
+        return []
+    descriptions = results(
+        admin.describe_consumer_groups(list(ids), request_timeout=ADMIN_TIMEOUT_S),
+        "could not describe consumer groups",
+    )
+    committed = {group_id: _committed(admin, group_id) for group_id in ids}
+    unknown = [
+        g for g in ids if descriptions[g].state == ConsumerGroupState.DEAD and not committed[g]
+    ]
+    if unknown:
+        raise OperationError(f"no consumer group {', '.join(map(repr, unknown))} on the cluster")
+    # A partition a member owns but the group never committed is part of the view too.
+    members = {g: _members(descriptions[g]) for g in ids}
+    owned = {g: {tp: m for m in members[g] for tp in m.assignment} for g in ids}
+    wanted = sorted({tp for g in ids for tp in (*committed[g], *owned[g])})
+    high = list_offsets(admin, wanted, OffsetSpec.latest(), skip_missing=True)
+    views = []
+    for group_id in ids:
+        description = descriptions[group_id]
+        keys = sorted({*committed[group_id], *owned[group_id]})
+        views.append(
+            GroupView(
+                group_id=group_id,
+                state=_state(description),
+                protocol=f"{description.type.name.lower()}/{description.partition_assignor or '-'}",
+                coordinator=str(description.coordinator.id),
+                members=members[group_id],
+                partitions=tuple(
+                    PartitionLag(
+                        topic=t,
+                        partition=p,
+                        committed=committed[group_id].get((t, p)),
+                        high_watermark=high.get((t, p)),
+                        member=owned[group_id].get((t, p)),
+                    )
+                    for t, p in keys
+                ),
+            )
+        )
+    return views
+
+
+# --- resetting offsets --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResetTarget:
+    """Where to move a group's offsets: ``earliest``, ``latest`` or the first record at or after
+    ``at`` (``datetime``), as kafka-consumer-groups' ``--to-earliest|--to-latest|--to-datetime``."""
+
+    kind: str
+    at: datetime | None = None
+
+    def spec(self) -> OffsetSpec:
+        if self.kind == "earliest":
+            return OffsetSpec.earliest()
+        if self.kind == "latest":
+            return OffsetSpec.latest()
+        assert self.at is not None
+        return OffsetSpec.for_timestamp(int(self.at.timestamp() * 1000))
+
+
+@dataclass(frozen=True)
+class OffsetMove:
+    topic: str
+    partition: int
+    old: int | None
+    new: int
+
+
+def plan_reset(
+    admin: AdminClient, group_id: str, topic: str, target: ResetTarget
+) -> list[OffsetMove]:
+    """The moves a reset of ``group_id`` on every partition of ``topic`` makes.
+
+    Refused (:class:`GroupActiveError`) while the group has members: they would commit over
+    the new offsets, or keep consuming from their positions.
+    """
+    description = result(
+        admin.describe_consumer_groups([group_id], request_timeout=ADMIN_TIMEOUT_S)[group_id],
+        f"could not describe group {group_id}",
+    )
+    if description.members:
+        raise GroupActiveError(
+            f"group {group_id} has {len(description.members)} active member(s) (state "
+            f"{_state(description)}); stop its consumers before resetting its offsets"
+        )
+    partitions = [(topic, p) for p in partitions_of(admin, topic)]
+    committed = _committed(admin, group_id)
+    new = list_offsets(admin, partitions, target.spec(), committed_only=True)
+    missing = [tp for tp, offset in new.items() if offset < 0]
+    if missing:
+        # No record at or after the time: the end, as kafka-consumer-groups does.
+        new.update(list_offsets(admin, missing, OffsetSpec.latest(), committed_only=True))
+    return [OffsetMove(t, p, committed.get((t, p)), new[(t, p)]) for t, p in partitions]
+
+
+def apply_reset(admin: AdminClient, group_id: str, moves: Sequence[OffsetMove]) -> None:
+    """Commit the planned offsets for the group (the broker refuses if members joined since)."""
+    request = ConsumerGroupTopicPartitions(
+        group_id, [TopicPartition(m.topic, m.partition, m.new) for m in moves]
+    )
+    futures = admin.alter_consumer_group_offsets([request], request_timeout=ADMIN_TIMEOUT_S)
+    altered = result(futures[group_id], f"could not reset the offsets of group {group_id}")
+    failed = [tp for tp in altered.topic_partitions if tp.error is not None]
+    if failed:
+        raise OperationError(
+            f"could not reset {failed[0].topic}[{failed[0].partition}] of group {group_id}: "
+            f"{failed[0].error.str()}"
+        )
