@@ -110,9 +110,11 @@ def evaluate_group_lag(
     if max_lag is not None:
         # Only when measured: a 0 standing in for "unknown" would plot as caught up.
         metadata["max_lag_seconds"] = dg.MetadataValue.float(float(max_lag))
+    # A group that stopped, stalled, rewound or vanished needs someone; a slow one may catch up.
+    stuck = status in ("STALL", "STOP", "REWIND", "UNKNOWN")
     return dg.AssetCheckResult(
         passed=not problems,
-        severity=dg.AssetCheckSeverity.WARN,
+        severity=dg.AssetCheckSeverity.ERROR if stuck else dg.AssetCheckSeverity.WARN,
         description="; ".join(problems) or None,
         metadata=metadata,
     )
