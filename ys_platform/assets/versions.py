@@ -4,20 +4,23 @@ Dagster calls an asset Unsynced (``StaleStatus.STALE``) when its code version ch
 latest materialization, or when a direct parent's data version differs from the one recorded in
 that materialization's provenance; a materialization without provenance is compared by time, and a
 parent that was never materialized counts as "a new input" (``CachingStaleStatusResolver``).
-Every asset used to show Unsynced because:
+Every materialized asset used to show Unsynced because:
 
 * the outputs of the long-running workers (topics, tables, collections) are recorded with
-  ``log_event(AssetMaterialization)``, which carries no provenance, while their parent, the
-  processor or sink asset, materializes only when its run ends: never, while it runs;
-* without a code version Dagster uses the run id as the code version and derives the data version
-  from it, so every materialization of a parent is a new data version for its children, and the
-  sink's tables (every 30 s) made every analytics partition stale at once.
+  ``log_event(AssetMaterialization)``, which carries no provenance (the events in a ``make dev``
+  instance had no tags at all), so Dagster compares them by time; their parent, the processor or
+  sink asset, materializes only when its run ends, never while it runs: "has a new input";
+* without a code version Dagster uses the run id as the code version and derives the data
+  version from it, so every materialization of a parent is a new data version for its children
+  (materializing the sink's tables made every analytics partition Unsynced).
 
 So every asset has :data:`CODE_VERSION`, every materialization carries a data version naming
 what downstream assets depend on, and worker outputs carry the provenance Dagster itself writes
 on the assets a step returns (:func:`worker_output_event`). A stream (topic, stream-fed table,
 collection) is versioned by its definition: its content moves every second, and how far a reader
-is behind it is what the consumer-lag checks measure, not a sync badge.
+is behind it is what the consumer-lag checks measure, not a sync badge (versioned by its rows, a
+sink table would make every analytics day Unsynced each time the sink records it, every 30 s).
+A day of an analytics table is versioned by its rows (count and checksum).
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 A worker's asset runs for as long as its Dagster run lives: the worker consumes in a thread,
 while the step's thread keeps a heartbeat on the run (tags), records a materialization of the
-worker's outputs with offsets, throughput and lag at most every 30 s, and stops the worker —
-after it commits what it holds — when the run is terminated or the keep-alive sensor is stopped.
+worker's outputs at most every 30 s (a processor's topics with its offsets, throughput and lag; a
+sink's tables and collections each with its own rows or points and its own topic's offsets and
+lag), and stops the worker — after it commits what it holds — when the run is terminated or the
+keep-alive sensor is stopped. The outputs carry code and data versions and provenance (see
+:mod:`~ys_platform.assets.versions`), and so does the worker's own materialization at the end.
 
 Termination (the UI's, the sensor's, ``make dev`` stopping) reaches the step as SIGINT, which
 Dagster turns into a ``DagsterExecutionInterruptedError`` raised wherever the step happens to
