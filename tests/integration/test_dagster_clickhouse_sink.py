@@ -46,7 +46,8 @@ def test_sink_run_writes_rows_and_materializes_tables(local_stack, tmp_path):
         assert result.success
         event = instance.get_latest_materialization_event(clickhouse_table_key("market_data"))
         metadata = event.asset_materialization.metadata
-        assert metadata["consumed"].value == len(ticks)
+        # The table's own rows, not the sink's counters.
+        assert metadata["dagster/row_count"].value == len(ticks)
         assert metadata["written_to"].value == f"{namespace.replace('.', '_')}market_data"
 
     table = f"{namespace.replace('.', '_')}market_data"
@@ -67,8 +68,9 @@ def test_sink_run_writes_rows_and_materializes_tables(local_stack, tmp_path):
         e.asset_key.path[-1]: e.materialization.metadata
         for e in tables.get_asset_materialization_events()
     }
-    assert events["analytics"]["rows"].value == 0
+    assert events["analytics"]["dagster/row_count"].value == 0
     assert "latest_rows" not in events["analytics"]  # append-only: every row is current
     # Versioned (CDC) table: versions stored, and the rows as of now under FINAL.
-    assert events["transactions"]["rows"].value == events["transactions"]["latest_rows"].value == 0
+    transactions = events["transactions"]
+    assert transactions["dagster/row_count"].value == transactions["latest_rows"].value == 0
     assert "ReplacingMergeTree(_offset, _is_deleted)" in events["transactions"]["ddl"].value

@@ -41,8 +41,13 @@ def test_vector_sink_run_then_search(local_stack, tmp_path, monkeypatch, capsys)
             },
         )
         assert result.success
-        event = instance.get_latest_materialization_event(qdrant_collection_key("protocols"))
-        assert event.asset_materialization.metadata["consumed"].value == len(protocols)
+        # Each collection reports its own points (local mode: counted once the sink closed it).
+        for collection in {m.collection for m in mapping.topics.values()}:
+            event = instance.get_latest_materialization_event(qdrant_collection_key(collection))
+            metadata = event.asset_materialization.metadata
+            expected = len(protocols) if collection == "protocols" else 0
+            assert metadata["points"].value == expected, collection
+            assert "consumed" not in metadata and "produced" not in metadata
 
     prefix = namespace.replace(".", "_")
     with qdrant.get_client() as client:

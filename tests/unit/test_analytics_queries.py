@@ -3,7 +3,7 @@ the platform expects (keys, group, partitions, lineage, checks, schedule). No se
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import dagster as dg
 import pytest
@@ -12,13 +12,16 @@ from pydantic import ValidationError
 from ys_platform.analytics import queries as q
 from ys_platform.assets.analytics import (
     ANALYTICS_GROUP,
+    ANALYTICS_START_DATE,
     AnalyticsConfig,
     analytics_assets,
     analytics_checks,
     analytics_job,
+    analytics_partitions,
     analytics_run_config,
     analytics_schedules,
     clickhouse_table_key,
+    day_is_partial,
 )
 from ys_platform.resources.clickhouse import ClickHouseResource
 
@@ -315,3 +318,27 @@ def test_versioned_sources_are_read_final() -> None:
     assert "FROM `t_yield_data` FINAL\n" in plan.insert
     ohlcv = q.refresh_plan(q.OHLCV_1M, date(2026, 11, 27), token="x")
     assert "FROM `market_data`\n" in ohlcv.insert
+
+
+def test_today_is_a_partition_and_partial_until_it_ends() -> None:
+    noon = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    keys = analytics_partitions.get_partition_keys(current_time=noon)
+    assert keys[0] == ANALYTICS_START_DATE
+    assert keys[-1] == "2026-03-02"  # today, selectable before it ends
+    assert day_is_partial(date(2026, 3, 2), noon)
+    assert not day_is_partial(date(2026, 3, 1), noon)
+    # The day ends at the next midnight UTC, not a moment later.
+    assert day_is_partial(date(2026, 3, 2), datetime(2026, 3, 2, 23, 59, 59, tzinfo=UTC))
+    assert not day_is_partial(date(2026, 3, 2), datetime(2026, 3, 3, tzinfo=UTC))
+
+
+def test_daily_schedule_requests_the_day_that_ended() -> None:
+    defs = _defs()
+    schedule = defs.resolve_schedule_def("analytics_daily_schedule")
+    tick = datetime(2026, 3, 2, 0, 15, tzinfo=UTC)
+    context = dg.build_schedule_context(
+        scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+    )
+    (request,) = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2026-03-01"
+    assert request.run_key == "2026-03-01"

@@ -13,7 +13,7 @@ backfill's runs (and a sink holding the path between flushes) take turns on the 
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import dagster as dg
@@ -29,6 +29,7 @@ from ys_platform.analytics.queries import (
     summary_sql,
 )
 from ys_platform.assets.keys import clickhouse_table_key
+from ys_platform.assets.versions import CODE_VERSION, data_version
 from ys_platform.resources.clickhouse import ClickHouseResource
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "analytics_schedule",
     "analytics_schedules",
     "clickhouse_table_key",
+    "day_is_partial",
 ]
 
 ANALYTICS_GROUP = "analytics"
@@ -51,7 +53,13 @@ ANALYTICS_START_DATE = "2026-01-01"
 """The first day of the analytics partitions: the platform's first data. Earlier days hold no
 source rows, so partitions before it would only be empty work for a full backfill."""
 
-analytics_partitions = dg.DailyPartitionsDefinition(start_date=ANALYTICS_START_DATE, timezone="UTC")
+analytics_partitions = dg.DailyPartitionsDefinition(
+    start_date=ANALYTICS_START_DATE,
+    timezone="UTC",
+    # Today is a partition too, so it can be looked at before it ends: its materialization says
+    # it is partial (``partial``), and the daily run recomputes it once the day is over.
+    end_offset=1,
+)
 
 SCHEDULE_HOUR_UTC = 0
 SCHEDULE_MINUTE = 15
@@ -136,6 +144,12 @@ def _summary_metadata(
     }
 
 
+def day_is_partial(day: date, now: datetime | None = None) -> bool:
+    """Whether ``day`` (UTC) has not ended yet: its rows are still arriving."""
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
+    return (now or datetime.now(UTC)) < end
+
+
 def refresh_partition(
     client: Client, table: AnalyticsTable, day: date, *, prefix: str, token: str
 ) -> dict[str, Any]:
@@ -159,6 +173,7 @@ def refresh_partition(
     metadata["partition_action"] = dg.MetadataValue.text(
         "replaced" if staged else "dropped: no source rows that day"
     )
+    metadata["partial"] = dg.MetadataValue.bool(day_is_partial(day))
     return metadata
 
 
@@ -171,6 +186,7 @@ def _build_asset(table: AnalyticsTable) -> dg.AssetsDefinition:
         partitions_def=analytics_partitions,
         description=DESCRIPTIONS[table.name],
         metadata={"source_table": table.source, "partitioned_by": table.partition_by},
+        code_version=CODE_VERSION,
     )
     def _asset(
         context: dg.AssetExecutionContext,
@@ -186,11 +202,22 @@ def _build_asset(table: AnalyticsTable) -> dg.AssetsDefinition:
                 prefix=config.table_prefix,
                 token=_run_token(context.run.run_id),
             )
+        partial = " so far: the day has not ended" if metadata["partial"].value else ""
         context.log.info(
-            f"{table.name} {day}: {metadata['dagster/row_count'].value} rows "
+            f"{table.name} {day}: {metadata['dagster/row_count'].value} rows{partial} "
             f"({metadata['partition_action'].value})"
         )
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.MaterializeResult(
+            metadata=metadata,
+            # The day's rows themselves: a recomputation that changes nothing is the same data.
+            data_version=data_version(
+                "analytics",
+                table.name,
+                day.isoformat(),
+                metadata["dagster/row_count"].value,
+                metadata["checksum"].value,
+            ),
+        )
 
     return _asset
 
@@ -299,13 +326,21 @@ analytics_job = dg.define_asset_job(
     description="Recompute one day of the analytics tables (and run their checks).",
 )
 
-analytics_schedule = dg.build_schedule_from_partitioned_job(
-    analytics_job,
+
+@dg.schedule(
     name="analytics_daily_schedule",
-    hour_of_day=SCHEDULE_HOUR_UTC,
-    minute_of_hour=SCHEDULE_MINUTE,
+    job=analytics_job,
+    cron_schedule=f"{SCHEDULE_MINUTE} {SCHEDULE_HOUR_UTC} * * *",
+    execution_timezone="UTC",
     description="Each day at 00:15 UTC, materialize the day that just ended.",
 )
+def analytics_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    # Not build_schedule_from_partitioned_job: with today a partition (end_offset=1) it would
+    # pick today, 15 minutes old, instead of the day that just ended.
+    tick = context.scheduled_execution_time or datetime.now(UTC)
+    day = (tick.astimezone(UTC) - timedelta(days=1)).date().isoformat()
+    return dg.RunRequest(run_key=day, partition_key=day)
+
 
 # Unresolved until Definitions binds the job to the assets, hence no ScheduleDefinition type.
 analytics_schedules = [analytics_schedule]

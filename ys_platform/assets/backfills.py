@@ -6,8 +6,13 @@ import dagster as dg
 from pydantic import Field
 
 from ys_platform.assets.keys import topic_asset_key
+from ys_platform.assets.topics import topic_processors
+from ys_platform.assets.versions import topic_data_version, worker_output_event
+from ys_platform.catalog.topics import topic
 from ys_platform.processors.backfill import backfill_price_analytics
 from ys_platform.resources.kafka import KafkaResource
+
+OUTPUT = "market.analytics"
 
 
 class PriceAnalyticsBackfillConfig(dg.Config):
@@ -58,9 +63,12 @@ def backfill_market_analytics(
         )
     if not config.dry_run:
         context.log_event(
-            dg.AssetMaterialization(
-                asset_key=topic_asset_key("market.analytics"),
-                description="backfill of market.analytics",
+            worker_output_event(
+                context.instance,
+                topic_asset_key(OUTPUT),
+                topic_processors(OUTPUT),
+                topic_data_version(topic(OUTPUT)),
+                description=f"backfill of {OUTPUT}",
                 metadata=metadata,
             )
         )

@@ -3,14 +3,21 @@
 Built from the sink's connector file when the code location loads (not at import).
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 
 from ys_platform.assets.keys import clickhouse_table_key, sink_asset_key, topic_asset_key
-from ys_platform.assets.workers import run_worker_in_dagster, worker_job
-from ys_platform.catalog.tables import progress_table_ddl
+from ys_platform.assets.versions import CODE_VERSION, data_version
+from ys_platform.assets.workers import (
+    StoreCounter,
+    WorkerOutput,
+    run_worker_in_dagster,
+    worker_job,
+)
+from ys_platform.catalog.tables import TableSpec, progress_table_ddl
 from ys_platform.catalog.topics import consumer_group
+from ys_platform.clients.locks import StoreLockedError
 from ys_platform.resources.clickhouse import ClickHouseResource
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.sinks.clickhouse import ClickHouseSink, ClickHouseSinkMapping
@@ -30,12 +37,59 @@ class ClickHouseSinkRunConfig(dg.Config):
     other processes (tables, analytics) get their turn."""
 
 
+def table_data_version(spec: TableSpec) -> dg.DataVersion:
+    """A stream-fed table's definition (its DDL): see :mod:`~ys_platform.assets.versions`."""
+    return data_version("clickhouse", spec.ddl())
+
+
+def row_counter(clickhouse: ClickHouseResource, tables: Sequence[str]) -> StoreCounter:
+    """Rows per table, on a client of the step's own: chDB joins the engine this process already
+    runs for the sink, a server is shared anyway. A path held by another process (between the
+    sink's flushes, see ``share_every_s``) is not waited for: the next record counts."""
+
+    def count(running: bool) -> Mapping[str, Mapping[str, dg.MetadataValue]]:
+        try:
+            with clickhouse.get_client(lock_timeout_s=0) as client:
+                return {
+                    table: {
+                        "dagster/row_count": dg.MetadataValue.int(
+                            int(client.query(f"SELECT count() FROM `{table}`").result_rows[0][0])
+                        )
+                    }
+                    for table in tables
+                }
+        except StoreLockedError:
+            return {}
+
+    return count
+
+
 def clickhouse_sink_definitions(
     mapping: ClickHouseSinkMapping,
 ) -> tuple[list[dg.AssetsDefinition], list[object]]:
     """The sink's long-running asset, its job, and the table assets it feeds."""
     sink_key = sink_asset_key(mapping.group)
     topics = dict(mapping.topics)
+    specs = mapping.tables()
+    table_assets = {
+        topic: dg.AssetSpec(
+            clickhouse_table_key(table),
+            # The sink writes it; the topic edge says which of the sink's inputs feeds it.
+            deps=[sink_key, topic_asset_key(topic)],
+            group_name=TABLE_GROUP,
+            kinds={"clickhouse"},
+            description=(
+                f"The rows of {topic}, one version per record, with its Kafka topic, "
+                "partition and offset; the latest version of each row under FINAL."
+                if specs[topic].versioned
+                else f"Rows of {topic}, one per record, with their Kafka topic, "
+                "partition and offset."
+            ),
+            metadata={"source_topic": topic},
+            code_version=CODE_VERSION,
+        )
+        for topic, table in topics.items()
+    }
 
     @dg.asset(
         key=sink_key,
@@ -44,6 +98,7 @@ def clickhouse_sink_definitions(
         kinds={"kafka", "clickhouse", "python"},
         description="Writes topics into ClickHouse exactly once: each partition's offset range "
         "is stored beside the rows and every batch carries an insert de-duplication token.",
+        code_version=CODE_VERSION,
     )
     def clickhouse_sink(
         context: dg.AssetExecutionContext,
@@ -67,36 +122,28 @@ def clickhouse_sink_definitions(
                 instance_id=config.instance_id,
             ),
         )
-        outputs = [(clickhouse_table_key(table), sink.table(t)) for t, table in topics.items()]
-        return run_worker_in_dagster(context, worker, outputs, config.max_idle_s)
+        outputs = [
+            WorkerOutput(
+                table_assets[t].key,
+                tuple(dep.asset_key for dep in table_assets[t].deps),
+                sink.table(t),
+                table_data_version(specs[t]),
+                source_topic=sink.physical_topic(t),
+            )
+            for t in topics
+        ]
+        counter = row_counter(clickhouse, [o.target for o in outputs])
+        return run_worker_in_dagster(context, worker, outputs, config.max_idle_s, counter)
 
     @dg.multi_asset(
         name="clickhouse_tables",
-        specs=[
-            dg.AssetSpec(
-                clickhouse_table_key(table),
-                # The sink writes it; the topic edge says which of the sink's inputs feeds it.
-                deps=[sink_key, topic_asset_key(topic)],
-                group_name=TABLE_GROUP,
-                kinds={"clickhouse"},
-                description=(
-                    f"The rows of {topic}, one version per record, with its Kafka topic, "
-                    "partition and offset; the latest version of each row under FINAL."
-                    if mapping.tables()[topic].versioned
-                    else f"Rows of {topic}, one per record, with their Kafka topic, "
-                    "partition and offset."
-                ),
-                metadata={"source_topic": topic},
-            )
-            for topic, table in topics.items()
-        ],
+        specs=list(table_assets.values()),
         can_subset=True,
         description="Create the sink's tables (idempotent) and report their row counts.",
     )
     def clickhouse_tables(
         context: dg.AssetExecutionContext, clickhouse: ClickHouseResource
     ) -> Iterator[dg.MaterializeResult]:
-        specs = mapping.tables()
         with clickhouse.get_client() as client:
             client.command(progress_table_ddl())
             for topic, table in topics.items():
@@ -108,14 +155,16 @@ def clickhouse_sink_definitions(
                 client.command(ddl)
                 rows = client.query(f"SELECT count() FROM {table}").result_rows[0][0]
                 metadata = {
-                    "rows": dg.MetadataValue.int(int(rows)),
+                    "dagster/row_count": dg.MetadataValue.int(int(rows)),
                     "ddl": dg.MetadataValue.md(f"```sql\n{ddl}\n```"),
                 }
                 if spec.versioned:
                     # Versions stored vs rows as of now: what the source of record holds.
                     latest = client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0]
                     metadata["latest_rows"] = dg.MetadataValue.int(int(latest))
-                yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+                yield dg.MaterializeResult(
+                    asset_key=key, metadata=metadata, data_version=table_data_version(spec)
+                )
 
     return [clickhouse_sink, clickhouse_tables], [
         worker_job(consumer_group(mapping.group), sink_key)

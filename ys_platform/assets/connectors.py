@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from ys_platform.assets.postgres import postgres_asset_key
+from ys_platform.assets.versions import CODE_VERSION, data_version
 from ys_platform.catalog.topics import TopicSpec
 from ys_platform.connectors import (
     CONNECTORS_DIR,
@@ -70,6 +71,7 @@ def _build_asset(file: ConnectorFile) -> dg.AssetsDefinition:
             "desired_state": file.desired_state,
             "file": str(file.path.name if file.path else file.name),
         },
+        code_version=CODE_VERSION,
     )
     def _connector(
         context: dg.AssetExecutionContext, kafka_connect: KafkaConnectResource, kafka: KafkaResource
@@ -92,6 +94,8 @@ def _build_asset(file: ConnectorFile) -> dg.AssetsDefinition:
         # Config values are not reported: they may hold resolved-looking references, and the
         # file in the repository is the reviewable source anyway.
         return dg.MaterializeResult(
+            # The applied file: its topics' readers depend on what it captures and how.
+            data_version=data_version("connector", file.name, file.config, file.desired_state),
             metadata={
                 "action": result.action,
                 "changed_keys": dg.MetadataValue.json(list(result.changed_keys)),
@@ -100,7 +104,7 @@ def _build_asset(file: ConnectorFile) -> dg.AssetsDefinition:
                     [{"id": t.id, "state": t.state} for t in result.status.tasks]
                 ),
                 "waited_s": result.waited_s,
-            }
+            },
         )
 
     return _connector

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from ys_platform.assets.versions import CODE_VERSION, data_version
 from ys_platform.postgres import TABLES, captured_table
 from ys_platform.postgres.migrate import applied_migrations, migrate
 from ys_platform.resources.postgres import PostgresResource
@@ -30,6 +31,7 @@ def _spec(table: str) -> dg.AssetSpec:
         group_name=GROUP,
         kinds={"postgres"},
         metadata={"topic": captured.topic if captured else "(none)"},
+        code_version=CODE_VERSION,
     )
 
 
@@ -62,6 +64,9 @@ def postgres_tables(
             row = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
             yield dg.MaterializeResult(
                 asset_key=key,
+                # Its schema, not its rows: the connectors capturing it depend on the columns,
+                # and the rows are a stream Debezium follows continuously.
+                data_version=data_version("postgres", table, columns),
                 metadata={
                     "dagster/row_count": dg.MetadataValue.int(int(row[0]) if row else 0),
                     "dagster/column_schema": dg.TableSchema(

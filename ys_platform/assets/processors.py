@@ -3,8 +3,10 @@
 import dagster as dg
 
 from ys_platform.assets.keys import processor_asset_key, topic_asset_key
-from ys_platform.assets.workers import run_worker_in_dagster, worker_job
-from ys_platform.catalog.topics import CONSUMER_GROUPS, ConsumerGroupSpec
+from ys_platform.assets.topics import topic_processors
+from ys_platform.assets.versions import CODE_VERSION, topic_data_version
+from ys_platform.assets.workers import WorkerOutput, run_worker_in_dagster, worker_job
+from ys_platform.catalog.topics import CONSUMER_GROUPS, ConsumerGroupSpec, topic
 from ys_platform.processors.registry import build_processor, processor_names
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.streaming.worker import TransactionalWorker, WorkerConfig
@@ -28,6 +30,7 @@ def _build_processor_asset(group: ConsumerGroupSpec) -> dg.AssetsDefinition:
         group_name=PROCESSOR_GROUP,
         kinds={"kafka", "python"},
         description=group.description,
+        code_version=CODE_VERSION,
     )
     def _processor(
         context: dg.AssetExecutionContext, kafka: KafkaResource, config: ProcessorRunConfig
@@ -42,7 +45,16 @@ def _build_processor_asset(group: ConsumerGroupSpec) -> dg.AssetsDefinition:
             ),
         )
         context.log.info(f"{worker.group_id}: consuming {', '.join(group.inputs)}")
-        outputs = [(topic_asset_key(t), f"{config.namespace}{t}") for t in group.outputs]
+        outputs = [
+            WorkerOutput(
+                topic_asset_key(t),
+                # A CDC connector writing a processor's output would be a parent too; none does.
+                tuple(topic_processors(t)),
+                f"{config.namespace}{t}",
+                topic_data_version(topic(t)),
+            )
+            for t in group.outputs
+        ]
         return run_worker_in_dagster(context, worker, outputs, config.max_idle_s)
 
     return _processor

@@ -5,6 +5,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import dagster as dg
 
 from ys_platform.assets.keys import processor_asset_key, topic_asset_key
+from ys_platform.assets.versions import CODE_VERSION, topic_data_version
 from ys_platform.catalog.topics import ALL_TOPICS, CONSUMER_GROUPS, TopicSpec
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.streaming.topics import TopicPlan, apply_plans, plan_topics
@@ -19,17 +20,21 @@ def _group(spec: TopicSpec) -> str:
 _SPECS_BY_KEY: dict[dg.AssetKey, TopicSpec] = {topic_asset_key(t.name): t for t in ALL_TOPICS}
 
 
+def topic_processors(name: str) -> list[dg.AssetKey]:
+    """The processor assets writing topic ``name`` (its parents besides CDC connectors)."""
+    return [
+        processor_asset_key(g.group_id)
+        for g in CONSUMER_GROUPS
+        if g.kind == "processor" and name in g.outputs
+    ]
+
+
 def _asset_spec(spec: TopicSpec, upstream: Sequence[dg.AssetKey]) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=topic_asset_key(spec.name),
         # A topic is downstream of whatever writes it: the processor of an output topic (the
         # lineage reads topic → processor → topic) and the CDC connectors of a captured table.
-        deps=[
-            processor_asset_key(g.group_id)
-            for g in CONSUMER_GROUPS
-            if g.kind == "processor" and spec.name in g.outputs
-        ]
-        + list(upstream),
+        deps=topic_processors(spec.name) + list(upstream),
         description=spec.description,
         group_name=_group(spec),
         kinds={"kafka"},
@@ -40,6 +45,7 @@ def _asset_spec(spec: TopicSpec, upstream: Sequence[dg.AssetKey]) -> dg.AssetSpe
             "message_key": spec.key or "(none)",
         },
         tags={"ys/topic": spec.name.replace(".", "_")},
+        code_version=CODE_VERSION,
     )
 
 
@@ -84,7 +90,9 @@ def build_topic_assets(
             for line in plan.warnings + plan.drift:
                 context.log.warning(f"{plan.spec.name}: {line}")
             yield dg.MaterializeResult(
-                asset_key=topic_asset_key(plan.spec.name), metadata=_plan_metadata(plan)
+                asset_key=topic_asset_key(plan.spec.name),
+                metadata=_plan_metadata(plan),
+                data_version=topic_data_version(plan.spec),
             )
 
     @dg.multi_asset_check(

@@ -2,8 +2,11 @@
 
 A worker's asset runs for as long as its Dagster run lives: the worker consumes in a thread,
 while the step's thread keeps a heartbeat on the run (tags), records a materialization of the
-worker's outputs with offsets, throughput and lag at most every 30 s, and stops the worker —
-after it commits what it holds — when the run is terminated or the keep-alive sensor is stopped.
+worker's outputs at most every 30 s (a processor's topics with its offsets, throughput and lag; a
+sink's tables and collections each with its own rows or points and its own topic's offsets and
+lag), and stops the worker — after it commits what it holds — when the run is terminated or the
+keep-alive sensor is stopped. The outputs carry code and data versions and provenance (see
+:mod:`~ys_platform.assets.versions`), and so does the worker's own materialization at the end.
 
 Termination (the UI's, the sensor's, ``make dev`` stopping) reaches the step as SIGINT, which
 Dagster turns into a ``DagsterExecutionInterruptedError`` raised wherever the step happens to
@@ -18,7 +21,8 @@ interrupt was raised; :data:`worker_console_logger` prints them as one INFO line
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import dagster as dg
@@ -26,6 +30,7 @@ from dagster._core.events import JobCanceledData
 from dagster._core.execution.plan.objects import StepFailureData
 from dagster._core.log_manager import get_log_record_metadata, has_log_record_metadata
 
+from ys_platform.assets.versions import PendingVersion, data_version, worker_output_event
 from ys_platform.catalog.topics import ConsumerGroupSpec
 from ys_platform.streaming.metrics import WorkerMetrics
 from ys_platform.streaming.signals import stop_on_signals
@@ -55,6 +60,32 @@ class Worker(Protocol):
     def run(self, stop: threading.Event, max_idle_s: float | None = None) -> WorkerMetrics: ...
 
 
+StoreCounter = Callable[[bool], Mapping[str, Mapping[str, dg.MetadataValue]]]
+"""What a sink's outputs hold now, ``{target: metadata}`` (a table's rows, a collection's
+points), read on the step's thread, given whether the worker still runs (and so holds its store);
+a target is left out when its store cannot be read at this moment without waiting."""
+
+
+@dataclass(frozen=True)
+class WorkerOutput:
+    """An asset a worker writes: its key and parents, the physical thing it names (topic, table or
+    collection under the run's namespace) and its data version."""
+
+    key: dg.AssetKey
+    parents: tuple[dg.AssetKey, ...]
+    """All of the asset's parents in the lineage graph (see ``worker_output_event``)."""
+    target: str
+    version: dg.DataVersion
+    source_topic: str | None = None
+    """For a sink's table or collection, the physical topic copied into it: its offsets and lag
+    are reported instead of the whole group's counters."""
+
+
+def worker_data_version(worker: Worker) -> dg.DataVersion:
+    """What a worker's run has processed: the offsets it committed, per input partition."""
+    return data_version("worker", worker.group_id, dict(sorted(worker.metrics.committed.items())))
+
+
 def keepalive_sensor_name(group_id: str) -> str:
     return f"{group_id.replace('-', '_')}_keepalive"
 
@@ -77,18 +108,40 @@ def worker_job(group: ConsumerGroupSpec, asset_key: dg.AssetKey):  # -> unresolv
     )
 
 
-def _output_metadata(metrics: WorkerMetrics, target: str) -> dict[str, Any]:
-    summary = metrics.summary()
-    return {
-        "consumed": dg.MetadataValue.int(metrics.consumed),
-        "produced": dg.MetadataValue.int(metrics.produced),
-        "dead_lettered": dg.MetadataValue.int(metrics.dead_lettered),
-        "messages_per_s": dg.MetadataValue.float(float(summary["messages_per_s"] or 0.0)),
-        "consumer_lag": dg.MetadataValue.int(metrics.total_lag),
-        "committed_offsets": dg.MetadataValue.json(dict(sorted(metrics.committed.items()))),
-        "batch_latency_p99_s": dg.MetadataValue.float(float(summary["batch_latency_p99_s"] or 0)),
-        "written_to": dg.MetadataValue.text(target),
-    }
+def _output_metadata(
+    worker: Worker, output: WorkerOutput, stored: Mapping[str, dg.MetadataValue]
+) -> dict[str, Any]:
+    metrics = worker.metrics
+    metadata: dict[str, Any] = {"written_to": dg.MetadataValue.text(output.target)}
+    if output.source_topic is None:
+        # A processor's output topic: what the processor did to write it.
+        summary = metrics.summary()
+        metadata |= {
+            "consumed": dg.MetadataValue.int(metrics.consumed),
+            "produced": dg.MetadataValue.int(metrics.produced),
+            "dead_lettered": dg.MetadataValue.int(metrics.dead_lettered),
+            "messages_per_s": dg.MetadataValue.float(float(summary["messages_per_s"] or 0.0)),
+            "consumer_lag": dg.MetadataValue.int(metrics.total_lag),
+            "committed_offsets": dg.MetadataValue.json(dict(sorted(metrics.committed.items()))),
+            "batch_latency_p99_s": dg.MetadataValue.float(
+                float(summary["batch_latency_p99_s"] or 0)
+            ),
+        }
+    else:
+        # A sink's table or collection: its own topic's progress, and what it holds.
+        def own(values: Mapping[str, int]) -> dict[str, int]:
+            return {
+                name: value
+                for name, value in sorted(values.items())
+                if name.rsplit("[", 1)[0] == output.source_topic
+            }
+
+        metadata |= {
+            "source_topic": dg.MetadataValue.text(output.source_topic),
+            "committed_offsets": dg.MetadataValue.json(own(metrics.committed)),
+            "consumer_lag": dg.MetadataValue.int(sum(own(metrics.lag).values())),
+        }
+    return metadata | dict(stored)
 
 
 def _sensor_stopped(instance: dg.DagsterInstance, sensor_name: str | None) -> bool:
@@ -103,11 +156,12 @@ def _sensor_stopped(instance: dg.DagsterInstance, sensor_name: str | None) -> bo
 def run_worker_in_dagster(
     context: dg.AssetExecutionContext,
     worker: Worker,
-    outputs: Sequence[tuple[dg.AssetKey, str]],
+    outputs: Sequence[WorkerOutput],
     max_idle_s: float | None,
+    counter: StoreCounter | None = None,
 ) -> dg.MaterializeResult:
-    """Drive ``worker`` for the life of the run; ``outputs`` pairs each output asset with the
-    physical thing it names (topic or table) for the metadata. See the module doc for the stop."""
+    """Drive ``worker`` for the life of the run, recording ``outputs`` as it goes. See the module
+    doc for the stop, and :mod:`~ys_platform.assets.versions` for the versions recorded."""
     stop = threading.Event()
     failure: list[BaseException] = []
 
@@ -118,7 +172,7 @@ def run_worker_in_dagster(
             failure.append(exc)
 
     thread = threading.Thread(target=work, name=f"{worker.group_id}-worker", daemon=True)
-    instance, run_id = context.instance, context.run.run_id
+    instance, run_id, key = context.instance, context.run.run_id, context.asset_key
     sensor_name = context.run.tags.get(SENSOR_NAME_TAG)
     sensor_stopped = False
     last_beat = last_check = 0.0
@@ -152,7 +206,7 @@ def run_worker_in_dagster(
                     now - last_materialized >= MATERIALIZE_EVERY_S
                     and worker.metrics.consumed != materialized_at
                 ):
-                    _record_outputs(context, worker, outputs)
+                    _record_outputs(context, worker, outputs, counter, running=True)
                     last_materialized, materialized_at = now, worker.metrics.consumed
     except BaseException:
         # Off the main thread no handler could be set, so Dagster's interrupt (or any other
@@ -162,34 +216,54 @@ def run_worker_in_dagster(
         raise
     if failure:
         raise failure[0]
-    if worker.metrics.consumed != materialized_at:
-        _record_outputs(context, worker, outputs)
     # Dagster's own signal for a terminated step: the run ends CANCELED (FAILURE only if nobody
     # asked to terminate it, as for any unexpected interrupt).
+    interrupted = thread.is_alive() or (stop.is_set() and not sensor_stopped)
+    version = worker_data_version(worker)
+    # Always, even with nothing new: the outputs' last events name the worker's materialization
+    # that follows, so they stay in sync with it (an interrupted run records none).
+    _record_outputs(
+        context,
+        worker,
+        outputs,
+        counter,
+        running=thread.is_alive(),
+        pending=None if interrupted else PendingVersion(key, version),
+    )
     if thread.is_alive():  # given up on (warned above)
         raise dg.DagsterExecutionInterruptedError()
-    if stop.is_set() and not sensor_stopped:
+    if interrupted:
         context.log.info(
             f"{worker.group_id} stopped on request after committing what it held "
             f"({worker.metrics.consumed} records consumed in this run)"
         )
         raise dg.DagsterExecutionInterruptedError()
     return dg.MaterializeResult(
-        metadata={k: v for k, v in worker.metrics.summary().items() if v is not None}
+        metadata={k: v for k, v in worker.metrics.summary().items() if v is not None},
+        data_version=version,
     )
 
 
 def _record_outputs(
     context: dg.AssetExecutionContext,
     worker: Worker,
-    outputs: Sequence[tuple[dg.AssetKey, str]],
+    outputs: Sequence[WorkerOutput],
+    counter: StoreCounter | None,
+    *,
+    running: bool,
+    pending: PendingVersion | None = None,
 ) -> None:
-    for key, target in outputs:
+    stored = counter(running) if counter is not None else {}
+    for output in outputs:
         context.log_event(
-            dg.AssetMaterialization(
-                asset_key=key,
+            worker_output_event(
+                context.instance,
+                output.key,
+                output.parents,
+                output.version,
                 description=f"written by {worker.group_id}",
-                metadata=_output_metadata(worker.metrics, target),
+                metadata=_output_metadata(worker, output, stored.get(output.target, {})),
+                pending=pending,
             )
         )
 

@@ -38,9 +38,16 @@ class ClickHouseResource(dg.ConfigurableResource):
         return is_exclusive(self.dsn)
 
     @contextmanager
-    def get_client(self, *, database: str | None = None) -> Iterator[Client]:
-        """A client for one unit of work (a ``ClickHouseClientFactory``), closed on exit."""
-        with open_clickhouse(
-            self.dsn, self.password, lock_timeout_s=self.lock_timeout_s, database=database
-        ) as client:
+    def get_client(
+        self, *, database: str | None = None, lock_timeout_s: float | None = None
+    ) -> Iterator[Client]:
+        """A client for one unit of work (a ``ClickHouseClientFactory``), closed on exit.
+
+        ``lock_timeout_s`` overrides the resource's wait, e.g. 0 for a read that would rather be
+        skipped than wait for the path (raises ``StoreLockedError``).
+        """
+        wait = self.lock_timeout_s if lock_timeout_s is None else lock_timeout_s
+        with open_clickhouse(self.dsn, self.password, lock_timeout_s=wait, database=database) as (
+            client
+        ):
             yield client

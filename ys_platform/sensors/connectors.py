@@ -6,6 +6,9 @@ backoff has passed; every restart that is followed by FAILED again counts as one
 consecutive failure. At ``ALERT_AFTER`` consecutive failures a ``SystemAlert`` goes to
 ``system.alerts`` (once per streak). A connector seen healthy resets its streak. The per-
 connector streak and next allowed restart time live in the sensor cursor (JSON).
+
+A tick where every connector is healthy, as before, returns no skip reason: only what changed or
+needs an operator (a restart, a recovery, a connector missing or unreachable) is reported.
 """
 
 import json
@@ -70,7 +73,7 @@ def evaluate_connector_health(
     *,
     now: float | None = None,
 ) -> dg.SensorResult:
-    """One tick: returns the new cursor and a skip reason describing what was done."""
+    """One tick: returns the new cursor and, if anything needs saying, a skip reason saying it."""
     now = time.time() if now is None else now
     state = _parse(context.cursor)
     notes: list[str] = []
@@ -117,9 +120,7 @@ def evaluate_connector_health(
             )
     if alerts and kafka is not None:
         kafka.produce(alerts)
-    return dg.SensorResult(
-        skip_reason="; ".join(notes) or "all connectors healthy", cursor=_dump(state)
-    )
+    return dg.SensorResult(skip_reason="; ".join(notes) or None, cursor=_dump(state))
 
 
 def build_connector_health_sensor(files: Sequence[ConnectorFile]) -> dg.SensorDefinition:

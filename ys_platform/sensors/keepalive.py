@@ -3,6 +3,10 @@
 Each tick: if a run of the processor is in progress and its heartbeat is fresh, do nothing; if
 its heartbeat is stale (stalled), cancel it and count a failure; if none is in progress, launch
 one — at once after a clean stop, after an exponential backoff after failures.
+
+A tick with nothing to do returns a ``SensorResult`` with neither run requests nor a skip reason:
+Dagster records it as skipped without a message, so the tick history shows reasons only for what
+an operator may act on (a stall, a backoff).
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ def heartbeat_age_s(run: dg.DagsterRun, started_at: float | None, now: float) ->
 
 def evaluate_keepalive(
     context: dg.SensorEvaluationContext, group_id: str, now: float | None = None
-) -> dg.SensorResult | dg.SkipReason:
+) -> dg.SensorResult:
     now = time.time() if now is None else now
     instance = context.instance
     cursor = KeepaliveCursor.parse(context.cursor)
@@ -96,7 +100,7 @@ def evaluate_keepalive(
                     "cancelled, a new one follows after the backoff",
                     cursor=KeepaliveCursor(cursor.failures, cursor.last_seen_run).dump(),
                 )
-        return dg.SkipReason(f"{group_id} is running (run {run.run_id}, {run.status.value})")
+        return dg.SensorResult(cursor=context.cursor)  # running: nothing to do or to say
 
     (last,) = instance.get_run_records(filters=dg.RunsFilter(tags=tags), limit=1) or (None,)
     failures = cursor.failures
