@@ -86,11 +86,12 @@ def _wait_for_port(path: Path, failures: list[BaseException]) -> int:
     return int(target.rpartition(":")[2])
 
 
-def _settled(port: int, worker: GroupMember, consumed: int) -> Samples:
+def _settled(port: int, worker: GroupMember, consumed: int, failures: list) -> Samples:
     """The scrape once every record is committed and the lag read as 0 (a partition that never
     had a record has no position yet, so no lag)."""
     deadline = time.monotonic() + 90
     while True:
+        assert not failures, failures  # a worker that failed has closed its endpoint
         samples = _scrape(port)
         done = _value(samples, "ys_worker_records_consumed_total", worker) == consumed
         lags = _lags(samples)
@@ -199,8 +200,8 @@ def test_processor_and_sink_serve_exact_counts_then_close(local_stack, tmp_path)
                 }
             ]
 
-        p = _settled(processor_port, processor, processor_input)
-        s = _settled(sink_port, sink, len(sink_records))
+        p = _settled(processor_port, processor, processor_input, failures)
+        s = _settled(sink_port, sink, len(sink_records), failures)
 
         # `local status` lists both endpoints as serving.
         status = subprocess.run(

@@ -150,3 +150,19 @@ def test_a_file_of_a_killed_worker_is_listed_as_not_answering(tmp_path):
 def test_file_names_keep_to_safe_characters():
     identity = WorkerIdentity("w", "ns/g", "standalone host:1", "processor")
     assert identity.file_name == "ns_g-standalone_host_1.json"
+
+
+def test_a_worker_serves_where_the_settings_say_unless_told_not_to(monkeypatch, tmp_path):
+    from ys_platform.settings import SettingsError
+    from ys_platform.streaming.sink_worker import SinkConfig
+    from ys_platform.streaming.worker import WorkerConfig
+
+    monkeypatch.setenv("YS_HOME", str(tmp_path))
+    monkeypatch.setenv("YS_WORKER_METRICS_PORT", "19500")
+    assert WorkerConfig().metrics == MetricsEndpoint(
+        tmp_path / "run" / "metrics", "127.0.0.1", 19500
+    )
+    assert SinkConfig(metrics=None).metrics is None
+    monkeypatch.setenv("YS_WORKER_METRICS_PORT", "80")
+    with pytest.raises(SettingsError, match="YS_WORKER_METRICS_PORT: Input should be greater"):
+        WorkerConfig()
