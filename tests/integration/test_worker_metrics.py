@@ -279,3 +279,66 @@ def test_processor_and_sink_serve_exact_counts_then_close(local_stack, tmp_path)
     for worker, port in ((processor, processor_port), (sink, sink_port)):
         assert not _registry_file(registry, worker).exists()
         assert _refused(port)
+
+
+def test_a_processor_in_a_dagster_run_serves_its_metrics(local_stack):
+    import dagster as dg
+
+    from ys_platform.assets.processors import processor_assets, processor_jobs
+    from ys_platform.assets.workers import worker_job_name
+    from ys_platform.clients.kafka import produce_messages
+    from ys_platform.resources.kafka import KafkaResource
+
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    kafka = KafkaResource.of(local_stack.kafka)
+    create_namespaced_topics(
+        kafka.admin(),
+        namespace,
+        ["market.prices", "market.analytics", PROCESSOR.dead_letter_topic],
+        1,
+    )
+    ticks = eth_ticks(120, recent_minute(), 3000.0)
+    with kafka.get_producer() as producer:
+        produce_messages(producer, ticks, namespace=namespace)
+    # The keep-alive run is replica 0 (ProcessorRunConfig.instance_id).
+    path = local_stack.worker_metrics_dir / f"{namespace}{PROCESSOR.group_id}-0.json"
+    seen: list[tuple[int, float]] = []
+    failures: list[BaseException] = []
+
+    def scrape_until_consumed() -> None:
+        try:
+            port = _wait_for_port(path, failures)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                samples = _scrape(port)
+                consumed = next(
+                    v for (n, _), v in samples.items() if n == "ys_worker_records_consumed_total"
+                )
+                if consumed == len(ticks):
+                    seen.append((port, consumed))
+                    return
+                time.sleep(0.1)
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+
+    scraper = threading.Thread(target=scrape_until_consumed)
+    scraper.start()
+    defs = dg.Definitions(assets=processor_assets, jobs=processor_jobs, resources={"kafka": kafka})
+    with dg.instance_for_test() as instance:
+        run = defs.resolve_job_def(worker_job_name(PROCESSOR.group_id)).execute_in_process(
+            instance=instance,
+            run_config={
+                "ops": {
+                    "processors__price_aggregation_processor": {
+                        "config": {"namespace": namespace, "max_idle_s": 3.0, "batch_size": 50}
+                    }
+                }
+            },
+        )
+    scraper.join(30)
+    assert run.success
+    assert not failures, failures
+    ((port, consumed),) = seen
+    assert consumed == len(ticks)
+    assert not path.exists()
+    assert _refused(port)
