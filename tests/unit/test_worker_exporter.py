@@ -138,6 +138,25 @@ def test_takes_the_next_free_port_and_fails_naming_the_setting_when_none_is(tmp_
     assert not (tmp_path / "g-9.json").exists()
 
 
+def test_a_file_left_on_the_port_a_worker_takes_is_removed(tmp_path):
+    stale = tmp_path / "gone-0.json"
+    target = f"127.0.0.1:{FIRST_PORT + 70}"
+    stale.write_text(json.dumps([{"targets": [target], "labels": {"group": "gone"}}]))
+    elsewhere = tmp_path / "other-0.json"
+    elsewhere.write_text(json.dumps([{"targets": ["127.0.0.1:1"], "labels": {"group": "other"}}]))
+    server = MetricsServer(
+        MetricsEndpoint(tmp_path, first_port=FIRST_PORT + 70),
+        WorkerMetrics(group_id="g"),
+        WorkerIdentity("w", "g", "0", "sink"),
+    )
+    server.start()
+    try:
+        assert server.target == target
+        assert sorted(p.name for p in tmp_path.glob("*.json")) == ["g-0.json", "other-0.json"]
+    finally:
+        server.stop()
+
+
 def test_a_file_of_a_killed_worker_is_listed_as_not_answering(tmp_path):
     (tmp_path / "g-0.json").write_text(
         json.dumps([{"targets": ["127.0.0.1:1"], "labels": {"group": "g"}}])

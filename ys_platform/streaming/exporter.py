@@ -7,7 +7,9 @@ are free strings, so no fixed offset per worker can be derived; instead each run
 announces its port in ``$YS_HOME/run/metrics/<group>-<replica>.json``, in Prometheus' file_sd
 format (``[{"targets": ["127.0.0.1:PORT"], "labels": {...}}]``), removed when it stops.
 Prometheus scrapes ``run/metrics/*.json`` through ``file_sd_configs`` and ``ys-platform local
-status`` lists them.
+status`` lists them. A worker killed without stopping leaves its file: Prometheus reads its
+target as down (``up == 0``), ``local status`` as not answering, until the same replica restarts
+(and rewrites it) or another worker binds that port (and removes it).
 
 The series carry ``worker`` (the catalog group), ``group`` (the physical, namespaced group),
 ``replica`` (the instance id); the file's target labels repeat them (and ``kind``) so that
@@ -217,6 +219,7 @@ class MetricsServer:
                 "YS_WORKER_METRICS_PORT to the start of a free range"
             )
         self._write_registry_file()
+        self._remove_stale_files()
         log.info("%s: metrics on http://%s/metrics", self.identity.group, self.target)
 
     def _write_registry_file(self) -> None:
@@ -235,6 +238,16 @@ class MetricsServer:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps([entry], indent=2) + "\n")
         tmp.replace(path)
+
+    def _remove_stale_files(self) -> None:
+        """Files of workers that died without stopping and named the port just bound: it was
+        free, so they are stale, and left in place Prometheus would scrape this worker twice."""
+        for other in registered_workers(self.endpoint.registry_dir):
+            if other.target == self.target and other.path != self.registry_file:
+                log.info(
+                    "%s: removing %s, stale (its port is now ours)", self.identity.group, other.path
+                )
+                other.path.unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Remove the file, then close the port; idempotent."""
