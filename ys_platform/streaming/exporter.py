@@ -45,6 +45,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from ys_platform.settings import load_settings
 from ys_platform.streaming.metrics import Histogram, WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,6 @@ class MetricsEndpoint:
     @classmethod
     def from_settings(cls) -> MetricsEndpoint:
         """From ``YS_HOME``, ``YS_WORKER_METRICS_HOST`` and ``YS_WORKER_METRICS_PORT``."""
-        from ys_platform.settings import load_settings
-
         settings = load_settings()
         return cls(
             settings.worker_metrics_dir,
