@@ -115,6 +115,21 @@ class Settings(BaseSettings):
     )
     qdrant_api_key: SecretStr | None = None
 
+    # --- worker metrics --------------------------------------------------------------------------
+    worker_metrics_host: str = Field(
+        default=LOOPBACK,
+        description="Address every processor and sink worker serves its Prometheus metrics on "
+        "(0.0.0.0 in a container scraped from outside).",
+    )
+    worker_metrics_port: int = Field(
+        default=9400,
+        ge=1024,
+        le=65000,
+        description="First port of the workers' metrics endpoints: each worker takes the first "
+        "free one from here (at most 100 on a host) and announces it in "
+        "$YS_HOME/run/metrics/<group>-<replica>.json (Prometheus file_sd).",
+    )
+
     # --- validation ------------------------------------------------------------------------------
     @field_validator("connectors_dir")
     @classmethod
@@ -182,6 +197,11 @@ class Settings(BaseSettings):
     @cached_property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
+
+    @property
+    def worker_metrics_dir(self) -> Path:
+        """The workers' file_sd files, one per running worker."""
+        return self.home_dir / "run" / "metrics"
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -217,8 +217,10 @@ def test_status_of_a_stopped_stack_exits_3(isolated):
         [str(CLI), "local", "status"], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == ExitCode.NOT_RUNNING, result.stdout + result.stderr
-    rows = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()[1:]}
+    services, workers = result.stdout.split("\n\n")
+    rows = {line.split()[0]: line.split()[1] for line in services.splitlines()[1:]}
     assert rows["kafka-1"] == "stopped" and rows["postgres"] == "stopped"
+    assert workers.startswith("worker metrics: none running")
     assert result.stderr == ""
 
 

@@ -83,9 +83,37 @@ def _down(args: argparse.Namespace, settings: Settings) -> ExitCode:
 def _status(args: argparse.Namespace, settings: Settings) -> ExitCode:
     services = stack.status(settings)
     _print_table(services)
+    _print_worker_metrics(settings)
     if any(s.state == "stopped" for s in services):
         return ExitCode.NOT_RUNNING
     return ExitCode.OK if all(s.healthy for s in services) else ExitCode.FAILED
+
+
+def _print_worker_metrics(settings: Settings) -> None:
+    """The running workers' Prometheus endpoints, from their file_sd files (not part of the exit
+    status: workers are not services of the stack)."""
+    from ys_platform.streaming.exporter import registered_workers
+
+    workers = registered_workers(settings.worker_metrics_dir)
+    print()
+    if not workers:
+        print(f"worker metrics: none running (files in {settings.worker_metrics_dir})")
+        return
+    rows = [("WORKER", "KIND", "REPLICA", "METRICS", "STATE")]
+    for w in workers:
+        state = "serving" if w.answers() else f"not answering (stale {w.path.name}?)"
+        rows.append(
+            (
+                w.labels.get("group", w.path.stem),
+                w.labels.get("kind", "-"),
+                w.labels.get("replica", "-"),
+                f"http://{w.target}/metrics",
+                state,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
 
 
 def _logs(args: argparse.Namespace, settings: Settings) -> ExitCode:

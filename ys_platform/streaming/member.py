@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,12 @@ from ys_platform.catalog.topics import ConsumerGroupSpec
 from ys_platform.clients.kafka import KafkaConnection, produce_record, valid_records
 from ys_platform.streaming.app import TopicPartitionId
 from ys_platform.streaming.dead_letter import dead_letter_headers
+from ys_platform.streaming.exporter import (
+    MetricsEndpoint,
+    MetricsPortsExhausted,
+    MetricsServer,
+    WorkerIdentity,
+)
 from ys_platform.streaming.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,9 @@ class MemberConfig:
     membership, so a restarted replica takes its partitions back at once, not after the dead
     one's session timeout) and, for processors, its transactional id (a restart fences the open
     transaction of its predecessor). None: :func:`standalone_instance_id`."""
+    metrics: MetricsEndpoint | None = field(default_factory=MetricsEndpoint.from_settings)
+    """Where the worker serves its Prometheus metrics while it runs (from the settings:
+    ``YS_WORKER_METRICS_*`` and ``YS_HOME``); None serves none."""
 
     def physical(self, name: str) -> str:
         return f"{self.namespace}{name}"
@@ -249,7 +258,13 @@ class GroupMember:
         from the later of the last record and the last partition assignment: waiting to join the
         group is not idleness (see :meth:`_idle`).
         """
+        server = self._metrics_server()
         try:
+            if server is not None:
+                try:
+                    server.start()
+                except MetricsPortsExhausted as exc:
+                    raise WorkerStopped(str(exc)) from None
             self._producer = self._start()
             self._consumer = self.connection.consumer(
                 self.group_id, group_instance_id=self.member_id
@@ -274,15 +289,32 @@ class GroupMember:
                     and self._idle(now, last_data, started, max_idle_s)
                 ):
                     break
-                if self.on_progress and now - last_progress >= self.config.progress_interval_s:
-                    self.update_lag()
-                    self.on_progress(self.metrics)
+                if now - last_progress >= self.config.progress_interval_s:
+                    self.update_lag()  # cached watermarks: no broker round trip
+                    if self.on_progress:
+                        self.on_progress(self.metrics)
                     last_progress = now
             self._finish()
             self.update_lag()
         finally:
-            self._close()
+            try:
+                self._close()
+            finally:
+                if server is not None:
+                    server.stop()
         return self.metrics
+
+    def _metrics_server(self) -> MetricsServer | None:
+        endpoint = self.config.metrics
+        if endpoint is None:
+            return None
+        identity = WorkerIdentity(
+            worker=self.group.group_id,
+            group=self.group_id,
+            replica=self.instance_id,
+            kind=self.group.kind,
+        )
+        return MetricsServer(endpoint, self.metrics, identity)
 
     def _consume(self) -> list[Message]:
         assert self._consumer is not None

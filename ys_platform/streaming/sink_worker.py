@@ -158,7 +158,12 @@ class SinkWorker(GroupMember):
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = self._keys(partitions)
-        resume = self.sink.resume_offsets(keys) if keys else {}
+        if keys:
+            started = time.perf_counter()
+            resume = self.sink.resume_offsets(keys)
+            self.metrics.restore_seconds.observe(time.perf_counter() - started)
+        else:
+            resume = {}
         committed = {
             (tp.topic, tp.partition): tp.offset
             for tp in (
@@ -254,6 +259,7 @@ class SinkWorker(GroupMember):
             commits.append(TopicPartition(self.config.physical(key[0]), key[1], end))
         if dead:
             self.flush_produced()
+        committing = time.perf_counter()
         written = self.sink.write_many(batches) if batches else 0
         if self._deleting is not None:
             for topic_name, keys in deletes.items():
@@ -264,12 +270,14 @@ class SinkWorker(GroupMember):
             self._consumer.commit(offsets=commits, asynchronous=True)
         except KafkaException as exc:
             log.warning("%s: offset commit failed: %s", self.group_id, exc)
+        done = time.perf_counter()
+        self.metrics.commit_seconds.observe(done - committing)
         self.metrics.consumed += consumed
         self.metrics.produced += written
         self.metrics.dead_lettered += dead
         for tp in commits:
             self.metrics.committed[f"{tp.topic}[{tp.partition}]"] = tp.offset
-        self.metrics.record_batch(time.perf_counter() - started)
+        self.metrics.record_batch(done - started)
 
 
 def run_sink(

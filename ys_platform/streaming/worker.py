@@ -167,6 +167,7 @@ class TransactionalWorker(GroupMember):
     def _restore(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.app.restore_span_ms <= 0 or not partitions:
             return
+        started = time.perf_counter()
         committed = consumer.committed(
             [TopicPartition(tp.topic, tp.partition) for tp in partitions],
             timeout=self.config.commit_timeout_s,
@@ -177,6 +178,7 @@ class TransactionalWorker(GroupMember):
             decoded = decode_slices({key: self._events(key, records)}, self._columnar_inputs)
             self._apply(key, decoded[key])
             self.metrics.restored_records += len(records)
+        self.metrics.restore_seconds.observe(time.perf_counter() - started)
         if ranges:
             log.info(
                 "%s: restored %d partitions from %d records",
@@ -234,6 +236,7 @@ class TransactionalWorker(GroupMember):
                         metadata=encode_watermark(self.app.watermark_ms(key)),
                     )
                 )
+            committing = time.perf_counter()
             producer.send_offsets_to_transaction(
                 offsets, self._consumer.consumer_group_metadata(), self.config.commit_timeout_s
             )
@@ -241,12 +244,14 @@ class TransactionalWorker(GroupMember):
         except KafkaException as exc:
             self._recover(exc)
             return
+        done = time.perf_counter()
+        self.metrics.commit_seconds.observe(done - committing)
         self.metrics.consumed += consumed
         self.metrics.produced += produced
         self.metrics.dead_lettered += dead
         for tp in offsets:
             self.metrics.committed[f"{tp.topic}[{tp.partition}]"] = tp.offset
-        self.metrics.record_batch(time.perf_counter() - started)
+        self.metrics.record_batch(done - started)
 
     def _commit(self, producer: Producer) -> None:
         while True:
