@@ -369,3 +369,68 @@ def test_records_are_bit_for_bit_those_of_the_reference_kernel() -> None:
         "busy-backfill": records_digest(backfill),
         "random-streamed-configs": records_digest(per_config),
     } == GOLDEN_DIGESTS
+
+
+def _counting_kernel(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Record the window ends of every kernel call."""
+    calls: list[list[int]] = []
+    kernel = windows._analyse_windows
+
+    def counted(t, window_ends, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(window_ends.tolist())
+        return kernel(t, window_ends, *args, **kwargs)
+
+    monkeypatch.setattr(windows, "_analyse_windows", counted)
+    return calls
+
+
+def test_next_window_is_computed_ahead_and_emitted_without_the_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One symbol, a tick every 100 ms in time order, 500 ms batches.
+    ts = T0 + np.arange(0, 120_000, 100)
+    stream = TickBatch.from_columns(["S"] * ts.size, ts, 100.0 + np.arange(ts.size) % 7)
+    want, _, _ = stream_in_batches(stream, [])
+    calls = _counting_kernel(monkeypatch)
+    state = SlidingWindowState()
+    got: list[WindowAnalytics] = []
+    computed_at: list[tuple[int, int]] = []  # (window end, watermark) of each kernel call
+    for a in range(0, ts.size, 5):
+        kernel_calls = len(calls)
+        out, _ = state.process(stream.take(np.arange(a, a + 5)))
+        got += out
+        wm = int(ts[a + 4])
+        computed_at += [(ends[0], wm) for ends in calls[kernel_calls:]]
+        if out and len(got) > 1:
+            assert len(calls) == kernel_calls  # the emit that completes a window: no kernel
+    # After the first emit, each window end E was computed once, in the batch that took the
+    # watermark to E + grace / 2 or beyond (batches span 500 ms of event time); the last one
+    # computed is never completed.
+    assert len(computed_at) == len(got) + 1
+    assert computed_at[0] == (T0, T0 + 5_400)
+    assert all(end + 2_500 <= wm < end + 3_000 for end, wm in computed_at[1:])
+    assert got == want
+
+
+def test_late_tick_after_the_window_was_computed_ahead_is_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _counting_kernel(monkeypatch)
+    state = SlidingWindowState()
+    state.process(
+        TickBatch.from_columns(["S"] * 3, [T0 + 1_000, T0 + 6_000, T0 + 11_000], [1.0] * 3)
+    )
+    # Watermark T0 + 13_000: window end T0 + 10_000 is computed ahead (due at T0 + 15_000).
+    state.process(TickBatch.from_columns(["S"], [T0 + 13_000], [1.0]))
+    assert calls[-1] == [T0 + 10_000]
+    # A tick inside that window, late but within grace, then the tick that completes it.
+    state.process(TickBatch.from_columns(["S"], [T0 + 9_000], [4.0]))
+    out, _ = state.process(TickBatch.from_columns(["S"], [T0 + 15_000], [1.0]))
+    assert calls[-1] == [T0 + 10_000]  # computed again at the emit
+    assert len(calls) == 3
+    assert [(r.window_end_ms, r.ticks) for r in out] == [(T0 + 10_000, 3)]
+    reference = compute_windows(
+        TickBatch.from_columns(["S"] * 3, [T0 + 1_000, T0 + 6_000, T0 + 9_000], [1.0, 1.0, 4.0]),
+        [T0 + 10_000],
+    )
+    assert out == reference
