@@ -233,7 +233,7 @@ class _Ticks:
             lo, hi = new_bounds[c], new_bounds[c + 1]
             if lo < hi:
                 a, b = old_bounds[c], old_bounds[c + 1]
-                at[lo:hi] = a + np.searchsorted(self.ts[a:b], new.ts[lo:hi], side="right")
+                at[lo:hi] = a + self.ts[a:b].searchsorted(new.ts[lo:hi], side="right")
         # ``at`` never decreases; each run of equal values is a block of new ticks to splice in.
         run_starts = np.flatnonzero(np.concatenate(([True], at[1:] != at[:-1])))
         if run_starts.size <= _MAX_SPLICED_RUNS:
@@ -397,9 +397,12 @@ class SlidingWindowState:
         self._watermark = _NO_WATERMARK
         self._emitted_through: int | None = None  # every window end <= this has been emitted
         self._next_seq = 0  # position of the next tick in the whole input stream
-        # The records of the next window end, computed ahead (see :meth:`emit`), while no tick
-        # at or before that end has arrived since.
-        self._prepared: tuple[int, list[WindowAnalytics]] | None = None
+        # (window end, its records) computed ahead (see :meth:`emit`); the records become None
+        # when a tick at or before that end arrives since, and are not computed ahead again.
+        self._prepared: tuple[int, list[WindowAnalytics] | None] | None = None
+        # How far behind the watermark accepted ticks came, in this emit interval and the one
+        # before: window ends are computed ahead no earlier than this past them.
+        self._lateness_ms = self._prior_lateness_ms = 0
         # Old ticks are dropped at the next merge after an emit, not in the emit itself.
         self._prune_due = False
 
@@ -434,9 +437,12 @@ class SlidingWindowState:
         self._next_seq += n
         self._watermark = int(running[-1])
         n_accepted = int(np.count_nonzero(accepted))
+        if n_accepted:
+            behind = running[:-1][accepted] - ts[accepted]
+            self._lateness_ms = max(self._lateness_ms, int(behind.max()))
         prepared_end = None if self._prepared is None else self._prepared[0]
         if prepared_end is not None and n_accepted and int(ts[accepted].min()) <= prepared_end:
-            self._prepared = None  # a tick at or before the prepared window's end came late
+            self._prepared = (prepared_end, None)  # a tick of that window (or before) came late
         if n_accepted:
             if n_accepted == n:
                 symbols, sources, pick = batch.symbols, batch.sources, slice(None)
@@ -493,10 +499,13 @@ class SlidingWindowState:
                 return []
             prepared = self._prepared
             self._prepared = None
+            self._prior_lateness_ms, self._lateness_ms = self._lateness_ms, 0
             if prepared is not None and prepared[0] == first_due * step == last_due * step:
-                self._emitted_through = last_due * step
-                self._prune_due = True
-                return prepared[1]
+                records = prepared[1]
+                if records is not None:
+                    self._emitted_through = last_due * step
+                    self._prune_due = True
+                    return records
         self._merge_pending()
         if self._emitted_through is None:
             if not len(self._ticks):
@@ -512,9 +521,15 @@ class SlidingWindowState:
 
     def _prepare(self, window_end_ms: int) -> None:
         """Compute the records of the next due window end ahead, once the watermark is half the
-        grace period past it (see :meth:`emit`)."""
-        ready_ms = window_end_ms + self.config.grace_ms // 2
-        if self._prepared is not None or self._watermark < ready_ms:
+        grace period past it (see :meth:`emit`), or later if ticks came later than that behind
+        the watermark recently (not at all if as late as the grace period): on a stream whose
+        ticks come that late the records would likely be discarded, and computing them ahead
+        then doubles the kernel's work. Once per window end."""
+        lateness = max(self._lateness_ms, self._prior_lateness_ms)
+        ready_ms = window_end_ms + max(self.config.grace_ms // 2, lateness + 1)
+        if self._prepared is not None or ready_ms >= window_end_ms + self.config.grace_ms:
+            return
+        if self._watermark < ready_ms:
             return
         self._merge_pending()
         ends = np.array([window_end_ms], dtype=np.int64)
@@ -544,18 +559,15 @@ class SlidingWindowState:
         cutoff = self._emitted_through + self.config.emit_interval_ms - self.config.retention_ms
         t = self._ticks
         # Within a symbol the ticks are sorted by time, so the ticks before the cutoff are a
-        # prefix of each symbol's run: a binary search per symbol finds it. Keep the last tick of
-        # each prefix: the prior tick of the next windows.
-        firsts = t.segments()[0].tolist()
-        keep: list[tuple[int, int]] = []
-        dropped = 0
-        for first, end in zip(firsts, [*firsts[1:], len(t)], strict=True):
-            cut = first + int(np.searchsorted(t.ts[first:end], cutoff, side="left"))
-            kept_from = max(first, cut - 1)
-            dropped += kept_from - first
-            keep.append((kept_from, end))
-        if dropped:
-            self._ticks = _Ticks(*(np.concatenate([c[a:b] for a, b in keep]) for c in _columns(t)))
+        # prefix of each symbol's run; keep the last tick of each prefix: the prior tick of the
+        # next windows.
+        firsts = t.segments()[0]
+        n_before = np.add.reduceat(t.ts < cutoff, firsts, dtype=np.int64)
+        kept_from = firsts + np.maximum(n_before - 1, 0)
+        if np.array_equal(kept_from, firsts):
+            return
+        ranges = list(zip(kept_from.tolist(), [*firsts[1:].tolist(), len(t)], strict=True))
+        self._ticks = _Ticks(*(np.concatenate([c[a:b] for a, b in ranges]) for c in _columns(t)))
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-able snapshot (plain dicts, lists, ints, floats, None)."""
@@ -679,18 +691,15 @@ def _analyse_windows(
 
 
 def _search_segments(
-    t: _Ticks,
-    seg_first: np.ndarray,
-    seg_end: np.ndarray,
-    times: list[tuple[np.ndarray, str]],
-) -> list[np.ndarray]:
-    """For each ``(query times, side)``: an (n times, n segments) array of the positions
-    ``np.searchsorted`` gives for the times within each symbol's run (ts sorted in a run)."""
-    out = [np.empty((q.size, seg_first.size), np.int64) for q, _ in times]
+    t: _Ticks, seg_first: np.ndarray, seg_end: np.ndarray, times: np.ndarray
+) -> np.ndarray:
+    """(n times, n segments): for each time, the position of the first tick later than it in
+    each symbol's run (whose times are sorted): one binary search per run for all the times."""
+    out = np.empty((times.size, seg_first.size), np.int64)
+    ts = t.ts
     for s, (a, b) in enumerate(zip(seg_first.tolist(), seg_end.tolist(), strict=True)):
-        run = t.ts[a:b]
-        for result, (q, side) in zip(out, times, strict=True):
-            result[:, s] = a + np.searchsorted(run, q, side=side)  # type: ignore[call-overload]
+        out[:, s] = ts[a:b].searchsorted(times, side="right")
+    out += seg_first
     return out
 
 
@@ -704,19 +713,11 @@ def _analyse_chunk(
 ) -> list[WindowAnalytics]:
     # One "window" per (end, symbol) pair, end-major: its ticks (start, end] by binary search;
     # fresh ticks (end - staleness <= ts <= end) for the consolidated price likewise.
-    lo, hi, fresh = (
-        m.ravel()
-        for m in _search_segments(
-            t,
-            seg_first,
-            seg_end,
-            [
-                (ends - cfg.window_ms, "right"),
-                (ends, "right"),
-                (ends - cfg.max_staleness_ms, "left"),
-            ],
-        )
-    )
+    # Fresh from ``end - staleness`` on: the first tick later than one ms before (int times).
+    n_ends = ends.size
+    queries = np.concatenate((ends - cfg.window_ms, ends, ends - cfg.max_staleness_ms - 1))
+    found = _search_segments(t, seg_first, seg_end, queries)
+    lo, hi, fresh = (found[i * n_ends : (i + 1) * n_ends].ravel() for i in range(3))
     pair_end = np.repeat(ends, seg_first.size)
     pair_seg = np.tile(np.arange(seg_first.size), ends.size)
     count = hi - lo

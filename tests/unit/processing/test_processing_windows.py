@@ -434,3 +434,12 @@ def test_late_tick_after_the_window_was_computed_ahead_is_counted(
         [T0 + 10_000],
     )
     assert out == reference
+    # That tick came 4 s behind the watermark: the next window end (T0 + 15_000) is computed
+    # ahead only once the watermark is that far past it, not at half the grace period.
+    del calls[:]  # the reference's
+    state.process(TickBatch.from_columns(["S"], [T0 + 17_600], [1.0]))
+    assert calls == []
+    state.process(TickBatch.from_columns(["S"], [T0 + 19_200], [1.0]))
+    assert calls == [[T0 + 15_000]]
+    out, _ = state.process(TickBatch.from_columns(["S"], [T0 + 20_000], [1.0]))
+    assert len(calls) == 1 and [r.window_end_ms for r in out] == [T0 + 15_000]
