@@ -225,15 +225,14 @@ class _Ticks:
         new = other.select(np.argsort(_composite_key(other.symbol, other.ts), kind="stable"))
         if not len(self):
             return new
-        codes = np.arange(max(int(self.symbol[-1]), int(new.symbol[-1])) + 2)
-        old_bounds = np.searchsorted(self.symbol, codes).tolist()  # code c: [c] .. [c + 1]
-        new_bounds = np.searchsorted(new.symbol, codes).tolist()
+        new_first, codes = new.segments()
+        new_end = [*new_first[1:].tolist(), len(new)]
+        # Each symbol's run in the old ticks (empty, at its place, for a symbol not there yet).
+        old_first = np.searchsorted(self.symbol, codes).tolist()
+        old_end = np.searchsorted(self.symbol, codes, side="right").tolist()
         at = np.empty(len(new), np.int64)  # where each new tick goes, in old positions
-        for c in range(len(codes) - 1):
-            lo, hi = new_bounds[c], new_bounds[c + 1]
-            if lo < hi:
-                a, b = old_bounds[c], old_bounds[c + 1]
-                at[lo:hi] = a + self.ts[a:b].searchsorted(new.ts[lo:hi], side="right")
+        for lo, hi, a, b in zip(new_first.tolist(), new_end, old_first, old_end, strict=True):
+            at[lo:hi] = a + self.ts[a:b].searchsorted(new.ts[lo:hi], side="right")
         # ``at`` never decreases; each run of equal values is a block of new ticks to splice in.
         run_starts = np.flatnonzero(np.concatenate(([True], at[1:] != at[:-1])))
         if run_starts.size <= _MAX_SPLICED_RUNS:
