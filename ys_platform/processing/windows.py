@@ -171,7 +171,12 @@ class IngestResult:
 
 @dataclass(slots=True)
 class _Ticks:
-    """Accepted ticks in columns, kept sorted by (symbol code, ts, seq)."""
+    """Accepted ticks in columns, kept sorted by (symbol code, ts, seq).
+
+    ``log_price`` is ``np.log(price)``, computed once when a tick is accepted rather than over
+    the whole buffer at every emit (an elementwise ufunc on a contiguous array: the same bits
+    whichever slice of the input it is computed on).
+    """
 
     symbol: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
@@ -179,42 +184,118 @@ class _Ticks:
     volume: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
     source: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     seq: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    log_price: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+
+    @classmethod
+    def of(
+        cls,
+        symbol: np.ndarray,
+        ts: np.ndarray,
+        price: np.ndarray,
+        volume: np.ndarray,
+        source: np.ndarray,
+        seq: np.ndarray,
+    ) -> _Ticks:
+        """Ticks with valid prices (> 0, finite), in any order; derives ``log_price``."""
+        price = np.ascontiguousarray(price, dtype=np.float64)
+        return cls(symbol, ts, price, volume, source, seq, np.log(price))
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
 
     def select(self, idx: np.ndarray) -> _Ticks:
-        return _Ticks(
-            self.symbol[idx],
-            self.ts[idx],
-            self.price[idx],
-            self.volume[idx],
-            self.source[idx],
-            self.seq[idx],
-        )
+        return _Ticks(*(column[idx] for column in _columns(self)))
+
+    def sorted(self) -> _Ticks:
+        """These ticks sorted by (symbol, ts, seq), from any order."""
+        return self.select(np.lexsort((self.seq, self.ts, self.symbol)))
 
     def merged(self, other: _Ticks) -> _Ticks:
-        """Both sets, sorted; ``other`` must hold later sequence numbers than ``self``."""
-        both = _Ticks(
-            *(np.concatenate((a, b)) for a, b in zip(_columns(self), _columns(other), strict=True))
-        )
-        if len(both) == 0:
-            return both
-        # A stable sort on (symbol, ts) keeps equal keys in sequence order, because the old ticks
-        # come first and each part is in sequence order. The composite int64 key lets numpy use
-        # timsort, which merges the already-sorted old run with the new run in near-linear time.
-        key = _composite_key(both.symbol, both.ts)
-        return both.select(np.argsort(key, kind="stable"))
+        """Both sets, sorted; ``self`` is sorted, ``other`` holds later sequence numbers and is in
+        sequence order.
+
+        Only the new run is sorted; each new tick then goes after the old ticks of its symbol
+        with a time at or before its own (they have earlier sequence numbers), found by a binary
+        search in its symbol's run. The work is one copy of the buffer plus a sort of the new
+        ticks, not a sort of the buffer (at ~100k buffered and ~8k new ticks the full argsort and
+        gather took ~5 ms of the ~24 ms an emit cost).
+        """
+        if not len(other):
+            return self
+        new = other.select(np.argsort(_composite_key(other.symbol, other.ts), kind="stable"))
+        if not len(self):
+            return new
+        new_first, codes = new.segments()
+        new_end = [*new_first[1:].tolist(), len(new)]
+        # Each symbol's run in the old ticks (empty, at its place, for a symbol not there yet).
+        old_first = np.searchsorted(self.symbol, codes).tolist()
+        old_end = np.searchsorted(self.symbol, codes, side="right").tolist()
+        at = np.empty(len(new), np.int64)  # where each new tick goes, in old positions
+        for lo, hi, a, b in zip(new_first.tolist(), new_end, old_first, old_end, strict=True):
+            at[lo:hi] = a + self.ts[a:b].searchsorted(new.ts[lo:hi], side="right")
+        # ``at`` never decreases; each run of equal values is a block of new ticks to splice in.
+        run_starts = np.flatnonzero(np.concatenate(([True], at[1:] != at[:-1])))
+        if run_starts.size <= _MAX_SPLICED_RUNS:
+            points = at[run_starts].tolist()
+            runs = [*run_starts.tolist(), len(new)]
+            return _Ticks(
+                *(
+                    _splice(old, add, points, runs)
+                    for old, add in zip(_columns(self), _columns(new), strict=True)
+                )
+            )
+        at += np.arange(len(new))  # positions in the merged columns
+        is_old = np.ones(len(self) + len(new), dtype=bool)
+        is_old[at] = False
+        columns = []
+        for old, add in zip(_columns(self), _columns(new), strict=True):
+            out = np.empty(is_old.size, dtype=old.dtype)
+            out[is_old] = old
+            out[at] = add
+            columns.append(out)
+        return _Ticks(*columns)
+
+    def segments(self) -> tuple[np.ndarray, np.ndarray]:
+        """(first index, symbol code) of each symbol's run: the codes are sorted, so a binary
+        search per code finds the runs without a pass over the buffer."""
+        if not len(self):
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        codes = np.arange(int(self.symbol[-1]) + 2)
+        bounds = np.searchsorted(self.symbol, codes)
+        present = np.flatnonzero(bounds[1:] > bounds[:-1])
+        return bounds[present], codes[present]
+
+
+_MAX_SPLICED_RUNS = 256
+"""Up to this many blocks of new ticks (one per symbol when ticks arrive in time order, more
+with late ticks) the merge concatenates slices, ~10x faster than the boolean-mask scatter it
+uses beyond (a Python loop over the slices then costs more than the scatter)."""
+
+
+def _splice(old: np.ndarray, add: np.ndarray, points: list[int], runs: list[int]) -> np.ndarray:
+    """``old`` with ``add[runs[k]:runs[k + 1]]`` inserted before ``old[points[k]]``."""
+    pieces = []
+    prev = 0
+    for k, point in enumerate(points):
+        pieces.append(old[prev:point])
+        pieces.append(add[runs[k] : runs[k + 1]])
+        prev = point
+    pieces.append(old[prev:])
+    return np.concatenate(pieces)
 
 
 def _columns(t: _Ticks) -> tuple[np.ndarray, ...]:
-    return (t.symbol, t.ts, t.price, t.volume, t.source, t.seq)
+    return (t.symbol, t.ts, t.price, t.volume, t.source, t.seq, t.log_price)
 
 
-def _composite_key(symbol: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """An int64 key ordering by (symbol, ts): symbol * span + (ts - min ts)."""
-    base = int(ts.min())
-    span = int(ts.max()) - base + 1
+def _composite_key(
+    symbol: np.ndarray, ts: np.ndarray, base: int | None = None, span: int | None = None
+) -> np.ndarray:
+    """An int64 key ordering by (symbol, ts): symbol * span + (ts - base); ``base`` and ``span``
+    default to the range of ``ts``."""
+    if base is None or span is None:
+        base = int(ts.min())
+        span = int(ts.max()) - base + 1
     if (int(symbol.max()) + 1) * span >= 2**62:
         raise OverflowError("tick timestamps span too wide a range to key (check the clock)")
     return symbol * span + (ts - base)
@@ -298,7 +379,8 @@ class SlidingWindowState:
     Feed batches with :meth:`ingest` (or :meth:`process`, which also emits), collect complete
     windows with :meth:`emit`. The state keeps only what future windows can still need: ticks
     within ``max(window, staleness)`` of the next window end (later ticks are within grace of the
-    watermark anyway), plus each symbol's last tick before that (the next windows' prior tick).
+    watermark anyway), plus each symbol's last tick before that (the next windows' prior tick);
+    the older ones are dropped when new ticks are next merged into the buffer.
     :meth:`to_state` / :meth:`from_state` snapshot and restore it as plain JSON-able data.
     """
 
@@ -314,6 +396,14 @@ class SlidingWindowState:
         self._watermark = _NO_WATERMARK
         self._emitted_through: int | None = None  # every window end <= this has been emitted
         self._next_seq = 0  # position of the next tick in the whole input stream
+        # (window end, its records) computed ahead (see :meth:`emit`); the records become None
+        # when a tick at or before that end arrives since, and are not computed ahead again.
+        self._prepared: tuple[int, list[WindowAnalytics] | None] | None = None
+        # How far behind the watermark accepted ticks came, in this emit interval and the one
+        # before: window ends are computed ahead no earlier than this past them.
+        self._lateness_ms = self._prior_lateness_ms = 0
+        # Old ticks are dropped at the next merge after an emit, not in the emit itself.
+        self._prune_due = False
 
     @property
     def watermark_ms(self) -> int | None:
@@ -347,6 +437,12 @@ class SlidingWindowState:
         self._watermark = int(running[-1])
         n_accepted = int(np.count_nonzero(accepted))
         if n_accepted:
+            behind = running[:-1][accepted] - ts[accepted]
+            self._lateness_ms = max(self._lateness_ms, int(behind.max()))
+        prepared_end = None if self._prepared is None else self._prepared[0]
+        if prepared_end is not None and n_accepted and int(ts[accepted].min()) <= prepared_end:
+            self._prepared = (prepared_end, None)  # a tick of that window (or before) came late
+        if n_accepted:
             if n_accepted == n:
                 symbols, sources, pick = batch.symbols, batch.sources, slice(None)
             else:
@@ -355,7 +451,7 @@ class SlidingWindowState:
                 symbols = [batch.symbols[i] for i in positions]
                 sources = [batch.sources[i] for i in positions]
             self._pending.append(
-                _Ticks(
+                _Ticks.of(
                     self._symbols.encode(symbols),
                     ts[pick],
                     batch.prices[pick],
@@ -380,7 +476,16 @@ class SlidingWindowState:
         self._watermark = max(self._watermark, int(ts_ms))
 
     def emit(self) -> list[WindowAnalytics]:
-        """Analytics of every window end completed since the last call, then drop old ticks."""
+        """Analytics of every window end completed since the last call.
+
+        The window end next due is computed ahead, once the watermark is half the grace period
+        past it: a window's records depend only on the ticks at or before its end, so they are
+        final unless such a tick still arrives (late but within grace), which discards them.
+        The emit that completes the window then hands them over without touching the buffer;
+        the work (~10 ms per 100k buffered ticks) lands in a batch between two emits, off the
+        path of the records' latency, where 12 partitions' kernels otherwise added up in the
+        one transaction that closes a window (bench/latency.py).
+        """
         if self._watermark == _NO_WATERMARK:
             return []
         cfg = self.config
@@ -389,7 +494,17 @@ class SlidingWindowState:
         if self._emitted_through is not None:
             first_due = self._emitted_through // step + 1
             if last_due < first_due:
+                self._prepare(first_due * step)
                 return []
+            prepared = self._prepared
+            self._prepared = None
+            self._prior_lateness_ms, self._lateness_ms = self._lateness_ms, 0
+            if prepared is not None and prepared[0] == first_due * step == last_due * step:
+                records = prepared[1]
+                if records is not None:
+                    self._emitted_through = last_due * step
+                    self._prune_due = True
+                    return records
         self._merge_pending()
         if self._emitted_through is None:
             if not len(self._ticks):
@@ -400,8 +515,25 @@ class SlidingWindowState:
         window_ends = _window_ends_with_ticks(self._ticks.ts, first_due, last_due, cfg)
         records = _analyse_windows(self._ticks, window_ends, cfg, self._symbols.names)
         self._emitted_through = last_due * step
-        self._prune()
+        self._prune_due = True
         return records
+
+    def _prepare(self, window_end_ms: int) -> None:
+        """Compute the records of the next due window end ahead, once the watermark is half the
+        grace period past it (see :meth:`emit`), or later if ticks came later than that behind
+        the watermark recently (not at all if as late as the grace period): on a stream whose
+        ticks come that late the records would likely be discarded, and computing them ahead
+        then doubles the kernel's work. Once per window end."""
+        lateness = max(self._lateness_ms, self._prior_lateness_ms)
+        ready_ms = window_end_ms + max(self.config.grace_ms // 2, lateness + 1)
+        if self._prepared is not None or ready_ms >= window_end_ms + self.config.grace_ms:
+            return
+        if self._watermark < ready_ms:
+            return
+        self._merge_pending()
+        ends = np.array([window_end_ms], dtype=np.int64)
+        records = _analyse_windows(self._ticks, ends, self.config, self._symbols.names)
+        self._prepared = (window_end_ms, records)
 
     def process(self, batch: TickBatch) -> tuple[list[WindowAnalytics], IngestResult]:
         """:meth:`ingest` then :meth:`emit`: the per-batch call of a streaming processor."""
@@ -409,6 +541,9 @@ class SlidingWindowState:
         return self.emit(), result
 
     def _merge_pending(self) -> None:
+        if self._prune_due:
+            self._prune()
+            self._prune_due = False
         if self._pending:
             new = _Ticks(
                 *(np.concatenate(cols) for cols in zip(*map(_columns, self._pending), strict=True))
@@ -422,15 +557,16 @@ class SlidingWindowState:
             return
         cutoff = self._emitted_through + self.config.emit_interval_ms - self.config.retention_ms
         t = self._ticks
-        before = t.ts < cutoff
-        if not before.any():
+        # Within a symbol the ticks are sorted by time, so the ticks before the cutoff are a
+        # prefix of each symbol's run; keep the last tick of each prefix: the prior tick of the
+        # next windows.
+        firsts = t.segments()[0]
+        n_before = np.add.reduceat(t.ts < cutoff, firsts, dtype=np.int64)
+        kept_from = firsts + np.maximum(n_before - 1, 0)
+        if np.array_equal(kept_from, firsts):
             return
-        # Within a symbol the ticks are sorted by time, so "before" is a prefix of each symbol's
-        # run; keep the last tick of each prefix: the prior tick of the next windows.
-        next_before = np.append(before[1:], False)
-        next_same_symbol = np.append(t.symbol[1:] == t.symbol[:-1], False)
-        last_before = before & ~(next_same_symbol & next_before)
-        self._ticks = t.select(np.flatnonzero(~before | last_before))
+        ranges = list(zip(kept_from.tolist(), [*firsts[1:].tolist(), len(t)], strict=True))
+        self._ticks = _Ticks(*(np.concatenate([c[a:b] for a, b in ranges]) for c in _columns(t)))
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-able snapshot (plain dicts, lists, ints, floats, None)."""
@@ -464,7 +600,7 @@ class SlidingWindowState:
         self._next_seq = int(state["next_seq"])
         cols = state["ticks"]
         if cols["ts_ms"]:
-            ticks = _Ticks(
+            ticks = _Ticks.of(
                 self._symbols.encode(cols["symbol"]),
                 np.asarray(cols["ts_ms"], dtype=np.int64),
                 np.asarray(cols["price"], dtype=np.float64),
@@ -472,7 +608,7 @@ class SlidingWindowState:
                 self._sources.encode(cols["source"]),
                 np.asarray(cols["seq"], dtype=np.int64),
             )
-            self._ticks = ticks.select(np.lexsort((ticks.seq, ticks.ts, ticks.symbol)))
+            self._ticks = ticks.sorted()
         return self
 
 
@@ -494,7 +630,7 @@ def compute_windows(
     symbols = _Codes()
     sources = _Codes()
     buffer = _Ticks().merged(
-        _Ticks(
+        _Ticks.of(
             symbols.encode(batch.symbols),
             batch.ts_ms,
             batch.prices,
@@ -535,32 +671,35 @@ def _analyse_windows(
     symbol_names: Sequence[str],
     max_ends_per_chunk: int = DEFAULT_MAX_WINDOW_ENDS_PER_CHUNK,
 ) -> list[WindowAnalytics]:
-    """The kernel: records for every (window end, symbol with ticks in the window)."""
+    """The kernel: records for every (window end, symbol with ticks in the window).
+
+    It reads only the ticks of the windows asked for (and each window's prior tick), never the
+    whole buffer: a streaming emit with ~100k buffered ticks measured ~13 ms when it made
+    per-buffer arrays (next tick times, log prices, a composite search key) first.
+    """
     if not len(t) or not window_ends.size:
         return []
-    # Per-buffer precomputation, shared by all window ends.
-    seg_first = np.flatnonzero(np.concatenate(([True], t.symbol[1:] != t.symbol[:-1])))
-    seg_symbol = t.symbol[seg_first]
-    same_next = np.append(t.symbol[1:] == t.symbol[:-1], False)
-    # Time until which each tick's price holds: the next tick of its symbol (int64 max if none).
-    next_ts = np.where(same_next, np.append(t.ts[1:], 0), np.iinfo(np.int64).max)
-    log_price = np.log(t.price)
-    # Composite (symbol, ts) key over a range wide enough for every query time below.
-    base = min(int(t.ts.min()), int(window_ends.min()) - cfg.retention_ms)
-    span = max(int(t.ts.max()), int(window_ends.max())) - base + 1
-    if (int(t.symbol.max()) + 1) * span >= 2**62:
-        raise OverflowError("tick timestamps span too wide a range to key (check the clock)")
-    key = t.symbol * span + (t.ts - base)
-    seg_key = seg_symbol * span - base
-
+    seg_first, _ = t.segments()
+    seg_end = np.append(seg_first[1:], len(t))
     records: list[WindowAnalytics] = []
     for lo_chunk in range(0, window_ends.size, max_ends_per_chunk):
         ends = window_ends[lo_chunk : lo_chunk + max_ends_per_chunk]
-        records.extend(
-            _analyse_chunk(t, ends, cfg, symbol_names, seg_first, seg_key, key, next_ts, log_price)
-        )
+        records.extend(_analyse_chunk(t, ends, cfg, symbol_names, seg_first, seg_end))
     records.sort(key=lambda r: (r.window_end_ms, r.symbol))
     return records
+
+
+def _search_segments(
+    t: _Ticks, seg_first: np.ndarray, seg_end: np.ndarray, times: np.ndarray
+) -> np.ndarray:
+    """(n times, n segments): for each time, the position of the first tick later than it in
+    each symbol's run (whose times are sorted): one binary search per run for all the times."""
+    out = np.empty((times.size, seg_first.size), np.int64)
+    ts = t.ts
+    for s, (a, b) in enumerate(zip(seg_first.tolist(), seg_end.tolist(), strict=True)):
+        out[:, s] = ts[a:b].searchsorted(times, side="right")
+    out += seg_first
+    return out
 
 
 def _analyse_chunk(
@@ -569,22 +708,22 @@ def _analyse_chunk(
     cfg: WindowConfig,
     symbol_names: Sequence[str],
     seg_first: np.ndarray,
-    seg_key: np.ndarray,
-    key: np.ndarray,
-    next_ts: np.ndarray,
-    log_price: np.ndarray,
+    seg_end: np.ndarray,
 ) -> list[WindowAnalytics]:
-    # One "window" per (end, symbol) pair: find its ticks (start, end] by binary search.
+    # One "window" per (end, symbol) pair, end-major: its ticks (start, end] by binary search;
+    # fresh ticks (end - staleness <= ts <= end) for the consolidated price likewise.
+    # Fresh from ``end - staleness`` on: the first tick later than one ms before (int times).
+    n_ends = ends.size
+    queries = np.concatenate((ends - cfg.window_ms, ends, ends - cfg.max_staleness_ms - 1))
+    found = _search_segments(t, seg_first, seg_end, queries)
+    lo, hi, fresh = (found[i * n_ends : (i + 1) * n_ends].ravel() for i in range(3))
     pair_end = np.repeat(ends, seg_first.size)
     pair_seg = np.tile(np.arange(seg_first.size), ends.size)
-    pair_key = seg_key[pair_seg]
-    lo = np.searchsorted(key, pair_key + (pair_end - cfg.window_ms), side="right")
-    hi = np.searchsorted(key, pair_key + pair_end, side="right")
     count = hi - lo
     live = np.flatnonzero(count > 0)  # windows emitted: a symbol with a tick inside
     if not live.size:
         return []
-    lo, hi, count, end = lo[live], hi[live], count[live], pair_end[live]
+    lo, hi, count, end, fresh_lo = lo[live], hi[live], count[live], pair_end[live], fresh[live]
     first = seg_first[pair_seg[live]]
     n_win = live.size
     start = end - cfg.window_ms
@@ -592,10 +731,16 @@ def _analyse_chunk(
     win_of, idx = _gather(lo, count)
     ts = t.ts[idx]
     price = t.price[idx]
+    # Position (in the gathered ticks) of each window's last tick.
+    last = np.cumsum(count) - 1
 
     # TWAP: each tick holds until the next tick of its symbol, cut at the window end; the prior
     # tick (index lo - 1, same symbol) holds from the window start to the first tick inside.
-    held_ms = np.minimum(next_ts[idx], end[win_of]) - ts
+    # The next tick of a window's tick is the next gathered one, but for its last tick, whose
+    # next (if any) is past the window end.
+    held_ms = np.empty_like(ts)
+    np.subtract(ts[1:], ts[:-1], out=held_ms[:-1])
+    held_ms[last] = end - ts[last]
     weighted = np.bincount(win_of, weights=price * held_ms, minlength=n_win)
     # lo - 1 wraps to -1 when lo is 0; has_prior is False there anyway.
     has_prior = (lo > first) & (t.ts[lo - 1] > start - cfg.max_carry_ms)
@@ -606,25 +751,29 @@ def _analyse_chunk(
     with np.errstate(invalid="ignore", divide="ignore"):
         twap = np.where(covered_ms > 0, weighted / covered_ms, t.price[hi - 1])
 
-    # VWAP over ticks with a positive volume (NaN = none).
-    volume = t.volume[idx]
-    has_volume = volume > 0
-    pv = np.bincount(win_of, weights=np.where(has_volume, price * volume, 0.0), minlength=n_win)
-    vv = np.bincount(win_of, weights=np.where(has_volume, volume, 0.0), minlength=n_win)
+    # VWAP over ticks with a positive volume (NaN = none). fmax turns "none" into a zero term,
+    # which leaves a sum unchanged, without the data-dependent branch of np.where (~1.5 ms per
+    # 100k ticks with volume on half of them at random, against ~0.05 ms).
+    volume = np.fmax(t.volume[idx], 0.0)
+    pv = np.bincount(win_of, weights=price * volume, minlength=n_win)
+    vv = np.bincount(win_of, weights=volume, minlength=n_win)
     with np.errstate(invalid="ignore", divide="ignore"):
         vwap = np.where(vv > 0, pv / vv, np.nan)
 
-    # Volatility: sample stdev of log returns between consecutive ticks of the same window.
-    returns = np.diff(log_price[idx])
-    same = win_of[1:] == win_of[:-1]
-    r_win, r = win_of[1:][same], returns[same]
-    n_ret = np.bincount(r_win, minlength=n_win)
-    mean = np.bincount(r_win, weights=r, minlength=n_win) / np.maximum(n_ret, 1)
-    sq_dev = np.bincount(r_win, weights=(r - mean[r_win]) ** 2, minlength=n_win)
+    # Volatility: sample stdev of log returns between consecutive ticks of the same window. The
+    # differences across two windows go to a spare bin (n_win), so each window's sums add the
+    # same terms in the same order as over its own returns alone.
+    returns = np.diff(t.log_price[idx])
+    r_win = win_of[1:].copy()
+    r_win[last[:-1]] = n_win
+    n_ret = count - 1
+    mean = np.bincount(r_win, weights=returns, minlength=n_win + 1)[:n_win] / np.maximum(n_ret, 1)
+    sq = (returns - np.append(mean, 0.0)[r_win]) ** 2
+    sq_dev = np.bincount(r_win, weights=sq, minlength=n_win + 1)[:n_win]
     with np.errstate(invalid="ignore", divide="ignore"):
         volatility = np.where(n_ret >= 2, np.sqrt(sq_dev / (n_ret - 1)), 0.0)
 
-    consolidated, n_sources = _consolidate(t, lo, hi, first, end, key, cfg)
+    consolidated, n_sources = _consolidate(t, fresh_lo, hi, cfg)
 
     names = [symbol_names[c] for c in t.symbol[lo].tolist()]
     vwap_out = [None if v != v else v for v in vwap.tolist()]  # NaN -> None
@@ -656,32 +805,23 @@ def _gather(lo: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _consolidate(
-    t: _Ticks,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    first: np.ndarray,
-    end: np.ndarray,
-    key: np.ndarray,
-    cfg: WindowConfig,
+    t: _Ticks, fresh_lo: np.ndarray, hi: np.ndarray, cfg: WindowConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Median of each window's fresh sources without outliers: (price or NaN, sources used)."""
-    n_win = lo.size
-    # Fresh ticks: end - staleness <= ts <= end, searched like the window itself; the symbol's
-    # part of the key is key - ts (key = symbol * span + ts - base).
-    fresh_lo = np.searchsorted(key, key[lo] - t.ts[lo] + (end - cfg.max_staleness_ms), side="left")
-    fresh_lo = np.maximum(fresh_lo, first)  # never before the symbol's own ticks
+    """Median of each window's fresh sources (ticks ``fresh_lo .. hi - 1``) without outliers:
+    (price or NaN, sources used)."""
+    n_win = fresh_lo.size
     win_of, idx = _gather(fresh_lo, np.maximum(hi - fresh_lo, 0))
     if not idx.size:
         return np.full(n_win, np.nan), np.zeros(n_win, np.int64)
     # Latest tick of each (window, source): ticks are in event-time order within a window, so
-    # after a stable sort by (window, source) the last of each run is the latest.
+    # it is the one at the largest position. Pairs in ascending order are window-major.
     n_src = int(t.source.max()) + 1
     pair = win_of * n_src + t.source[idx]
-    order = np.argsort(pair, kind="stable")
-    pair_sorted = pair[order]
-    is_last = np.append(pair_sorted[1:] != pair_sorted[:-1], True)
-    latest = order[is_last]
-    win = win_of[latest]  # ascending: pair is window-major
+    latest_of_pair = np.full(n_win * n_src, -1, np.int64)
+    np.maximum.at(latest_of_pair, pair, np.arange(idx.size, dtype=np.int64))
+    present = np.flatnonzero(latest_of_pair >= 0)
+    latest = latest_of_pair[present]
+    win = present // n_src  # ascending
     price = t.price[idx[latest]]
     by_price = np.lexsort((price, win))
     win, price = win[by_price], price[by_price]
