@@ -26,8 +26,8 @@ from ys_platform.streaming.topics import TopicAdminError
 from ys_platform.streaming.worker import WorkerStopped
 
 CLI = Path(sys.executable).with_name("ys-platform")
-GROUPS = ["local", "topics", "schemas", "db", "connectors", "processor", "sink", "simulate"]
-GROUPS += ["search", "dev"]
+GROUPS = ["local", "topics", "schemas", "db", "connectors", "processor", "sink", "monitor"]
+GROUPS += ["simulate", "search", "dev"]
 
 
 @pytest.fixture
