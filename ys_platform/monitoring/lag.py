@@ -200,7 +200,7 @@ class LagReader:
         started = time.monotonic()
         group_ids = self._group_ids()
         described = self._describe(group_ids)
-        committed = {group_id: self._committed(group_id) for group_id in group_ids}
+        committed = self._committed(group_ids)
         partitions = sorted({tp for tps in committed.values() for tp in tps})
         at = time.time()
         offsets = self._offsets(partitions)
@@ -259,22 +259,32 @@ class LagReader:
             described[group_id] = (state, bool(description.is_simple_consumer_group), owners)
         return described
 
-    def _committed(self, group_id: str) -> dict[tuple[str, int], int]:
-        """The group's committed offsets; partitions it never committed are left out."""
-        # One group per request: confluent-kafka's list_consumer_group_offsets takes only one.
-        request = [ConsumerGroupTopicPartitions(group_id)]
-        future = self._admin.list_consumer_group_offsets(request, request_timeout=self.timeout_s)
-        try:
-            result = future[group_id].result()
-        except KafkaException as exc:
-            raise LagReadError(
-                f"reading the offsets of group {group_id} failed: {exc.args[0].str()}"
-            ) from exc
-        return {
-            (tp.topic, tp.partition): tp.offset
-            for tp in result.topic_partitions or []
-            if tp.error is None and tp.offset >= 0
+    def _committed(self, group_ids: list[str]) -> dict[str, dict[tuple[str, int], int]]:
+        """Each group's committed offsets; partitions a group never committed are left out."""
+        # confluent-kafka takes one group per request: all are sent at once, then awaited (one
+        # after the other, 76 groups took 3-7 s a poll here on the loaded 2-core machine).
+        futures = {
+            group_id: self._admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group_id)], request_timeout=self.timeout_s
+            )[group_id]
+            for group_id in group_ids
         }
+        committed: dict[str, dict[tuple[str, int], int]] = {}
+        for group_id, future in futures.items():
+            try:
+                result = future.result()
+            except KafkaException as exc:
+                # A group deleted since it was listed, or its coordinator moving: this poll goes
+                # on without it (a cluster that is down already failed the listing).
+                log.warning("offsets of group %s: %s", group_id, exc.args[0].str())
+                committed[group_id] = {}
+                continue
+            committed[group_id] = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in result.topic_partitions or []
+                if tp.error is None and tp.offset >= 0
+            }
+        return committed
 
     def _offsets(
         self, partitions: list[tuple[str, int]]

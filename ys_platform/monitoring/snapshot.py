@@ -52,9 +52,14 @@ class GroupLag:
 
     @property
     def max_lag_seconds(self) -> float | None:
-        """The largest time lag known; None while no partition has an estimate."""
+        """The largest time lag known, or None when it cannot be told: no estimate at all, or
+        only zeros while a partition in lag has none (its lag is not 0 s, whatever it is)."""
         known = [p.lag_seconds for p in self.partitions if p.lag_seconds is not None]
-        return max(known, default=None)
+        unknown_in_lag = any(p.lag_seconds is None and p.lag > 0 for p in self.partitions)
+        largest = max(known, default=None)
+        if largest is None or (largest == 0.0 and unknown_in_lag):
+            return None
+        return largest
 
     @property
     def within_bound(self) -> bool | None:

@@ -130,3 +130,18 @@ def test_collector_renders_kafka_lag_exporter_names():
     assert (seconds.labels, seconds.value) == (labels, 16.0)
     [within] = families["kafka_consumergroup_group_within_bound"].samples
     assert (within.labels["group"], within.value) == ("g", 0.0)
+
+
+def test_max_lag_seconds_is_not_zero_while_a_lagging_partition_has_no_estimate():
+    from ys_platform.monitoring.snapshot import GroupLag, PartitionLag
+
+    def group(*partitions):
+        return GroupLag("g", "EMPTY", False, tuple(partitions), Status.OK, 10.0)
+
+    caught_up = PartitionLag("t", 0, 5, 0, 0.0, Status.OK, None)
+    unknown = PartitionLag("t", 1, 5, 20, None, Status.OK, None)
+    known = PartitionLag("t", 2, 5, 20, 12.5, Status.OK, None)
+    assert group(caught_up, unknown).max_lag_seconds is None
+    assert group(caught_up, unknown).within_bound is None
+    assert group(caught_up, unknown, known).max_lag_seconds == 12.5
+    assert group(caught_up).max_lag_seconds == 0.0
