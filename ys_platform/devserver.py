@@ -155,7 +155,7 @@ def _start_simulator(
     return thread, stop
 
 
-def _start_monitor(settings: Settings) -> subprocess.Popen:
+def start_monitor(settings: Settings) -> subprocess.Popen:
     """`ys-platform monitor` as a child: the lag endpoint beside Dagster. In its own session, so
     a terminal's Ctrl-C reaches only us and the monitor is stopped in order, like Dagster."""
     command = [sys.executable, "-m", "ys_platform.cli", "monitor"]
@@ -167,7 +167,7 @@ def _start_monitor(settings: Settings) -> subprocess.Popen:
     return monitor
 
 
-def _stop_monitor(monitor: subprocess.Popen) -> None:
+def stop_monitor(monitor: subprocess.Popen) -> None:
     """SIGTERM, then SIGKILL if it has not stopped within MONITOR_STOP_TIMEOUT_S."""
     if monitor.poll() is None:
         monitor.send_signal(signal.SIGTERM)
@@ -226,13 +226,13 @@ def run_dev(
     command = [str(Path(sys.executable).with_name("dg")), "dev", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--module-name", "ys_platform.definitions"]
     print(f"Dagster: http://127.0.0.1:{port} (Ctrl-C stops it)", file=sys.stderr)
-    monitor = _start_monitor(settings)
+    monitor = start_monitor(settings)
     try:
         child = subprocess.Popen(
             command, env=env, preexec_fn=_reset_signals, start_new_session=True
         )
     except BaseException:
-        _stop_monitor(monitor)
+        stop_monitor(monitor)
         raise
 
     stopping = threading.Event()
@@ -258,7 +258,7 @@ def run_dev(
             except subprocess.TimeoutExpired:
                 print("Dagster did not stop in time: killing it", file=sys.stderr)
         _kill_session(child.pid)
-        _stop_monitor(monitor)
+        stop_monitor(monitor)
         if simulator:
             simulator[0].join(10)
     code = child.wait()

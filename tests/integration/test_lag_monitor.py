@@ -383,26 +383,40 @@ def test_scrape_of_the_endpoint(local_stack: Settings, prefix: str) -> None:
     assert families["kafka_consumergroup_poll_timestamp_seconds"].samples[0].value == t2
 
 
-def test_monitor_command_serves_and_stops_on_ctrl_c(local_stack: Settings, prefix: str) -> None:
-    from ys_platform.catalog.topics import CONSUMER_GROUPS
+def wait_for_metrics(child: subprocess.Popen, port: int) -> dict:
+    """The first scrape of a starting monitor that has polled once."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "the monitor did not serve within 60 s"
+        with contextlib.suppress(httpx.TransportError):  # not listening yet
+            families = scrape(f"http://127.0.0.1:{port}/metrics")
+            if "kafka_consumergroup_group_status" in families:
+                return families
+        time.sleep(0.2)
 
-    port = free_port()
+
+def test_monitor_command_serves_and_stops_on_ctrl_c(
+    local_stack: Settings, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ys_platform.catalog.topics import CONSUMER_GROUPS
+    from ys_platform.devserver import start_monitor, stop_monitor
+
+    port, dev_port = free_port(), free_port()
     env = {**os.environ, "YS_MONITOR_PORT": str(port), "YS_MONITOR_INTERVAL_S": "0.5"}
     command = [sys.executable, "-m", "ys_platform.cli", "monitor"]
     child = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    # The one `ys-platform dev` starts beside Dagster (from the environment), stopped as it does.
+    monkeypatch.setenv("YS_MONITOR_PORT", str(dev_port))
+    dev_child = start_monitor(local_stack.model_copy(update={"monitor_port": dev_port}))
     try:
-        deadline = time.monotonic() + 60
-        families: dict = {}
-        while "kafka_consumergroup_group_status" not in families:
-            assert child.poll() is None, child.communicate()
-            assert time.monotonic() < deadline, "the monitor did not serve within 60 s"
-            with contextlib.suppress(httpx.TransportError):  # not listening yet
-                families = scrape(f"http://127.0.0.1:{port}/metrics")
-            time.sleep(0.2)
+        families = wait_for_metrics(child, port)
+        wait_for_metrics(dev_child, dev_port)
     finally:
         child.send_signal(signal.SIGINT)
+        stop_monitor(dev_child)
         _, err = child.communicate(timeout=30)
     served = {s.labels["group"] for s in families["kafka_consumergroup_group_status"].samples}
     assert {g.group_id for g in CONSUMER_GROUPS} <= served
@@ -414,3 +428,4 @@ def test_monitor_command_serves_and_stops_on_ctrl_c(local_stack: Settings, prefi
     assert child.returncode == 0, err
     assert "Traceback" not in err
     assert f"http://127.0.0.1:{port}/metrics" in err
+    assert dev_child.returncode == 0
