@@ -29,6 +29,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from confluent_kafka import (
@@ -172,6 +173,23 @@ def offset_lag(partition: CommittedPartition, offsets: PartitionOffsets) -> int:
     return max(offsets.stable - partition.committed, 0)
 
 
+_Description = tuple[str, bool, dict[tuple[str, int], Member]]
+"""A group's state, whether it is simple, and the member owning each partition."""
+_UNKNOWN_GROUP: _Description = ("DEAD", False, {})
+
+
+def _offsets_of(futures: dict[TopicPartition, Future]) -> dict[tuple[str, int], int]:
+    found: dict[tuple[str, int], int] = {}
+    for tp, future in futures.items():
+        try:
+            found[tp.topic, tp.partition] = future.result().offset
+        except KafkaException as exc:
+            # A partition deleted since the group committed it, or a leader moving: left out of
+            # this poll, the others are still read.
+            log.warning("offsets of %s[%d]: %s", tp.topic, tp.partition, exc.args[0].str())
+    return found
+
+
 class LagReader:
     """Reads :class:`OffsetReading` s from the cluster: one admin client, one probe consumer."""
 
@@ -213,7 +231,7 @@ class LagReader:
         verdicts = self._verdicts_for(needs_probe)
         groups = []
         for group_id in group_ids:
-            state, simple, owners = described.get(group_id, ("DEAD", False, {}))
+            state, simple, owners = described.get(group_id, _UNKNOWN_GROUP)
             rows = tuple(
                 CommittedPartition(
                     topic,
@@ -239,11 +257,11 @@ class LagReader:
         on_cluster = {g.group_id for g in listed.valid if g.group_id != PROBE_GROUP}
         return sorted({g for g in on_cluster if self.groups.admits(g)} | self.groups.always)
 
-    def _describe(self, group_ids: list[str]) -> dict[str, tuple[str, bool, dict]]:
+    def _describe(self, group_ids: list[str]) -> dict[str, _Description]:
         if not group_ids:
             return {}
         futures = self._admin.describe_consumer_groups(group_ids, request_timeout=self.timeout_s)
-        described: dict[str, tuple[str, bool, dict]] = {}
+        described: dict[str, _Description] = {}
         for group_id, future in futures.items():
             try:
                 description = future.result()
@@ -291,35 +309,32 @@ class LagReader:
     ) -> dict[tuple[str, int], PartitionOffsets]:
         if not partitions:
             return {}
-        earliest = self._list_offsets(partitions, OffsetSpec.earliest(), committed_only=False)
-        latest = self._list_offsets(partitions, OffsetSpec.latest(), committed_only=False)
-        stable = self._list_offsets(partitions, OffsetSpec.latest(), committed_only=True)
+        # The three requests go out together, then are awaited.
+        requests = [
+            self._list_offsets(partitions, OffsetSpec.latest(), committed_only=False),
+            self._list_offsets(partitions, OffsetSpec.latest(), committed_only=True),
+            self._list_offsets(partitions, OffsetSpec.earliest(), committed_only=False),
+        ]
+        latest, stable, earliest = (_offsets_of(futures) for futures in requests)
+        # Two answers, two instants: a record written between them can put the last stable
+        # offset past the high watermark read first. The reading is of the watermark's instant.
         return {
-            tp: PartitionOffsets(earliest[tp], latest[tp], stable[tp])
+            tp: PartitionOffsets(earliest[tp], latest[tp], min(stable[tp], latest[tp]))
             for tp in partitions
             if tp in earliest and tp in latest and tp in stable
         }
 
     def _list_offsets(
         self, partitions: list[tuple[str, int]], spec: OffsetSpec, *, committed_only: bool
-    ) -> dict[tuple[str, int], int]:
+    ) -> dict[TopicPartition, Future]:
         isolation = (
             IsolationLevel.READ_COMMITTED if committed_only else IsolationLevel.READ_UNCOMMITTED
         )
-        futures = self._admin.list_offsets(
+        return self._admin.list_offsets(
             {TopicPartition(t, p): spec for t, p in partitions},
             isolation_level=isolation,
             request_timeout=self.timeout_s,
         )
-        found: dict[tuple[str, int], int] = {}
-        for tp, future in futures.items():
-            try:
-                found[tp.topic, tp.partition] = future.result().offset
-            except KafkaException as exc:
-                # A partition deleted since the group committed it, or a leader moving: left out
-                # of this poll, the others are still read.
-                log.warning("offsets of %s[%d]: %s", tp.topic, tp.partition, exc.args[0].str())
-        return found
 
     # --- the marker probe ------------------------------------------------------------------------
     def _verdicts_for(self, wanted: dict[tuple[str, int, int], int]) -> dict[Key, Verdict]:
