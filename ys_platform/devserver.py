@@ -1,4 +1,5 @@
-"""`make dev`: the local stack, the topics, then Dagster's dev server (`dg dev`) in the foreground.
+"""`make dev`: the local stack, the topics, the lag monitor, then Dagster's dev server (`dg dev`)
+in the foreground.
 
 `dg dev` (Dagster 1.13's successor of the superseded `dagster dev`) runs in its own session so
 that a terminal's Ctrl-C reaches only this process, which stops the processor and sink runs first
@@ -34,6 +35,10 @@ RUN_STOP_TIMEOUT_S = 30
 # Dagster itself waits up to 60 s for each of its subprocesses; with five runs just ended on a
 # busy 2-core machine its shutdown took 10 s in one measurement and over 30 s in the next.
 SHUTDOWN_GRACE_S = 90
+
+# The monitor stops at its next wait between polls; a poll in flight ends within the admin
+# client's 10 s request timeout (ys_platform.monitoring.lag.ADMIN_TIMEOUT_S), hence 15 s.
+MONITOR_STOP_TIMEOUT_S = 15
 
 _DAGSTER_YAML_MARK = "# Written by `ys-platform dev`"
 _DAGSTER_YAML = f"""\
@@ -150,6 +155,30 @@ def _start_simulator(
     return thread, stop
 
 
+def start_monitor(settings: Settings) -> subprocess.Popen:
+    """`ys-platform monitor` as a child: the lag endpoint beside Dagster. In its own session, so
+    a terminal's Ctrl-C reaches only us and the monitor is stopped in order, like Dagster."""
+    command = [sys.executable, "-m", "ys_platform.cli", "monitor"]
+    monitor = subprocess.Popen(command, preexec_fn=_reset_signals, start_new_session=True)
+    print(
+        f"lag monitor: http://127.0.0.1:{settings.monitor_port}/metrics (pid {monitor.pid})",
+        file=sys.stderr,
+    )
+    return monitor
+
+
+def stop_monitor(monitor: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not stopped within MONITOR_STOP_TIMEOUT_S."""
+    if monitor.poll() is None:
+        monitor.send_signal(signal.SIGTERM)
+        try:
+            monitor.wait(timeout=MONITOR_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            print("the lag monitor did not stop in time: killing it", file=sys.stderr)
+            monitor.kill()
+            monitor.wait()
+
+
 def run_dev(
     settings: Settings,
     *,
@@ -197,7 +226,14 @@ def run_dev(
     command = [str(Path(sys.executable).with_name("dg")), "dev", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--module-name", "ys_platform.definitions"]
     print(f"Dagster: http://127.0.0.1:{port} (Ctrl-C stops it)", file=sys.stderr)
-    child = subprocess.Popen(command, env=env, preexec_fn=_reset_signals, start_new_session=True)
+    monitor = start_monitor(settings)
+    try:
+        child = subprocess.Popen(
+            command, env=env, preexec_fn=_reset_signals, start_new_session=True
+        )
+    except BaseException:
+        stop_monitor(monitor)
+        raise
 
     stopping = threading.Event()
 
@@ -222,6 +258,7 @@ def run_dev(
             except subprocess.TimeoutExpired:
                 print("Dagster did not stop in time: killing it", file=sys.stderr)
         _kill_session(child.pid)
+        stop_monitor(monitor)
         if simulator:
             simulator[0].join(10)
     code = child.wait()

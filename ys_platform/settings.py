@@ -7,6 +7,7 @@ have no defaults; nothing in this module prints them.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,37 @@ class Settings(BaseSettings):
         "$YS_HOME/run/metrics/<group>-<replica>.json (Prometheus file_sd).",
     )
 
+    # --- lag monitor (`ys-platform monitor`) ----------------------------------------------------
+    monitor_port: int = Field(
+        default=9308,
+        ge=1,
+        le=65535,
+        # kafka-lag-exporter's port in the seed's deployment: dashboards and scrape configs
+        # written for it find this monitor unchanged.
+        description="Port of the lag monitor's Prometheus endpoint on 127.0.0.1 (/metrics).",
+    )
+    monitor_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between two polls of the consumer groups' offsets.",
+    )
+    monitor_cluster_name: str = Field(
+        default="ys-local",
+        min_length=1,
+        description="The `cluster_name` label of the lag metrics.",
+    )
+    monitor_groups_allow: str | None = Field(
+        default=None,
+        description="Regular expression a consumer group's id must match in full to be "
+        "monitored (unset: every group). The catalog's groups are always monitored.",
+    )
+    monitor_groups_deny: str | None = Field(
+        default=None,
+        description="Regular expression of consumer group ids not monitored (matched in full); "
+        "wins over the allow pattern, never over the catalog's groups.",
+    )
+
     # --- validation ------------------------------------------------------------------------------
     @field_validator("connectors_dir")
     @classmethod
@@ -151,6 +183,16 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if value else value
+
+    @field_validator("monitor_groups_allow", "monitor_groups_deny")
+    @classmethod
+    def _check_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _kafka_follows_local_port(self) -> Settings:

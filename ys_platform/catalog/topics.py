@@ -116,6 +116,12 @@ class ConsumerGroupSpec:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     description: str
+    lag_bound_s: float = 30.0
+    """Time lag (seconds) the group may run behind its inputs before the lag monitor calls it
+    out of bounds. Processors: 30 s, far above a 20,000-record batch (~0.12 s at the 164k msg/s
+    price aggregation measured, bench/README.md) and room for a restart's restore. Sinks: 60 s,
+    since a ClickHouse sink sharing the chDB path waits up to 30 s for it (``sink run
+    --share-every``) before it flushes."""
 
     @property
     def dead_letter_topic(self) -> str:
@@ -164,6 +170,7 @@ CONSUMER_GROUPS: tuple[ConsumerGroupSpec, ...] = (
         ),
         outputs=(),
         description="Exactly-once batches from topics into ClickHouse tables.",
+        lag_bound_s=60.0,
     ),
     ConsumerGroupSpec(
         "vector-sink",
@@ -171,6 +178,7 @@ CONSUMER_GROUPS: tuple[ConsumerGroupSpec, ...] = (
         inputs=("defi.protocols", "defi.tokens", "users.portfolios", "market.sentiment"),
         outputs=(),
         description="Embeds documents and upserts them into Qdrant collections.",
+        lag_bound_s=60.0,
     ),
 )
 

@@ -12,6 +12,7 @@ from ys_platform.cli import (
     dlq,
     groups,
     local,
+    monitor,
     processor,
     schemas,
     search,
@@ -25,8 +26,8 @@ from ys_platform.cli.core import PROG, ExitCode
 __all__ = ["ExitCode", "build_parser", "main"]
 
 # In the order `ys-platform --help` lists them.
-GROUPS = (local, topics, groups, dlq, schemas, db, connectors, processor, sink, simulate, search)
-GROUPS += (sql, dev)
+GROUPS = (local, topics, groups, dlq, schemas, db, connectors, processor, sink, monitor, simulate)
+GROUPS += (search, sql, dev)
 
 
 def build_parser() -> argparse.ArgumentParser:
