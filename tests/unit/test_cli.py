@@ -27,7 +27,7 @@ from ys_platform.streaming.worker import WorkerStopped
 
 CLI = Path(sys.executable).with_name("ys-platform")
 GROUPS = ["local", "topics", "schemas", "db", "connectors", "processor", "sink", "simulate"]
-GROUPS += ["search", "dev"]
+GROUPS += ["search", "dev", "health"]
 
 
 @pytest.fixture

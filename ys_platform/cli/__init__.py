@@ -9,6 +9,7 @@ from ys_platform.cli import (
     connectors,
     db,
     dev,
+    health,
     local,
     processor,
     schemas,
@@ -22,7 +23,7 @@ from ys_platform.cli.core import PROG, ExitCode
 __all__ = ["ExitCode", "build_parser", "main"]
 
 # In the order `ys-platform --help` lists them.
-GROUPS = (local, topics, schemas, db, connectors, processor, sink, simulate, search, dev)
+GROUPS = (local, topics, schemas, db, connectors, processor, sink, simulate, search, dev, health)
 
 
 def build_parser() -> argparse.ArgumentParser:

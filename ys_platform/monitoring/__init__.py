@@ -1,0 +1,1 @@
+"""Lag, Burrow-style status, source freshness, cluster health, Prometheus exporter and alerts."""
