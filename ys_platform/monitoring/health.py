@@ -194,6 +194,9 @@ def check_kafka(
                 under_replicated.append(ref)
                 if len(partition.isrs) < min_isr.get(name, 1):
                     under_min_isr.append(ref)
+    # In KRaft a broker answers DescribeCluster with some live broker as "the controller" (the
+    # quorum itself is not reachable through it), so this says that the cluster names one; the
+    # JMX ActiveControllerCount of each node says which controller is active.
     controller = cluster.controller
     return KafkaHealth(
         bootstrap,
@@ -291,27 +294,26 @@ class ConnectHealth:
                 lines.append(ComponentHealth(name, "connector", False, "not on the cluster"))
                 continue
             wanted = connector.desired_state or "not FAILED"
-            trace = current.trace.strip().splitlines()[0][:300] if current.trace else None
-            detail = f"{current.state} (desired {wanted})" + (f": {trace}" if trace else "")
-            lines.append(ComponentHealth(name, "connector", connector.ok, detail))
+            detail = f"{current.state} (desired {wanted})" + _error(current.trace)
             if not current.tasks:
-                continue
+                detail += ", no tasks"
+            lines.append(ComponentHealth(name, "connector", connector.ok, detail))
             for task in current.tasks:
-                task_ok = (
-                    task.state == connector.desired_state
-                    if connector.desired_state
-                    else task.state != "FAILED"
-                )
-                error = task.trace.strip().splitlines()[0][:300] if task.trace else None
+                if connector.desired_state is not None:
+                    task_ok = task.state == connector.desired_state
+                else:
+                    task_ok = task.state != "FAILED"
                 lines.append(
                     ComponentHealth(
-                        f"connector {current.name} task {task.id}",
-                        "task",
-                        task_ok,
-                        task.state + (f": {error}" if error else ""),
+                        f"{name} task {task.id}", "task", task_ok, task.state + _error(task.trace)
                     )
                 )
         return lines
+
+
+def _error(trace: str | None) -> str:
+    """The first line of a Connect stack trace (the exception and its message), bounded."""
+    return f": {trace.strip().splitlines()[0][:300]}" if trace and trace.strip() else ""
 
 
 def check_connect(
@@ -683,7 +685,7 @@ def health_metrics(report: HealthReport) -> list[GaugeMetricFamily]:
         gauge(PARTITIONS_OFFLINE, "Partitions without a leader.", len(kafka.offline))
         gauge(
             ACTIVE_CONTROLLER,
-            "Node id of the active KRaft controller; -1 when there is none.",
+            "Node id the cluster reports as controller (in KRaft: a live broker); -1 when none.",
             kafka.controller_id if kafka.controller_id is not None else -1,
         )
     gauge(
