@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from confluent_kafka import ConsumerGroupState, KafkaException
+from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -163,7 +163,7 @@ def check_kafka(
         # Fails in a sentence, and fast, when no bootstrap broker answers at all.
         check_reachable(connection, timeout_s)
         metadata = admin.list_topics(timeout=timeout_s)
-        cluster = admin.describe_cluster(request_timeout=timeout_s).result(timeout_s)
+        controller_id = _controller_id(admin, timeout_s)
         # Only a topic with a replica out of sync can be under its min ISR (a min.insync.replicas
         # above the replication factor is a misconfiguration the catalog check reports), so
         # only those topics' configs are read: all ~400 topics of a test-worn local broker
@@ -177,9 +177,8 @@ def check_kafka(
     except KafkaUnreachableError as exc:
         return KafkaHealth(bootstrap, error=str(exc), brokers_expected=expected)
     except KafkaException as exc:
-        reason = exc.args[0].str() if exc.args else str(exc)
         return KafkaHealth(
-            bootstrap, error=f"Kafka at {bootstrap}: {reason}", brokers_expected=expected
+            bootstrap, error=f"Kafka at {bootstrap}: {_reason(exc)}", brokers_expected=expected
         )
     under_replicated, under_min_isr, offline = [], [], []
     count = 0
@@ -194,20 +193,44 @@ def check_kafka(
                 under_replicated.append(ref)
                 if len(partition.isrs) < min_isr.get(name, 1):
                     under_min_isr.append(ref)
-    # In KRaft a broker answers DescribeCluster with some live broker as "the controller" (the
-    # quorum itself is not reachable through it), so this says that the cluster names one; the
-    # JMX ActiveControllerCount of each node says which controller is active.
-    controller = cluster.controller
     return KafkaHealth(
         bootstrap,
         brokers_alive=tuple(sorted(metadata.brokers)),
         brokers_expected=expected,
-        controller_id=controller.id if controller is not None else None,
+        controller_id=controller_id,
         partitions=count,
         under_replicated=tuple(under_replicated),
         under_min_isr=tuple(under_min_isr),
         offline=tuple(offline),
     )
+
+
+def _reason(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, KafkaError) else str(exc)
+
+
+# A request librdkafka sends to a broker that just died waits out its timeout (measured: a
+# DescribeCluster seconds after a broker's SIGKILL timed out); a second one may reach a live one.
+_CONTROLLER_ATTEMPTS = 2
+
+
+def _controller_id(admin: AdminClient, timeout_s: float) -> int | None:
+    """The node the cluster names as controller; None when none is named or none answers.
+
+    In KRaft a broker answers DescribeCluster with some live broker as "the controller" (the
+    quorum is not reachable through it): this says that the cluster names one. Which controller
+    is active is each node's JMX ActiveControllerCount.
+    """
+    for _ in range(_CONTROLLER_ATTEMPTS):
+        # The client's own timeout first, so it fails as a KafkaException rather than a race.
+        future = admin.describe_cluster(request_timeout=timeout_s / _CONTROLLER_ATTEMPTS)
+        try:
+            controller = future.result(timeout_s)
+        except KafkaException:
+            continue
+        return controller.controller.id if controller.controller is not None else None
+    return None
 
 
 def _min_insync_replicas(
@@ -251,6 +274,8 @@ def check_topics(
         live = describe_topics(admin, [s.name for s in specs], timeout_s)
     except TopicAdminError as exc:
         return [TopicHealth("topics", False, str(exc))]
+    except TimeoutError:
+        return [TopicHealth("topics", False, f"no answer to describe configs in {timeout_s} s")]
     result = []
     for spec in specs:
         plan = plan_topic(spec, live.get(spec.name), max(brokers, 1))
@@ -549,10 +574,12 @@ def check_groups(
     futures = admin.describe_consumer_groups(list(group_ids), request_timeout=timeout_s)
     for group_id in group_ids:
         try:
-            description = futures[group_id].result(timeout_s)
+            description = futures[group_id].result(timeout_s + 1)
         except KafkaException as exc:
-            reason = exc.args[0].str() if exc.args else str(exc)
-            result.append(GroupHealth(group_id, "UNKNOWN", error=f"describe failed: {reason}"))
+            result.append(GroupHealth(group_id, "UNKNOWN", error=f"describe: {_reason(exc)}"))
+            continue
+        except TimeoutError:
+            result.append(GroupHealth(group_id, "UNKNOWN", error="no answer to describe"))
             continue
         state = description.state
         name = state.name if isinstance(state, ConsumerGroupState) else str(state)
