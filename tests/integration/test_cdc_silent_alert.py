@@ -10,25 +10,31 @@ task recovers by itself when PostgreSQL is back. The rule (3 intervals) is the s
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
 
 from ys_platform.catalog.codec import decode
 from ys_platform.catalog.models import SystemAlert, SystemMetric
 from ys_platform.catalog.topics import ALL_TOPICS
 from ys_platform.clients.kafka_connect import KafkaConnectClient
-from ys_platform.connectors import CONNECTORS_DIR, load_connector_file
+from ys_platform.connectors import CONNECTORS_DIR, apply, load_connector_file
 from ys_platform.local import down, up
 from ys_platform.local import postgres as local_postgres
 from ys_platform.local.state import Layout
-from ys_platform.monitoring.alerts import AlertPublisher
+from ys_platform.monitoring.alerts import AlertPublisher, HealthWatch
 from ys_platform.monitoring.freshness import cdc_sources, check_freshness
-from ys_platform.monitoring.health import HealthScope, check_health
+from ys_platform.monitoring.health import HealthScope
 from ys_platform.postgres import migrate
 from ys_platform.settings import Settings, load_settings
 from ys_platform.streaming.topics import apply_plans, plan_topics
@@ -40,11 +46,15 @@ CONDITION = "cdc-silent:postgres-source"
 
 
 @pytest.fixture(scope="module")
-def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def own_stack() -> Iterator[Settings]:
     for port in (24192, 24292, 24532, 24183):
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} is in use"
-    settings = load_settings(home=tmp_path_factory.mktemp("cdcsilent") / ".ys", **PORTS)
+    # Not under pytest's tmp_path: every pytest session that starts on the machine resets
+    # /tmp/pytest-of-<user> to mode 0700, which locks the `postgres` user out of its cluster
+    # there (seen here: pg_ctl stop failed with "Permission denied" mid-test).
+    home = Path(tempfile.mkdtemp(prefix="ys-cdcsilent-", dir="/tmp"))
+    settings = load_settings(home=home / ".ys", **PORTS)
     try:
         with pytest.MonkeyPatch.context() as env:
             # The worker resolves the connector's ${env:YS_CONNECT_PG_*} from its environment.
@@ -58,6 +68,7 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         yield settings
     finally:
         down(settings)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _read(settings: Settings, topic: str) -> list:
@@ -82,6 +93,20 @@ def _read(settings: Settings, topic: str) -> list:
         consumer.close()
 
 
+def _silent_gauge(port: int) -> float:
+    """ys_cdc_source_silent of the connector, scraped over HTTP."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    (value,) = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "ys_cdc_source_silent"
+        and sample.labels == {"connector": "postgres-source"}
+    ]
+    return value
+
+
 def _alerts(settings: Settings) -> list[SystemAlert]:
     return [a for a in _read(settings, "system.alerts") if a.labels.get("condition") == CONDITION]
 
@@ -95,8 +120,6 @@ def test_postgres_outage_raises_then_resolves_cdc_silent(own_stack: Settings) ->
     file = load_connector_file(CONNECTORS_DIR / "postgres-source.json").with_config(
         **{"heartbeat.interval.ms": str(HEARTBEAT_MS)}
     )
-    from ys_platform.connectors import apply
-
     with KafkaConnectClient(settings.connect_url) as client:
         result = apply(
             client, file, ensure_topics=lambda s: apply_plans(admin, plan_topics(admin, s))
@@ -109,19 +132,32 @@ def test_postgres_outage_raises_then_resolves_cdc_silent(own_stack: Settings) ->
 
     # The monitor starts once the source is fresh, as it is on a running stack.
     deadline = time.monotonic() + 60
-    while (fresh := check_freshness(settings.kafka, sources)).heartbeats[0].silent:
+    while (fresh := check_freshness(settings.kafka, sources)).error or fresh.heartbeats[0].silent:
         assert time.monotonic() < deadline, f"no heartbeat from the connector: {fresh}"
         time.sleep(POLL_S)
-    scope = HealthScope(topics=(), groups=(), stores=False)
     publisher = AlertPublisher(settings.kafka.producer(), snapshot_every_s=2.0)
+    scope = HealthScope(topics=(), groups=(), stores=False)
+    watch = HealthWatch(settings, publisher, scope=scope, sources=sources)
 
+    registry = CollectorRegistry()
+    for collector in watch.collectors():
+        registry.register(collector)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        _outage(settings, watch, server.server_port)
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def _outage(settings: Settings, watch: HealthWatch, port: int) -> None:
     def poll() -> list[SystemAlert]:
-        health = check_health(settings, scope)
-        published = publisher.observe(health, check_freshness(settings.kafka, sources))
-        assert published.pending == 0
+        published = watch.poll()
+        assert published is not None and published.pending == 0
         return [a for a in published.alerts if a.labels["condition"] == CONDITION]
 
     assert poll() == []
+    assert _silent_gauge(port) == 0.0
     layout = Layout(settings.home_dir)
     assert local_postgres.down(settings, layout)
     stopped = time.monotonic()
@@ -132,7 +168,9 @@ def test_postgres_outage_raises_then_resolves_cdc_silent(own_stack: Settings) ->
         raised = poll()
     raised_after = time.monotonic() - stopped
     assert [a.labels["state"] for a in raised] == ["raised"]
-    assert publisher.tracker.active[CONDITION].alert_id == raised[0].alert_id
+    assert watch.publisher is not None
+    assert watch.publisher.tracker.active[CONDITION].alert_id == raised[0].alert_id
+    assert _silent_gauge(port) == 1.0
     # Another poll while still down: no second raise.
     assert poll() == []
 
@@ -145,6 +183,7 @@ def test_postgres_outage_raises_then_resolves_cdc_silent(own_stack: Settings) ->
         time.sleep(POLL_S)
         resolved = poll()
     assert [a.labels["state"] for a in resolved] == ["resolved"]
+    assert _silent_gauge(port) == 0.0
 
     on_topic = _alerts(settings)
     assert [(a.alert_id, a.labels["state"], a.severity) for a in on_topic] == [

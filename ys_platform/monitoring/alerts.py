@@ -29,15 +29,28 @@ from typing import Literal
 
 from confluent_kafka import Producer
 from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from ys_platform.catalog.models import SystemAlert, SystemMetric
 from ys_platform.clients.kafka import DeliveryError, produce_messages
 from ys_platform.monitoring.freshness import (
     SILENT_AFTER_INTERVALS,
+    CdcSource,
+    FreshnessCollector,
     FreshnessReport,
+    cdc_sources,
+    check_freshness,
     freshness_metrics,
 )
-from ys_platform.monitoring.health import HealthReport, Kind, health_metrics
+from ys_platform.monitoring.health import (
+    HealthCollector,
+    HealthReport,
+    HealthScope,
+    Kind,
+    check_health,
+    health_metrics,
+)
+from ys_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -244,3 +257,59 @@ class AlertPublisher:
             return Published(tuple(alerts), 0, pending=len(self._pending))
         self._pending = []
         return Published(tuple(alerts), len(metrics))
+
+
+# A monitor beside `make dev` leaves the embedded stores out: its probe would open chDB and Qdrant
+# between the sinks' flushes and hold them up. `ys-platform health` checks them.
+MONITOR_SCOPE = HealthScope(stores=False)
+
+
+class HealthWatch:
+    """One poll step of the monitor for health and freshness: check, keep, publish.
+
+    The lag monitor's loop calls :meth:`poll` each interval (passing its own status as
+    ``extra_conditions`` / ``extra_families``) and registers :meth:`collectors` with its
+    Prometheus registry, which then serve the last poll's figures.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: AlertPublisher | None = None,
+        *,
+        scope: HealthScope = MONITOR_SCOPE,
+        sources: Sequence[CdcSource] | None = None,
+    ) -> None:
+        from ys_platform.connectors import connector_files
+
+        self.settings = settings
+        self.publisher = publisher
+        self.scope = scope
+        self.sources = (
+            list(sources)
+            if sources is not None
+            else cdc_sources(connector_files(settings.connectors_dir))
+        )
+        self.health: HealthReport | None = None
+        self.freshness: FreshnessReport | None = None
+
+    def poll(
+        self,
+        *,
+        extra_conditions: Sequence[Condition] = (),
+        extra_families: Sequence[Metric] = (),
+    ) -> Published | None:
+        """Check both, keep them for the collectors, publish; None without a publisher."""
+        self.health = check_health(self.settings, self.scope)
+        self.freshness = check_freshness(self.settings.kafka, self.sources)
+        if self.publisher is None:
+            return None
+        return self.publisher.observe(
+            self.health,
+            self.freshness,
+            extra_conditions=extra_conditions,
+            extra_families=extra_families,
+        )
+
+    def collectors(self) -> list[Collector]:
+        return [HealthCollector(lambda: self.health), FreshnessCollector(lambda: self.freshness)]
