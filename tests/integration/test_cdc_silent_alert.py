@@ -102,7 +102,7 @@ def _silent_gauge(port: int) -> float:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name == "ys_cdc_source_silent"
-        and sample.labels == {"connector": "postgres-source"}
+        and sample.labels == {"cluster_name": "ys-local", "connector": "postgres-source"}
     ]
     return value
 
@@ -204,6 +204,6 @@ def _outage(settings: Settings, watch: HealthWatch, port: int) -> None:
         for m in _read(settings, "system.metrics")
         if isinstance(m, SystemMetric)
         and m.name == "ys_cdc_source_silent"
-        and m.labels == {"connector": "postgres-source"}
+        and m.labels == {"cluster_name": "ys-local", "connector": "postgres-source"}
     ]
     assert silent[0] == 0.0 and 1.0 in silent and silent[-1] == 0.0, silent

@@ -114,15 +114,20 @@ def test_freshness_conditions_and_gauges():
     assert silent.key == "cdc-silent:pg"
     assert "no Debezium heartbeat for 45 s" in silent.message
 
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in freshness_metrics(_freshness(45.0))
-        for s in family.samples
-    }
+    samples = _samples(freshness_metrics(_freshness(45.0), "c1"))
     assert samples == {
-        ("ys_source_freshness_seconds", (("topic", "defi.tokens"),)): 10.0,
-        ("ys_cdc_heartbeat_age_seconds", (("connector", "pg"),)): 45.0,
-        ("ys_cdc_source_silent", (("connector", "pg"),)): 1.0,
+        ("ys_source_freshness_seconds", (("cluster_name", "c1"), ("topic", "defi.tokens"))): 10.0,
+        ("ys_cdc_heartbeat_age_seconds", (("cluster_name", "c1"), ("connector", "pg"))): 45.0,
+        ("ys_cdc_heartbeat_interval_seconds", (("cluster_name", "c1"), ("connector", "pg"))): 10.0,
+        ("ys_cdc_source_silent", (("cluster_name", "c1"), ("connector", "pg"))): 1.0,
+    }
+
+
+def _samples(families) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in families
+        for s in family.samples
     }
 
 
@@ -166,24 +171,25 @@ def test_health_lines_and_their_conditions():
 
 
 def test_health_gauges():
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in health_metrics(_report())
-        for s in family.samples
+    samples = _samples(health_metrics(_report(), "c1"))
+    cluster = (("cluster_name", "c1"),)
+    connector = (*cluster, ("connector", "pg"))
+    expected = {
+        ("ys_kafka_brokers_alive", cluster): 2.0,
+        ("ys_kafka_brokers_expected", cluster): 3.0,
+        ("ys_kafka_partitions_under_replicated", cluster): 2.0,
+        ("ys_kafka_partitions_under_min_isr", cluster): 0.0,
+        ("ys_kafka_partitions_offline", cluster): 0.0,
+        ("ys_kafka_controller_active", cluster): 1.0,
+        ("ys_component_up", (*cluster, ("component", "kafka"))): 1.0,
+        ("ys_component_up", (*cluster, ("component", "connect"))): 1.0,
+        ("ys_component_up", (*cluster, ("component", "clickhouse"))): 1.0,
     }
-    assert samples == {
-        ("ys_kafka_brokers_alive", ()): 2.0,
-        ("ys_kafka_brokers_expected", ()): 3.0,
-        ("ys_kafka_partitions_under_replicated", ()): 2.0,
-        ("ys_kafka_partitions_under_min_isr", ()): 0.0,
-        ("ys_kafka_partitions_offline", ()): 0.0,
-        ("ys_kafka_active_controller", ()): 3.0,
-        ("ys_connector_running", (("connector", "pg"),)): 1.0,
-        ("ys_connector_task_running", (("connector", "pg"), ("task", "0"))): 0.0,
-        ("ys_component_up", (("component", "kafka"),)): 1.0,
-        ("ys_component_up", (("component", "connect"),)): 1.0,
-        ("ys_component_up", (("component", "clickhouse"),)): 1.0,
-    }
+    for state in ("RUNNING", "PAUSED", "STOPPED", "FAILED", "UNASSIGNED", "RESTARTING"):
+        expected["ys_connector_state", (*connector, ("state", state))] = float(state == "RUNNING")
+        task = (*connector, ("state", state), ("task", "0"))
+        expected["ys_connector_task_state", task] = float(state == "FAILED")
+    assert samples == expected
 
 
 def test_unreachable_kafka_is_one_failing_line_and_no_broker_gauges():
@@ -191,8 +197,10 @@ def test_unreachable_kafka_is_one_failing_line_and_no_broker_gauges():
         0.0, KafkaHealth("127.0.0.1:1", error="Cannot reach Kafka", brokers_expected=1)
     )
     assert [(c.name, c.ok) for c in report.components()] == [("kafka", False)]
-    names = {s.name: s.value for f in health_metrics(report) for s in f.samples}
-    assert names == {"ys_kafka_brokers_expected": 1.0, "ys_component_up": 0.0}
+    assert _samples(health_metrics(report, "c1")) == {
+        ("ys_kafka_brokers_expected", (("cluster_name", "c1"),)): 1.0,
+        ("ys_component_up", (("cluster_name", "c1"), ("component", "kafka"))): 0.0,
+    }
 
 
 def test_metric_records_skip_non_finite_samples():

@@ -43,6 +43,7 @@ from ys_platform.monitoring.freshness import (
     freshness_metrics,
 )
 from ys_platform.monitoring.health import (
+    DEFAULT_CLUSTER_NAME,
     HealthCollector,
     HealthReport,
     HealthScope,
@@ -208,8 +209,10 @@ class AlertPublisher:
         snapshot_every_s: float = SNAPSHOT_EVERY_S,
         namespace: str = "",
         flush_timeout_s: float = 10.0,
+        cluster_name: str = DEFAULT_CLUSTER_NAME,
     ) -> None:
         self.producer = producer
+        self.cluster_name = cluster_name
         self.tracker = tracker or AlertTracker()
         self.snapshot_every_s = snapshot_every_s
         self.namespace = namespace
@@ -231,10 +234,10 @@ class AlertPublisher:
         families: list[Metric] = list(extra_families)
         if health is not None:
             conditions += health_conditions(health)
-            families += health_metrics(health)
+            families += health_metrics(health, self.cluster_name)
         if freshness is not None:
             conditions += freshness_conditions(freshness)
-            families += freshness_metrics(freshness)
+            families += freshness_metrics(freshness, self.cluster_name)
         alerts = self.tracker.update(conditions, now)
         metrics: list[SystemMetric] = []
         due = self._last_snapshot is None or now - self._last_snapshot >= self.snapshot_every_s
@@ -267,9 +270,9 @@ MONITOR_SCOPE = HealthScope(stores=False)
 class HealthWatch:
     """One poll step of the monitor for health and freshness: check, keep, publish.
 
-    The lag monitor's loop calls :meth:`poll` each interval (passing its own status as
-    ``extra_conditions`` / ``extra_families``) and registers :meth:`collectors` with its
-    Prometheus registry, which then serve the last poll's figures.
+    A listener of the lag monitor's loop (:meth:`on_snapshot`), or called directly
+    (:meth:`poll`, with the lag status as ``extra_conditions`` / ``extra_families``); its
+    :meth:`collectors` join the monitor's Prometheus registry and serve the last poll's figures.
     """
 
     def __init__(
@@ -279,12 +282,14 @@ class HealthWatch:
         *,
         scope: HealthScope = MONITOR_SCOPE,
         sources: Sequence[CdcSource] | None = None,
+        cluster_name: str = DEFAULT_CLUSTER_NAME,
     ) -> None:
         from ys_platform.connectors import connector_files
 
         self.settings = settings
         self.publisher = publisher
         self.scope = scope
+        self.cluster_name = cluster_name
         self.sources = (
             list(sources)
             if sources is not None
@@ -292,6 +297,10 @@ class HealthWatch:
         )
         self.health: HealthReport | None = None
         self.freshness: FreshnessReport | None = None
+
+    def on_snapshot(self, snapshot: object) -> None:
+        """The lag monitor's listener hook: one health and freshness poll per lag poll."""
+        self.poll()
 
     def poll(
         self,
@@ -312,4 +321,7 @@ class HealthWatch:
         )
 
     def collectors(self) -> list[Collector]:
-        return [HealthCollector(lambda: self.health), FreshnessCollector(lambda: self.freshness)]
+        return [
+            HealthCollector(lambda: self.health, self.cluster_name),
+            FreshnessCollector(lambda: self.freshness, self.cluster_name),
+        ]

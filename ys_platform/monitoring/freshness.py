@@ -30,9 +30,13 @@ from prometheus_client.registry import Collector
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.connectors import ConnectorFile, heartbeat_topic, output_topics
 
+# As ys_platform/monitoring/names.py spells them; the silent flag is this module's addition.
 SOURCE_FRESHNESS = "ys_source_freshness_seconds"
 HEARTBEAT_AGE = "ys_cdc_heartbeat_age_seconds"
+HEARTBEAT_INTERVAL = "ys_cdc_heartbeat_interval_seconds"
 SOURCE_SILENT = "ys_cdc_source_silent"
+# The label every lag monitor series carries (Settings.monitor_cluster_name in the monitor).
+DEFAULT_CLUSTER_NAME = "ys-local"
 
 # Three missed heartbeats: one late heartbeat (a GC pause, a busy Connect worker) is not an
 # outage, three in a row are. With the connector's 10 s that is 30 s, inside the 60 s within
@@ -210,36 +214,48 @@ def check_freshness(
 class FreshnessCollector(Collector):
     """The latest :class:`FreshnessReport` as gauges; None before the first poll exports nothing."""
 
-    def __init__(self, latest: Callable[[], FreshnessReport | None]) -> None:
+    def __init__(
+        self,
+        latest: Callable[[], FreshnessReport | None],
+        cluster_name: str = DEFAULT_CLUSTER_NAME,
+    ) -> None:
         self._latest = latest
+        self.cluster_name = cluster_name
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         report = self._latest()
         if report is not None:
-            yield from freshness_metrics(report)
+            yield from freshness_metrics(report, self.cluster_name)
 
 
-def freshness_metrics(report: FreshnessReport) -> list[GaugeMetricFamily]:
+def freshness_metrics(
+    report: FreshnessReport, cluster_name: str = DEFAULT_CLUSTER_NAME
+) -> list[GaugeMetricFamily]:
     if report.error is not None:
         return []
-    freshness = GaugeMetricFamily(
-        SOURCE_FRESHNESS, "Age of the newest record of a CDC-fed topic.", labels=["topic"]
-    )
+
+    def family(name: str, doc: str, label: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=["cluster_name", label])
+
+    freshness = family(SOURCE_FRESHNESS, "Age of the newest record of a CDC-fed topic.", "topic")
     for topic in report.topics:
         if topic.age_s is not None:  # an empty topic has no age: absent, not 0
-            freshness.add_metric([topic.topic], topic.age_s)
-    heartbeat = GaugeMetricFamily(
-        HEARTBEAT_AGE, "Age of the connector's last Debezium heartbeat.", labels=["connector"]
+            freshness.add_metric([cluster_name, topic.topic], topic.age_s)
+    age = family(HEARTBEAT_AGE, "Age of the connector's last Debezium heartbeat.", "connector")
+    interval = family(
+        HEARTBEAT_INTERVAL, "The connector's heartbeat.interval.ms, in seconds.", "connector"
     )
-    silent = GaugeMetricFamily(
+    silent = family(
         SOURCE_SILENT,
         f"1 when the connector wrote no heartbeat for {SILENT_AFTER_INTERVALS} intervals.",
-        labels=["connector"],
+        "connector",
     )
     for beat in report.heartbeats:
         if beat.interval_s is None:
             continue
+        labels = [cluster_name, beat.connector]
         if beat.age_s is not None:
-            heartbeat.add_metric([beat.connector], beat.age_s)
-        silent.add_metric([beat.connector], float(beat.silent))
-    return [freshness, heartbeat, silent]
+            age.add_metric(labels, beat.age_s)
+        interval.add_metric(labels, beat.interval_s)
+        silent.add_metric(labels, float(beat.silent))
+    return [freshness, age, interval, silent]

@@ -35,18 +35,24 @@ from ys_platform.clients.locks import StoreLockedError, flock_held
 from ys_platform.connectors import ConnectorFile, ConnectorStatus, connector_files, status
 from ys_platform.settings import Settings
 
-# Metric names (ys_platform/monitoring/names.py is written beside this module by another change;
-# until the two meet, these are the names the alert rules read).
+# Metric names, as ys_platform/monitoring/names.py (written beside this module by another change)
+# spells them; the last three are this module's additions to that list.
 BROKERS_ALIVE = "ys_kafka_brokers_alive"
 BROKERS_EXPECTED = "ys_kafka_brokers_expected"
 PARTITIONS_UNDER_REPLICATED = "ys_kafka_partitions_under_replicated"
 PARTITIONS_UNDER_MIN_ISR = "ys_kafka_partitions_under_min_isr"
 PARTITIONS_OFFLINE = "ys_kafka_partitions_offline"
-ACTIVE_CONTROLLER = "ys_kafka_active_controller"
-CONNECTOR_RUNNING = "ys_connector_running"
-CONNECTOR_TASK_RUNNING = "ys_connector_task_running"
+CONTROLLER_ACTIVE = "ys_kafka_controller_active"
+CONNECTOR_STATE = "ys_connector_state"
+CONNECTOR_TASK_STATE = "ys_connector_task_state"
 COMPONENT_UP = "ys_component_up"
 REPLICATION_SLOT_LAG_BYTES = "ys_postgres_replication_slot_lag_bytes"
+REPLICATION_SLOT_ACTIVE = "ys_postgres_replication_slot_active"
+
+# Connect's connector and task states: one series each, 1 for the current one.
+CONNECT_STATES = ("RUNNING", "PAUSED", "STOPPED", "FAILED", "UNASSIGNED", "RESTARTING")
+# The label every lag monitor series carries (Settings.monitor_cluster_name in the monitor).
+DEFAULT_CLUSTER_NAME = "ys-local"
 
 # A local broker answers metadata and describe requests in milliseconds; 5 s bounds a hung one
 # so the whole check (one request per kind) stays well under a Prometheus scrape timeout (10 s).
@@ -678,24 +684,36 @@ class HealthCollector(Collector):
     scrape); None before the first poll exports nothing.
     """
 
-    def __init__(self, latest: Callable[[], HealthReport | None]) -> None:
+    def __init__(
+        self,
+        latest: Callable[[], HealthReport | None],
+        cluster_name: str = DEFAULT_CLUSTER_NAME,
+    ) -> None:
         self._latest = latest
+        self.cluster_name = cluster_name
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         report = self._latest()
         if report is None:
             return
-        yield from health_metrics(report)
+        yield from health_metrics(report, self.cluster_name)
 
 
-def health_metrics(report: HealthReport) -> list[GaugeMetricFamily]:
+def health_metrics(
+    report: HealthReport, cluster_name: str = DEFAULT_CLUSTER_NAME
+) -> list[GaugeMetricFamily]:
     """The gauges of one report (also what the alert tracker snapshots to system.metrics)."""
     kafka = report.kafka
     families: list[GaugeMetricFamily] = []
 
+    def family(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
+        created = GaugeMetricFamily(name, doc, labels=["cluster_name", *labels])
+        families.append(created)
+        return created
+
     def gauge(name: str, doc: str, value: float | None) -> None:
         if value is not None:
-            families.append(GaugeMetricFamily(name, doc, value=value))
+            family(name, doc).add_metric([cluster_name], value)
 
     if kafka.reachable:
         gauge(BROKERS_ALIVE, "Brokers in the cluster metadata.", len(kafka.brokers_alive))
@@ -711,9 +729,9 @@ def health_metrics(report: HealthReport) -> list[GaugeMetricFamily]:
         )
         gauge(PARTITIONS_OFFLINE, "Partitions without a leader.", len(kafka.offline))
         gauge(
-            ACTIVE_CONTROLLER,
-            "Node id the cluster reports as controller (in KRaft: a live broker); -1 when none.",
-            kafka.controller_id if kafka.controller_id is not None else -1,
+            CONTROLLER_ACTIVE,
+            "1 when the cluster metadata names a controller, else 0.",
+            float(kafka.controller_id is not None),
         )
     gauge(
         BROKERS_EXPECTED,
@@ -721,32 +739,39 @@ def health_metrics(report: HealthReport) -> list[GaugeMetricFamily]:
         kafka.brokers_expected,
     )
     if report.connect is not None and report.connect.error is None:
-        connectors = GaugeMetricFamily(
-            CONNECTOR_RUNNING, "1 when the connector is RUNNING.", labels=["connector"]
+        connectors = family(
+            CONNECTOR_STATE, "1 for the connector's current state.", "connector", "state"
         )
-        tasks = GaugeMetricFamily(
-            CONNECTOR_TASK_RUNNING, "1 when the task is RUNNING.", labels=["connector", "task"]
+        tasks = family(
+            CONNECTOR_TASK_STATE, "1 for the task's current state.", "connector", "task", "state"
         )
         for connector in report.connect.connectors:
             current = connector.status
-            connectors.add_metric([current.name], float(current.state == "RUNNING"))
-            for task in current.tasks:
-                tasks.add_metric([current.name, str(task.id)], float(task.state == "RUNNING"))
-        families += [connectors, tasks]
+            if not current.exists:
+                continue
+            for state in CONNECT_STATES:
+                connectors.add_metric(
+                    [cluster_name, current.name, state], float(current.state == state)
+                )
+                for task in current.tasks:
+                    tasks.add_metric(
+                        [cluster_name, current.name, str(task.id), state],
+                        float(task.state == state),
+                    )
     if report.postgres is not None and report.postgres.error is None:
-        slots = GaugeMetricFamily(
+        lag = family(
             REPLICATION_SLOT_LAG_BYTES,
             "WAL bytes written since the slot's consumer last confirmed.",
-            labels=["slot"],
+            "slot",
         )
+        active = family(REPLICATION_SLOT_ACTIVE, "1 when a consumer streams from the slot.", "slot")
         for slot in report.postgres.slots:
+            active.add_metric([cluster_name, slot.name], float(slot.active))
             if slot.lag_bytes is not None:
-                slots.add_metric([slot.name], float(slot.lag_bytes))
-        families.append(slots)
-    up = GaugeMetricFamily(COMPONENT_UP, "1 when the component is healthy.", labels=["component"])
-    up.add_metric(["kafka"], float(kafka.reachable))
+                lag.add_metric([cluster_name, slot.name], float(slot.lag_bytes))
+    up = family(COMPONENT_UP, "1 when the component is healthy.", "component")
+    up.add_metric([cluster_name, "kafka"], float(kafka.reachable))
     for line in report.components():
         if line.kind in ("connect", "postgres", "store"):
-            up.add_metric([line.name], float(line.ok))
-    families.append(up)
+            up.add_metric([cluster_name, line.name], float(line.ok))
     return families
