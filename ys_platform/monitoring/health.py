@@ -22,17 +22,25 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from pydantic import SecretStr
 
 from ys_platform.catalog.topics import ALL_TOPICS, CONSUMER_GROUPS, TopicSpec
 from ys_platform.clients.kafka import KafkaConnection, KafkaUnreachableError, check_reachable
 from ys_platform.clients.kafka_connect import ConnectError, KafkaConnectClient
 from ys_platform.clients.locks import StoreLockedError, flock_held
-from ys_platform.connectors import ConnectorFile, ConnectorStatus, connector_files, status
+from ys_platform.connectors import (
+    ConnectorFile,
+    ConnectorStatus,
+    DesiredState,
+    connector_files,
+    status,
+)
 from ys_platform.settings import Settings
 
 # Metric names, as ys_platform/monitoring/names.py (written beside this module by another change)
@@ -298,14 +306,14 @@ def check_topics(
 @dataclass(frozen=True)
 class ConnectorHealth:
     status: ConnectorStatus
-    desired_state: str | None
+    desired_state: DesiredState | None
     """The file's desired state; None for a connector on the cluster that no file declares."""
 
     @property
     def ok(self) -> bool:
         if self.desired_state is None:
             return self.status.exists and not self.status.failed
-        return self.status.is_(self.desired_state)  # type: ignore[arg-type]
+        return self.status.is_(self.desired_state)
 
 
 @dataclass(frozen=True)
@@ -425,6 +433,8 @@ FROM pg_replication_slots WHERE slot_name = ANY(%s)
 
 
 def check_postgres(conninfo: str, slots: Sequence[str]) -> PostgresHealth:
+    import psycopg
+
     from ys_platform.clients.postgres import (
         PostgresUnavailableError,
         describe_target,
@@ -436,14 +446,19 @@ def check_postgres(conninfo: str, slots: Sequence[str]) -> PostgresHealth:
         with open_postgres(
             conninfo, connect_timeout_s=POSTGRES_CONNECT_TIMEOUT_S, autocommit=True
         ) as conn:
-            version = str(conn.execute("SHOW server_version").fetchone()[0]).split()[0]  # type: ignore[index]
+            (version,) = conn.execute("SHOW server_version").fetchone() or ("unknown",)
             rows = conn.execute(_SLOTS_SQL, (list(slots),)).fetchall()
     except PostgresUnavailableError as exc:
         return PostgresHealth(target, error=str(exc))
+    except psycopg.Error as exc:
+        # Connected, then lost or refused (a server shutting down, a missing privilege): the
+        # server's message, which never holds the client's password.
+        reason = " ".join(str(exc).split())
+        return PostgresHealth(target, error=f"PostgreSQL at {target}: {reason}")
     found = {name: (bool(active), lag) for name, active, lag in rows}
     return PostgresHealth(
         target,
-        version=f"PostgreSQL {version}",
+        version=f"PostgreSQL {str(version).split()[0]}",
         slots=tuple(
             SlotHealth(name, True, *found[name]) if name in found else SlotHealth(name, False)
             for name in slots
@@ -495,12 +510,19 @@ def lock_holder(lock_file: Path) -> str | None:
 
 
 def _busy(name: str, lock_file: Path) -> StoreHealth:
-    holder = lock_holder(lock_file)
-    return StoreHealth(name, "busy", f"held by {holder or 'another process'} (a running sink)")
+    holder = lock_holder(lock_file) or "another process"
+    return StoreHealth(name, "busy", f"held by {holder}, as by a running sink")
 
 
-def check_clickhouse(dsn: str, password: object = None) -> StoreHealth:
-    """``SELECT version()`` on the configured ClickHouse; busy when a process holds the chDB."""
+def _server(url: str) -> str:
+    """scheme://host:port of a server URL: no credentials, path or query in a health line."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def check_clickhouse(dsn: str, password: SecretStr | None = None) -> StoreHealth:
+    """The version and table count of the configured ClickHouse; busy when a process holds
+    the chDB path (the check never waits for it)."""
     from ys_platform.clients.clickhouse import chdb_path, is_exclusive, open_clickhouse
 
     path = chdb_path(dsn) if is_exclusive(dsn) else None
@@ -510,7 +532,7 @@ def check_clickhouse(dsn: str, password: object = None) -> StoreHealth:
         if flock_held(path / "status"):
             return _busy("clickhouse", path / "status")
     try:
-        with open_clickhouse(dsn, password, lock_timeout_s=0) as client:  # type: ignore[arg-type]
+        with open_clickhouse(dsn, password, lock_timeout_s=0) as client:
             version = client.server_version
             tables = client.command(
                 "SELECT count() FROM system.tables WHERE database = currentDatabase()"
@@ -520,12 +542,13 @@ def check_clickhouse(dsn: str, password: object = None) -> StoreHealth:
         return _busy("clickhouse", path / "status")
     except Exception as exc:  # any failure of the store is its health, reported in a sentence
         return StoreHealth("clickhouse", "down", f"{type(exc).__name__}: {exc}"[:500])
-    where = f"chDB at {path}" if path is not None else dsn.split("@")[-1]
+    where = f"chDB at {path}" if path is not None else _server(dsn)
     return StoreHealth("clickhouse", "up", f"{where}, version {version}, {tables} table(s)")
 
 
-def check_qdrant(url: str | None, path: Path, api_key: object = None) -> StoreHealth:
-    """The collections of the configured Qdrant; busy when a process holds the local store."""
+def check_qdrant(url: str | None, path: Path, api_key: SecretStr | None = None) -> StoreHealth:
+    """The collections of the configured Qdrant; busy when a process holds the local store
+    (the check never waits for it)."""
     from ys_platform.clients.qdrant import open_qdrant
 
     if url is None:
@@ -535,7 +558,7 @@ def check_qdrant(url: str | None, path: Path, api_key: object = None) -> StoreHe
             return _busy("qdrant", path / ".lock")
     try:
         if url is not None:
-            opened = open_qdrant(url=url, api_key=api_key)  # type: ignore[arg-type]
+            opened = open_qdrant(url=url, api_key=api_key)
         else:
             opened = open_qdrant(path=path, lock_timeout_s=0)
         with opened as client:
@@ -544,7 +567,7 @@ def check_qdrant(url: str | None, path: Path, api_key: object = None) -> StoreHe
         return _busy("qdrant", path / ".lock")
     except Exception as exc:  # any failure of the store is its health, reported in a sentence
         return StoreHealth("qdrant", "down", f"{type(exc).__name__}: {exc}"[:500])
-    where = url or f"local store at {path}"
+    where = _server(url) if url is not None else f"local store at {path}"
     return StoreHealth("qdrant", "up", f"{where}, {len(collections)} collection(s)")
 
 
