@@ -29,7 +29,7 @@ from ys_platform.streaming.worker import WorkerStopped
 
 CLI = Path(sys.executable).with_name("ys-platform")
 GROUPS = ["local", "topics", "groups", "dlq", "schemas", "db", "connectors", "processor", "sink"]
-GROUPS += ["monitor", "simulate", "search", "sql", "dev"]
+GROUPS += ["monitor", "health", "simulate", "search", "sql", "dev"]
 
 
 @pytest.fixture

@@ -85,6 +85,7 @@ def test_resource_holds_the_connection_with_secrets_as_variables(monkeypatch):
             "ssl_certificate_location": None,
             "ssl_key_location": None,
             "ssl_key_password": None,
+            "expected_brokers": None,
         }
     }
     with dg.build_resources({"kafka": resource}) as resources:

@@ -11,6 +11,7 @@ from ys_platform.cli import (
     dev,
     dlq,
     groups,
+    health,
     local,
     monitor,
     processor,
@@ -26,8 +27,8 @@ from ys_platform.cli.core import PROG, ExitCode
 __all__ = ["ExitCode", "build_parser", "main"]
 
 # In the order `ys-platform --help` lists them.
-GROUPS = (local, topics, groups, dlq, schemas, db, connectors, processor, sink, monitor, simulate)
-GROUPS += (search, sql, dev)
+GROUPS = (local, topics, groups, dlq, schemas, db, connectors, processor, sink, monitor, health)
+GROUPS += (simulate, search, sql, dev)
 
 
 def build_parser() -> argparse.ArgumentParser:

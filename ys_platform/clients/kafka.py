@@ -114,6 +114,12 @@ class KafkaConnection(BaseModel):
     ssl_certificate_location: Path | None = None
     ssl_key_location: Path | None = None
     ssl_key_password: SecretStr | None = Field(default=None, description="Secret; never logged.")
+    expected_brokers: int | None = Field(
+        default=None,
+        ge=1,
+        description="How many brokers the cluster should have, for health checks and the "
+        "brokers-down alert. Unset: the local stack's broker count, or unknown.",
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -1,0 +1,165 @@
+"""`ys-platform health` against the running stack, and the cluster gauges on a 3-broker stack.
+
+The healthy case reads the shared stack (YS_HOME) as it is. The unhealthy cases never stop a
+shared service: they point settings at closed ports, or run a stack of their own in a temporary
+state folder on ports of its own (the layout of test_local_stack.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka.admin import NewTopic
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
+
+from ys_platform.catalog.topics import ALL_TOPICS, CONSUMER_GROUPS
+from ys_platform.cli import main
+from ys_platform.local import down, up
+from ys_platform.local.kafka import running_pid
+from ys_platform.local.state import Layout
+from ys_platform.monitoring.health import HealthCollector, HealthScope, check_health
+from ys_platform.settings import Settings, load_settings
+
+# Away from the shared stack (9092, 15432, 8083), test_local_stack's (21xxx, 22xxx) and
+# test_cli's closed ports (25432, 28083, 29392); below the ephemeral range.
+TRIPLE = {
+    "local_kafka_port": 23192,
+    "postgres_port": 23532,
+    "connect_url": "http://127.0.0.1:23183",
+}
+CLOSED_PORT = 23999
+
+
+def _closed(port: int) -> int:
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} is in use; pick another"
+    return port
+
+
+@pytest.mark.timeout(120)
+def test_health_is_ok_on_the_running_stack(local_stack: Settings, capsys) -> None:
+    code = main(["health", "--json"])
+    document = json.loads(capsys.readouterr().out)
+
+    failing = [c for c in document["components"] if not c["ok"]]
+    assert code == 0, f"unhealthy: {failing}"
+    assert document["ok"] is True
+    names = [c["name"] for c in document["components"]]
+    expected = ["kafka brokers", "kafka controller", "kafka partitions"]
+    expected += [f"topic {t.name}" for t in ALL_TOPICS]
+    expected += ["connect", "connector postgres-source", "connector postgres-source task 0"]
+    expected += ["postgres", "replication slot ys_postgres_source", "clickhouse", "qdrant"]
+    expected += [f"group {g.group_id}" for g in CONSUMER_GROUPS]
+    # Other tests may have connectors of their own on the shared worker for a moment.
+    assert [n for n in names if not n.startswith("connector pg-cdc-")] == expected
+    brokers = next(c for c in document["components"] if c["name"] == "kafka brokers")
+    assert brokers["detail"].startswith("1 of 1 alive")
+
+
+@pytest.mark.timeout(120)
+# qdrant-client warns that a server it cannot reach has no version to check: that is the point.
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
+def test_health_fails_naming_each_component_that_is_down(
+    local_stack: Settings, capsys, monkeypatch
+) -> None:
+    port = _closed(CLOSED_PORT)
+    monkeypatch.setenv("YS_CONNECT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("YS_QDRANT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("YS_CLICKHOUSE_URL", f"http://127.0.0.1:{port}")
+
+    code = main(["health"])
+    out = capsys.readouterr().out.splitlines()
+
+    assert code == 1
+    failed = [line.split()[1] for line in out if line.startswith("FAIL")]
+    assert failed == ["connect", "clickhouse", "qdrant"]
+    assert any(line.startswith("ok    postgres ") for line in out)
+    assert any(line.startswith("ok    kafka brokers ") for line in out)
+    connect = next(line for line in out if line.startswith("FAIL  connect"))
+    assert f"http://127.0.0.1:{port} is not ready" in connect
+    assert out[-1].startswith(f"{len(out) - 1 - 3} of {len(out) - 1} healthy")
+
+
+# --- 3 brokers, one killed -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def triple(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    for port in (23192, 23193, 23194, 23292, 23293, 23294):
+        _closed(port)
+    settings = load_settings(home=tmp_path_factory.mktemp("health3") / ".ys", **TRIPLE)
+    try:
+        services = up(settings, brokers=3, postgres=False)
+        assert all(s.healthy for s in services), services
+        yield settings
+    finally:
+        down(settings)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    # The cluster-wide gauges, which carry only the cluster's name.
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels == {"cluster_name": "ys-local"}
+    }
+
+
+@pytest.mark.timeout(150)
+def test_a_killed_broker_shows_in_the_scraped_gauges(triple: Settings) -> None:
+    admin = triple.kafka.admin()
+    name = "test.health.rf3"
+    topic = NewTopic(
+        name, num_partitions=6, replication_factor=3, config={"min.insync.replicas": "2"}
+    )
+    admin.create_topics([topic])[name].result(30)
+
+    scope = HealthScope(topics=(), groups=(), connect=False, postgres=False, stores=False)
+    registry = CollectorRegistry()
+    registry.register(HealthCollector(lambda: check_health(triple, scope)))
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    port = server.server_port
+    try:
+        deadline = time.monotonic() + 30
+        while (before := _scrape(port))["ys_kafka_partitions_under_replicated"] != 0:
+            assert time.monotonic() < deadline, f"never fully replicated: {before}"
+            time.sleep(0.5)
+        assert before["ys_kafka_brokers_alive"] == 3
+        assert before["ys_kafka_brokers_expected"] == 3
+        assert before["ys_kafka_partitions_offline"] == 0
+        assert before["ys_kafka_controller_active"] == 1
+
+        pid = running_pid(Layout(triple.home_dir), 3)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        # The controllers fence a broker that stops heartbeating after broker.session.timeout.ms
+        # (9 s) and shrink the ISRs it was in; 60 s bounds that on a loaded machine.
+        deadline = time.monotonic() + 60
+        while True:
+            after = _scrape(port)
+            if (
+                after["ys_kafka_brokers_alive"] == 2
+                and after["ys_kafka_partitions_under_replicated"] > 0
+            ):
+                break
+            assert time.monotonic() < deadline, f"broker loss not visible: {after}"
+            time.sleep(1)
+        assert after["ys_kafka_brokers_expected"] == 3
+        # Every partition of the RF 3 topic had a replica on broker 3; the internal topics too.
+        assert after["ys_kafka_partitions_under_replicated"] >= 6
+        # Two replicas of three stay in sync: at min.insync.replicas, not under it.
+        assert after["ys_kafka_partitions_under_min_isr"] == 0
+        assert after["ys_kafka_partitions_offline"] == 0
+        assert after["ys_kafka_controller_active"] == 1
+    finally:
+        server.shutdown()
+        thread.join(10)
