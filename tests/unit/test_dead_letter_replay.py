@@ -1,7 +1,7 @@
 """The pure parts of dead-letter replay and of showing records: which dead letters are replayed
 or passed over, the headers a replayed record carries, and a record rendered for the operator."""
 
-from confluent_kafka import Message
+from dataclasses import dataclass
 
 from ys_platform.operations.dead_letters import (
     PASSED_OVER_NO_SOURCE,
@@ -12,6 +12,49 @@ from ys_platform.operations.dead_letters import (
     replayed_headers,
 )
 from ys_platform.operations.records import render
+
+
+@dataclass(frozen=True)
+class Message:
+    """A consumed record's accessors, as confluent_kafka.Message has them.
+
+    confluent-kafka builds Message objects itself before 2.13 (which the bench's quixstreams
+    pins below), so the pure logic is fed this value with the same methods.
+    """
+
+    topic_: str
+    partition_: int
+    offset_: int
+    value_: bytes | None
+    timestamp_: tuple[int, int]
+    key_: bytes | None = None
+    headers_: list[tuple[str, bytes]] | None = None
+
+    def topic(self) -> str:
+        return self.topic_
+
+    def partition(self) -> int:
+        return self.partition_
+
+    def offset(self) -> int:
+        return self.offset_
+
+    def key(self) -> bytes | None:
+        return self.key_
+
+    def value(self) -> bytes | None:
+        return self.value_
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self.headers_
+
+    def timestamp(self) -> tuple[int, int]:
+        return self.timestamp_
+
+
+def _record(**fields) -> Message:
+    return Message(**{f"{name}_": value for name, value in fields.items()})
+
 
 DLQ_HEADERS = [
     ("schema-version", b"1"),
@@ -29,7 +72,7 @@ VALUE = (
 
 
 def _letter(headers=DLQ_HEADERS, at_ms: int = 1_767_614_460_000) -> Message:
-    return Message(
+    return _record(
         topic="ns.dlq.price-aggregation-processor",
         partition=1,
         offset=7,
@@ -87,7 +130,7 @@ def test_a_dead_letter_renders_with_its_reason_and_decode_error():
 
 
 def test_a_record_of_a_topic_outside_the_catalog_renders_its_json():
-    record = Message(
+    record = _record(
         topic="connect-status",
         partition=0,
         offset=3,
@@ -101,6 +144,6 @@ def test_a_record_of_a_topic_outside_the_catalog_renders_its_json():
         "key": None,
         "value": {"state": "RUNNING"},
     }
-    broken = Message(topic="connect-status", partition=0, offset=4, value=b"{", timestamp=(1, 0))
+    broken = _record(topic="connect-status", partition=0, offset=4, value=b"{", timestamp=(1, 0))
     assert render(broken)["raw"] == "{"
     assert render(broken)["error"].startswith("not JSON: ")
