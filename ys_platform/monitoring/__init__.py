@@ -1,0 +1,1 @@
+"""Monitoring of the platform: consumer lag, component health, Prometheus metrics and alerts."""
