@@ -72,7 +72,7 @@ def scrape_targets(
     """Prometheus file_sd lists, by file name, of the exporters a stack runs.
 
     deployments/prometheus/prometheus.yml reads kafka.json (job kafka, one entry per broker with
-    its node id as the broker label) and kafka-connect.json (empty without a managed worker), so
+    its node id as the broker label) and kafka-connect.json (empty without a running worker), so
     only the brokers that exist are scraped and can be reported down.
     """
     kafka = [
@@ -82,8 +82,8 @@ def scrape_targets(
         }
         for node_id in range(1, brokers + 1)
     ]
-    workers = [{"targets": [f"{LOOPBACK}:{connect_port(base_port)}"]}] if connect else []
-    return {"kafka.json": kafka, "kafka-connect.json": workers}
+    worker = [{"targets": [f"{LOOPBACK}:{connect_port(base_port)}"]}] if connect else []
+    return {"kafka.json": kafka, "kafka-connect.json": worker}
 
 
 def write_scrape_targets(folder: Path, targets: dict[str, list[dict[str, object]]]) -> None:

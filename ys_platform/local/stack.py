@@ -37,13 +37,14 @@ def up(
         result = kafka.up(settings, layout, brokers)
         if connect:
             result.append(connect_service.up(settings, layout))
+        # What runs now, for Prometheus: a worker left running by an earlier `up` stays listed.
         cluster = read_cluster(layout)
         jmx_exporter.write_scrape_targets(
             layout.prometheus_targets,
             jmx_exporter.scrape_targets(
                 settings.jmx_exporter_port,
                 brokers=cluster.brokers if cluster else 1,
-                connect=connect and connect_service.is_managed(settings),
+                connect=connect_service.running_pid(layout) is not None,
             ),
         )
         if postgres:
