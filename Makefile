@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install prereqs dev test unit lint bench down clean
+.PHONY: install prereqs promtool dev test unit lint bench down clean
 
 install: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 prereqs:
 	@bash deployments/local/prereqs.sh
 
+# promtool for the alert-rule tests, built once from its Go module into ~/.cache/ys-platform
+# (the first build takes ~5 min on 2 cores; later runs find the binary).
+promtool:
+	@bash deployments/prometheus/promtool.sh --build >/dev/null
+
 # The Dagster UI's port: `make dev PORT=3300`.
 PORT ?= 3000
 
@@ -26,7 +31,7 @@ dev: install prereqs
 	$(BIN)/ys-platform dev --port $(PORT)
 
 ## test: install, start the services the tests need, run the whole suite
-test: install prereqs
+test: install prereqs promtool
 	$(BIN)/ys-platform local up
 	$(BIN)/pytest
 

@@ -29,6 +29,10 @@ from ys_platform.package_files import CONNECTORS_DIR
 ENV_PREFIX = "YS_"
 
 
+# 9092 + 9 = the seed's 9101; clear of the brokers (port..port+2) and controllers (port+100..).
+JMX_EXPORTER_PORT_OFFSET = 9
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or wrong; the message names the variable."""
 
@@ -74,6 +78,15 @@ class Settings(BaseSettings):
         description="Listener port of the local stack's first broker (the seed's 9092); broker i "
         "listens on port+i-1 and its KRaft controller on port+100+i-1. Clients connect there "
         "unless YS_KAFKA_BOOTSTRAP_SERVERS says otherwise.",
+    )
+    local_jmx_exporter_port: int | None = Field(
+        default=None,
+        ge=1024,
+        le=65000,
+        description="Port of the Prometheus JMX exporter of the local stack's first broker; broker "
+        "i serves /metrics on port+i-1 and the Connect worker on port+9. Unset: "
+        "YS_LOCAL_KAFKA_PORT+9 (the seed's 9101), so a stack moved to other Kafka ports moves its "
+        "exporters too.",
     )
     # Whether kafka.bootstrap_servers was derived from local_kafka_port (not given).
     _bootstrap_follows_local_port: bool = PrivateAttr(default=False)
@@ -235,6 +248,13 @@ class Settings(BaseSettings):
     @property
     def local_kafka_port_given(self) -> bool:
         return "local_kafka_port" in self.model_fields_set
+
+    @property
+    def jmx_exporter_port(self) -> int:
+        """The first broker's JMX exporter port (see local_jmx_exporter_port)."""
+        if self.local_jmx_exporter_port is not None:
+            return self.local_jmx_exporter_port
+        return self.local_kafka_port + JMX_EXPORTER_PORT_OFFSET
 
     @cached_property
     def home_dir(self) -> Path:

@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient
 
 from ys_platform.catalog.topics import ALL_TOPICS
 from ys_platform.local.config import CONTROLLER_PORT_OFFSET
+from ys_platform.settings import JMX_EXPORTER_PORT_OFFSET
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,11 +38,13 @@ COMMAND_TIMEOUT_S = 120
 
 
 def _free_kafka_port() -> int:
-    """A broker port whose controller port (+100) is free too, below the ephemeral range (a port
-    there can be taken at random by any outgoing connection) and away from the other tests'."""
+    """A broker port whose controller (+100) and exporter (+9) ports are free too, below the
+    ephemeral range (a port there can be taken at random by any outgoing connection) and away
+    from the other tests'."""
     for _ in range(100):
         port = random.randrange(24_000, 31_000)
-        if all(_is_free(p) for p in (port, port + CONTROLLER_PORT_OFFSET)):
+        exporter = port + JMX_EXPORTER_PORT_OFFSET  # the broker's JMX exporter agent
+        if all(_is_free(p) for p in (port, port + CONTROLLER_PORT_OFFSET, exporter)):
             return port
     raise RuntimeError("no free port pair found in 24000-31000")
 
@@ -160,6 +163,9 @@ def test_the_wheel_carries_the_files_it_reads(wheel: Path) -> None:
         "ys_platform/_shipped/local/pom.xml",
         "ys_platform/_shipped/local/connect-pom.xml",
         "ys_platform/_shipped/local/log4j2.properties",
+        "ys_platform/_shipped/local/jmx-exporter-pom.xml",
+        "ys_platform/_shipped/local/jmx-exporter-kafka.yml",
+        "ys_platform/_shipped/local/jmx-exporter-connect.yml",
     }
     assert shipped <= names
     # The same bytes as the repository's folders: one copy of each file.

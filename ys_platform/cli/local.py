@@ -133,7 +133,7 @@ def _logs(args: argparse.Namespace, settings: Settings) -> ExitCode:
 
 
 def _print_table(services: list[ServiceStatus]) -> None:
-    rows = [("SERVICE", "STATE", "ENDPOINT", "PID", "MEMORY", "HEALTH")]
+    rows = [("SERVICE", "STATE", "ENDPOINT", "PID", "MEMORY", "METRICS", "HEALTH")]
     for s in services:
         health = ("ok" if s.healthy else "FAILING") if s.state != "stopped" else "-"
         rows.append(
@@ -143,6 +143,7 @@ def _print_table(services: list[ServiceStatus]) -> None:
                 s.endpoint,
                 str(s.pid) if s.pid else "-",
                 f"{s.rss_bytes / 2**20:.0f} MiB" if s.rss_bytes else "-",
+                s.metrics or "-",
                 f"{health}: {s.detail}" if s.detail else health,
             )
         )

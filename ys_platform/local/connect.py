@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ys_platform.local import kafka, procs
+from ys_platform.local import jmx_exporter, kafka, maven, procs
 from ys_platform.local.config import (
     LOCAL_HOSTS,
     bootstrap_servers,
@@ -116,7 +116,7 @@ def _maven(profile: str, goal: list[str], what: str) -> None:
         [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(CONNECT_POM), "-P", profile, *goal],
         capture_output=True,
         text=True,
-        timeout=kafka.MAVEN_TIMEOUT_S,
+        timeout=maven.MAVEN_TIMEOUT_S,
         check=False,
     )
     if result.returncode != 0:
@@ -227,6 +227,11 @@ def up(settings: Settings, layout: Layout) -> ServiceStatus:
     java, cp, plugins = kafka.java_binary(), worker_classpath(), plugin_path()
     rest_port = port(settings)
     _check_port_free(rest_port)
+    exporter_port = jmx_exporter.connect_port(settings.jmx_exporter_port)
+    jmx_exporter.check_port_free(exporter_port, NAME)
+    agent = jmx_exporter.agent_option(
+        jmx_exporter.agent_jar(), exporter_port, jmx_exporter.CONNECT_RULES
+    )
     layout.connect.mkdir(parents=True, exist_ok=True)
     layout.connect_properties.write_text(
         connect_worker_properties(
@@ -237,7 +242,7 @@ def up(settings: Settings, layout: Layout) -> ServiceStatus:
         )
     )
     layout.logs.mkdir(parents=True, exist_ok=True)
-    process = _spawn(java, cp, layout, worker_environment(settings))
+    process = _spawn(java, cp, layout, agent, worker_environment(settings))
     try:
         procs.wait_ready(
             NAME,
@@ -275,12 +280,15 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _spawn(java: str, cp: str, layout: Layout, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    java: str, cp: str, layout: Layout, agent: str, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     with layout.connect_console.open("ab") as out:
         process = subprocess.Popen(
             [
                 java,
                 *JVM_OPTIONS,
+                agent,
                 f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
                 f"-Dys.log.file={layout.log(NAME)}",
                 "-cp",
@@ -356,7 +364,10 @@ def status(settings: Settings, layout: Layout) -> ServiceStatus:
     if pid is None:
         return ServiceStatus(NAME, url, "stopped", healthy=False)
     healthy, detail = health(url)
-    return ServiceStatus(NAME, url, "running", healthy, pid, procs.memory_bytes(pid), detail)
+    metrics = jmx_exporter.serving_url(jmx_exporter.connect_port(settings.jmx_exporter_port))
+    return ServiceStatus(
+        NAME, url, "running", healthy, pid, procs.memory_bytes(pid), detail, metrics=metrics
+    )
 
 
 def was_started(settings: Settings, layout: Layout) -> bool:

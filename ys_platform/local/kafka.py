@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
 import re
 import shutil
 import subprocess
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ys_platform.local import procs
+from ys_platform.local import jmx_exporter, maven, procs
 from ys_platform.local.config import (
     CONTROLLER_PORT_OFFSET,
     KafkaNode,
@@ -69,10 +69,6 @@ METADATA_TIMEOUT_S = 2.0
 # kafka-storage format takes ~2 s (one JVM start); 60 s means it is stuck.
 FORMAT_TIMEOUT_S = 60.0
 
-# Maven resolves the classpath in ~3 s from ~/.m2, and a first download of the 91 jars from
-# Maven Central takes well under a minute; five minutes means the network is the problem.
-MAVEN_TIMEOUT_S = 300.0
-
 
 def nodes(settings: Settings, brokers: int) -> list[KafkaNode]:
     return kafka_nodes(settings.local_kafka_port, brokers)
@@ -107,50 +103,7 @@ def classpath() -> str:
 
 
 def _maven_classpath() -> str:
-    if not POM.exists():
-        raise LocalStackError(
-            f"{POM} is missing from the installed package: reinstall ys-platform, "
-            "or set KAFKA_HOME to a Kafka installation."
-        )
-    # Keyed by the pom's content, so editing the pom (a version bump) resolves again.
-    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
-    # Outside the repository: a fresh clone (CI) reuses it, and `git clean` does not drop it.
-    cache_dir = Path.home() / ".cache" / "ys-platform"
-    cache = cache_dir / f"kafka-classpath-{digest}.txt"
-    if cache.exists():
-        cached = cache.read_text().strip()
-        # ~/.m2 may have been cleaned since: then resolve again rather than fail in the JVM.
-        if cached and all(Path(jar).exists() for jar in cached.split(os.pathsep)):
-            return cached
-    mvn = shutil.which("mvn")
-    if not mvn:
-        raise LocalStackError(f"Maven (mvn) is needed to fetch the Kafka jars. {INSTALL_HINT}")
-    procs.progress("kafka: resolving the Kafka 4.4 jars with Maven (first run only) ...")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-    result = subprocess.run(
-        [
-            mvn,
-            "-q",
-            "-B",
-            "-Dstyle.color=never",
-            "-f",
-            str(POM),
-            "dependency:build-classpath",
-            f"-Dmdep.outputFile={tmp}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=MAVEN_TIMEOUT_S,
-        check=False,
-    )
-    if result.returncode != 0 or not tmp.exists():
-        raise LocalStackError(
-            "Maven could not resolve the Kafka jars (it needs Maven Central, or a filled ~/.m2):\n"
-            + (result.stdout + result.stderr).strip()[-3000:]
-        )
-    tmp.replace(cache)
-    return cache.read_text().strip()
+    return maven.classpath(POM, "kafka-classpath", "the Kafka 4.4 jars")
 
 
 # --- formatting and starting ---------------------------------------------------------------------
@@ -163,10 +116,13 @@ def new_cluster_id() -> str:
             return cid
 
 
-def _java_command(java: str, cp: str, layout: Layout, node_id: int) -> list[str]:
+def _java_command(
+    java: str, cp: str, layout: Layout, node_id: int, agents: Sequence[str] = ()
+) -> list[str]:
     return [
         java,
         *JVM_OPTIONS,
+        *agents,
         f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
         f"-Dys.log.file={layout.log(f'kafka-{node_id}')}",
         f"-Dkafka.logs.dir={layout.logs}",
@@ -290,7 +246,7 @@ def up(settings: Settings, layout: Layout, brokers: int | None) -> list[ServiceS
     check_clients_reach(settings, cluster_nodes)
     to_start = [n for n in cluster_nodes if running_pid(layout, n.node_id) is None]
     if to_start:
-        java, cp = java_binary(), classpath()
+        java, cp, agent_jar = java_binary(), classpath(), jmx_exporter.agent_jar()
         if cluster is None:
             cluster = KafkaCluster(cluster_id=new_cluster_id(), brokers=count)
             write_cluster(layout, cluster)
@@ -299,6 +255,7 @@ def up(settings: Settings, layout: Layout, brokers: int | None) -> list[ServiceS
         for node in to_start:
             _check_port_free(node.broker_port, node.name)
             _check_port_free(node.controller_port, f"{node.name} controller")
+            jmx_exporter.check_port_free(_exporter_port(settings, node), node.name)
             properties = layout.broker_properties(node.node_id)
             properties.parent.mkdir(parents=True, exist_ok=True)
             properties.write_text(
@@ -308,7 +265,10 @@ def up(settings: Settings, layout: Layout, brokers: int | None) -> list[ServiceS
         if unformatted:
             _format(java, cp, layout, unformatted, cluster.cluster_id)
         for node in to_start:
-            started[node.node_id] = _spawn(java, cp, layout, node)
+            agent = jmx_exporter.agent_option(
+                agent_jar, _exporter_port(settings, node), jmx_exporter.KAFKA_RULES
+            )
+            started[node.node_id] = _spawn(java, cp, layout, node, agent)
         try:
             # Nodes of a 3-node quorum only become ready together, so all start before any wait.
             for node in to_start:
@@ -330,12 +290,19 @@ def up(settings: Settings, layout: Layout, brokers: int | None) -> list[ServiceS
     return status(settings, layout)
 
 
-def _spawn(java: str, cp: str, layout: Layout, node: KafkaNode) -> subprocess.Popen[bytes]:
+def _exporter_port(settings: Settings, node: KafkaNode) -> int:
+    return jmx_exporter.broker_port(settings.jmx_exporter_port, node.node_id)
+
+
+def _spawn(
+    java: str, cp: str, layout: Layout, node: KafkaNode, agent: str
+) -> subprocess.Popen[bytes]:
     console = layout.broker_console(node.node_id)
     with console.open("ab") as out:
         process = subprocess.Popen(
             [
-                *_java_command(java, cp, layout, node.node_id),
+                # The exporter agent only here: StorageTool's JVM would claim the same port.
+                *_java_command(java, cp, layout, node.node_id, agents=[agent]),
                 "kafka.Kafka",
                 str(layout.broker_properties(node.node_id)),
             ],
@@ -405,7 +372,14 @@ def status(settings: Settings, layout: Layout) -> list[ServiceStatus]:
             healthy, detail = False, f"no metadata: {exc.args[0].str()}"
         result.append(
             ServiceStatus(
-                node.name, node.address, "running", healthy, pid, procs.memory_bytes(pid), detail
+                node.name,
+                node.address,
+                "running",
+                healthy,
+                pid,
+                procs.memory_bytes(pid),
+                detail,
+                metrics=jmx_exporter.serving_url(_exporter_port(settings, node)),
             )
         )
     return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ys_platform.local import connect as connect_service
-from ys_platform.local import kafka
+from ys_platform.local import jmx_exporter, kafka
 from ys_platform.local import postgres as pg
 from ys_platform.local.config import SUPPORTED_BROKER_COUNTS, bootstrap_servers
 from ys_platform.local.state import Layout, ServiceStatus, locked, read_cluster
@@ -37,6 +37,16 @@ def up(
         result = kafka.up(settings, layout, brokers)
         if connect:
             result.append(connect_service.up(settings, layout))
+        # What runs now, for Prometheus: a worker left running by an earlier `up` stays listed.
+        cluster = read_cluster(layout)
+        jmx_exporter.write_scrape_targets(
+            layout.prometheus_targets,
+            jmx_exporter.scrape_targets(
+                settings.jmx_exporter_port,
+                brokers=cluster.brokers if cluster else 1,
+                connect=connect_service.running_pid(layout) is not None,
+            ),
+        )
         if postgres:
             result.append(pg.up(settings, layout))
     return result

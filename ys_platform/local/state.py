@@ -35,6 +35,8 @@ class ServiceStatus:
     rss_bytes: int | None = None
     """Resident memory of the service's processes (proportional share where readable)."""
     detail: str = ""
+    metrics: str = ""
+    """The service's Prometheus endpoint (its JMX exporter) while it answers there, else ""."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,11 @@ class Layout:
     def connect_console(self) -> Path:
         """The worker JVM's own stdout/stderr: crashes before log4j is up land here."""
         return self.logs / "connect.out"
+
+    @property
+    def prometheus_targets(self) -> Path:
+        """Prometheus file_sd target lists of the stack's exporters (deployments/prometheus/)."""
+        return self.home / "prometheus"
 
     @property
     def postgres_data(self) -> Path:
