@@ -1,9 +1,11 @@
-"""Readers beside the embedded stores: while a sink writes chDB continuously, another process's
-ClickHouse query answers within the bound, again and again, and the sink still stores every
-record exactly once.
+"""Readers beside the embedded stores: while a sink writes continuously, another process's
+ClickHouse query or ``ys-platform search`` answers within the bound, again and again, and the
+sink still stores every record exactly once.
 
-The sink is its real CLI in a subprocess; each reader is a fresh Python process opening chDB
-through the client factory, as ``ys-platform sql`` and the Dagster assets do.
+The ClickHouse sink is its real CLI in a subprocess; each ClickHouse reader is a fresh Python
+process opening chDB through the client factory, as ``ys-platform sql`` and the Dagster assets
+do. The vector sink runs in this process (a worker thread, as in a Dagster run) and each search
+is the real ``ys-platform search`` command.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from kafka_helpers import create_namespaced_topics
 from test_clickhouse_sink import (
     GROUP,
     PARTITIONS,
@@ -31,8 +34,17 @@ from test_clickhouse_sink import (
     stored_rows,
 )
 
+from ys_platform.catalog.codec import encode, topic_of
+from ys_platform.catalog.topics import consumer_group
 from ys_platform.clients.clickhouse import client_factory
+from ys_platform.clients.owner import owner_socket
+from ys_platform.clients.qdrant import client_factory as qdrant_factory
+from ys_platform.embeddings import shared_embedder
 from ys_platform.sinks.clickhouse import ClickHouseSink, load_mapping
+from ys_platform.sinks.vector import VectorSink, collection_prefix
+from ys_platform.sinks.vector import load_mapping as load_vector_mapping
+from ys_platform.sources.simulator import MarketSimulator
+from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -160,3 +172,130 @@ def test_a_clickhouse_read_answers_within_the_bound_while_the_sink_writes(local_
     assert_exactly_once(
         expected, stored_rows(dsn, ClickHouseSink(client_factory(dsn), mapping, namespace))
     )
+
+
+# --- Qdrant: the vector sink answers searches itself --------------------------------------------
+VECTOR_GROUP = consumer_group("vector-sink")
+VECTOR_FEED_INTERVAL_S = 1.0  # protocols and tokens again every second: a write all the time
+SEARCH = ("trade stablecoins with minimal slippage", "curve")  # test_vector_sink's paraphrase
+# As for chDB, the clock starts once the process is ready (modules and the model loaded: 2-3 s
+# on the busy build machine, 15 s when other test runs share it), then covers the search: the
+# sink's answer, its wait for the sink to come round between two chunks, and the query.
+SEARCHER = """
+import json, sys, time
+from ys_platform.embeddings import shared_embedder
+from ys_platform.sinks.vector_search import search_store
+embedder = shared_embedder()
+embedder.embed(["warm up"])
+started = time.monotonic()
+hits = search_store(sys.argv[2], sys.argv[3], 3, path=sys.argv[1], embedder=embedder)
+print(json.dumps({"first": hits[0][1]["_key"], "answer_s": time.monotonic() - started}))
+"""
+
+
+def test_a_search_answers_within_the_bound_while_the_vector_sink_writes(local_stack, tmp_path):
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    connection = local_stack.kafka
+    names = [*VECTOR_GROUP.inputs, VECTOR_GROUP.dead_letter_topic]
+    create_namespaced_topics(connection.admin(), namespace, names, PARTITIONS)
+    sim = MarketSimulator(seed=11)
+    entities = [*sim.protocols(), *sim.tokens()[:60]]
+    home = tmp_path / "home"
+    store = home / "qdrant"
+
+    def produce_entities() -> int:
+        producer = connection.producer(linger_ms=5)
+        for message in entities:
+            key, value, headers = encode(message)
+            producer.produce(f"{namespace}{topic_of(message)}", value, key, headers=headers)
+        assert producer.flush(30) == 0
+        return len(entities)
+
+    fed = [0]
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            stop_at = time.monotonic() + FEED_LIMIT_S
+            while not done.is_set() and time.monotonic() < stop_at:
+                fed[0] += produce_entities()
+                done.wait(VECTOR_FEED_INTERVAL_S)
+        except BaseException as exc:  # surfaced below
+            failures.append(exc)
+
+    sink = VectorSink(
+        qdrant_factory(path=store),
+        load_vector_mapping(),
+        shared_embedder(),
+        namespace,
+        serve_at=owner_socket(store),
+    )
+    worker = SinkWorker(
+        connection, sink, SinkConfig(batch_size=500, flush_interval_s=0.5, namespace=namespace)
+    )
+    stop = threading.Event()
+    result: list = []
+
+    def run() -> None:
+        try:
+            result.append(worker.run(stop))
+        except BaseException as exc:  # surfaced below
+            failures.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    feeder = threading.Thread(target=feed, daemon=True)
+    runner.start()
+    feeder.start()
+    try:
+        deadline = time.monotonic() + 90
+        while sink.upserted < len(entities):  # it holds the store and has written a flush
+            assert not failures and runner.is_alive(), failures
+            assert time.monotonic() < deadline, "the vector sink wrote nothing in 90 s"
+            time.sleep(0.1)
+        collection = f"{collection_prefix(namespace)}protocols"
+        answers: list[dict] = []
+        for _ in range(READS):
+            search = subprocess.run(
+                [sys.executable, "-c", SEARCHER, str(store), collection, SEARCH[0]],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert search.returncode == 0, search.stderr
+            answers.append(json.loads(search.stdout))
+        # And the command itself, as a user runs it.
+        started = time.monotonic()
+        command = subprocess.run(
+            [str(CLI), "search", "protocols", SEARCH[0], "--namespace", namespace],
+            env={**os.environ, "YS_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        wall = time.monotonic() - started
+        assert command.returncode == 0, command.stderr
+        assert command.stdout.splitlines()[0].split()[1] == SEARCH[1], command.stdout
+        assert feeder.is_alive() and runner.is_alive(), failures
+        times = [round(a["answer_s"], 2) for a in answers]
+        print(f"searches answered in {times} s; `ys-platform search` took {wall:.2f} s in all")
+        assert [a["first"] for a in answers] == [SEARCH[1]] * READS
+        assert max(times) < ANSWER_BOUND_S, times
+        # Every one was answered by the sink, none by waiting for its store.
+        assert sink.readers_served == READS + 1
+    finally:
+        done.set()
+        feeder.join(30)
+        stop.set()
+        runner.join(60)
+    assert not failures, failures
+    metrics = result[0]
+    # Every record read; a flush writes the latest record of each key once.
+    assert metrics.consumed == fed[0] and len(entities) <= metrics.produced <= fed[0]
+    # Written again and again, each entity is still one point (ids are its key).
+    with qdrant_factory(path=store)() as client:
+        assert client.count(f"{collection_prefix(namespace)}protocols").count == len(
+            sim.protocols()
+        )
+        assert client.count(f"{collection_prefix(namespace)}tokens").count == 60
+    assert not owner_socket(store).exists()  # the sink took its door down on the way out
