@@ -5,7 +5,9 @@ either way. chDB runs the engine inside this process, which brings two rules mea
 
 * one process per database path: the engine takes an ``flock`` on ``<path>/status``; a second
   process fails with "Cannot lock file <path>/status" on stderr while the Python error only says
-  "Error initializing EmbeddedServer: . (BAD_ARGUMENTS)";
+  "Error initializing EmbeddedServer: . (BAD_ARGUMENTS)"; chDB's read-only mode (``?mode=ro``,
+  ClickHouse's ``readonly=1``) takes the same lock and fails the same way, and its docs allow one
+  session at a time per process;
 * one path per process: while any client is open on one path, opening another (even
   ``:memory:``) fails with "EmbeddedServer already initialized with path ...".
 
