@@ -43,6 +43,7 @@ from ys_platform.embeddings import shared_embedder
 from ys_platform.sinks.clickhouse import ClickHouseSink, load_mapping
 from ys_platform.sinks.vector import VectorSink, collection_prefix
 from ys_platform.sinks.vector import load_mapping as load_vector_mapping
+from ys_platform.sinks.vector_search import NoSuchCollectionError, search_store
 from ys_platform.sources.simulator import MarketSimulator
 from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
@@ -193,6 +194,14 @@ print(json.dumps({"first": hits[0][1]["_key"], "answer_s": time.monotonic() - st
 """
 
 
+def _holds_all(store: Path, collection: str, keys: set[str]) -> bool:
+    try:
+        hits = search_store(collection, "protocol", len(keys), path=store)
+    except NoSuchCollectionError:
+        return False
+    return {payload["_key"] for _, payload in hits} == keys
+
+
 def test_a_search_answers_within_the_bound_while_the_vector_sink_writes(local_stack, tmp_path):
     namespace = f"t{uuid.uuid4().hex[:8]}."
     connection = local_stack.kafka
@@ -248,12 +257,14 @@ def test_a_search_answers_within_the_bound_while_the_vector_sink_writes(local_st
     runner.start()
     feeder.start()
     try:
-        deadline = time.monotonic() + 90
-        while sink.upserted < len(entities):  # it holds the store and has written a flush
-            assert not failures and runner.is_alive(), failures
-            assert time.monotonic() < deadline, "the vector sink wrote nothing in 90 s"
-            time.sleep(0.1)
         collection = f"{collection_prefix(namespace)}protocols"
+        protocols = {p.id for p in sim.protocols()}
+        deadline = time.monotonic() + 90
+        while not _holds_all(store, collection, protocols):  # asked of the sink itself
+            assert not failures and runner.is_alive(), failures
+            assert time.monotonic() < deadline, "the vector sink did not store them in 90 s"
+            time.sleep(0.2)
+        served_before = sink.readers_served
         answers: list[dict] = []
         for _ in range(READS):
             search = subprocess.run(
@@ -282,7 +293,13 @@ def test_a_search_answers_within_the_bound_while_the_vector_sink_writes(local_st
         assert [a["first"] for a in answers] == [SEARCH[1]] * READS
         assert max(times) < ANSWER_BOUND_S, times
         # Every one was answered by the sink, none by waiting for its store.
-        assert sink.readers_served == READS + 1
+        assert sink.readers_served - served_before == READS + 1
+        done.set()
+        feeder.join(30)
+        deadline = time.monotonic() + 60
+        while worker.metrics.consumed < fed[0]:  # the sink drains what was fed
+            assert runner.is_alive() and time.monotonic() < deadline, failures
+            time.sleep(0.1)
     finally:
         done.set()
         feeder.join(30)
