@@ -141,7 +141,10 @@ class OwnerDoor:
                 reply = pending.reply
             else:
                 reply = {"error": "the store's owner did not come round in time"}
-        wfile.write(json.dumps(reply).encode() + b"\n")
+        try:
+            wfile.write(json.dumps(reply).encode() + b"\n")
+        except OSError:  # the reader gave up waiting and hung up: nobody to tell
+            log.debug("%s: a reader left before its answer", self.path)
 
 
 def ask_owner(path: Path, request: dict[str, Any], *, timeout_s: float) -> dict[str, Any] | None:
