@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 from qdrant_client import models
 
-from ys_platform.clients.clickhouse import ChdbPathConflictError, open_clickhouse
+from ys_platform.clients.clickhouse import ChdbPathConflictError, open_clickhouse, waiting_readers
 from ys_platform.clients.locks import StoreLockedError, flock_held
 from ys_platform.clients.qdrant import open_qdrant
 from ys_platform.resources.clickhouse import ClickHouseResource
@@ -246,3 +246,29 @@ def test_qdrant_gives_up_with_a_sentence(tmp_path: Path) -> None:
     assert SHORT_TIMEOUT_S <= elapsed < SHORT_TIMEOUT_S + 5
     message = str(info.value)
     assert f"'{path}'" in message and "YS_QDRANT_URL" in message
+
+
+# --- waiters announce themselves -----------------------------------------------------------------
+def test_a_waiter_is_announced_while_it_waits_and_not_after(tmp_path: Path) -> None:
+    """A process waiting for a held chDB path shows in WaitingReaders (what a sink checks
+    between flushes) until it has opened the path; nobody shows before or after."""
+    path = tmp_path / "clickhouse"
+    readers = waiting_readers(f"chdb://{path}")
+    assert readers is not None and not readers.any()
+    with holder(CHDB_HOLDER, path, HOLD_S):
+        assert not readers.any()  # the holder itself is not a waiter
+        waiter = subprocess.Popen(
+            [sys.executable, "-c", WAITER, str(path)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            deadline = time.monotonic() + HOLDER_START_S
+            while not readers.any():
+                assert waiter.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            assert readers.wait_until_served(HOLDER_START_S) < HOLDER_START_S
+            stdout, _ = waiter.communicate(timeout=HOLDER_START_S)
+        finally:
+            waiter.kill()
+    assert stdout.strip() == "42" and not readers.any()
+    assert waiting_readers("chdb://memory") is None
+    assert waiting_readers("http://localhost:8123") is None

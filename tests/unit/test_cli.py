@@ -78,8 +78,6 @@ def test_sink_run_has_every_option_of_the_old_sink_command():
             "2",
             "--flush-interval",
             "0.3",
-            "--share-every",
-            "0",
         ]
     )
     assert (args.sink, args.namespace, args.max_idle, args.dsn) == (
@@ -89,7 +87,7 @@ def test_sink_run_has_every_option_of_the_old_sink_command():
         "chdb:///tmp/x",
     )
     assert (args.mapping, args.batch_size, args.instance) == ("m.json", 3000, "2")
-    assert (args.flush_interval, args.share_every) == (0.3, 0.0)
+    assert args.flush_interval == 0.3
 
 
 def test_sink_and_processor_instances_default_to_none():
@@ -97,7 +95,7 @@ def test_sink_and_processor_instances_default_to_none():
     sink = parser.parse_args(["sink", "run", "clickhouse"])
     assert sink.instance is None
     assert (sink.namespace, sink.max_idle, sink.dsn, sink.mapping) == ("", None, None, None)
-    assert (sink.batch_size, sink.flush_interval, sink.share_every) == (None, None, 30.0)
+    assert (sink.batch_size, sink.flush_interval) == (None, None)
     processor = parser.parse_args(["processor", "run", "price-aggregation"])
     assert processor.instance is None
     # None: the worker's own default (WorkerConfig.batch_size), written once.

@@ -32,9 +32,6 @@ class ClickHouseSinkRunConfig(dg.Config):
     """Topic/group/table prefix: run a copy on isolated topics and tables (tests, replays)."""
     instance_id: str = "0"
     max_idle_s: float | None = None
-    share_every_s: float = 30.0
-    """chDB only: release the database path after a flush once held this long, so assets in
-    other processes (tables, analytics) get their turn."""
 
 
 def table_data_version(spec: TableSpec) -> dg.DataVersion:
@@ -110,7 +107,8 @@ def clickhouse_sink_definitions(
             clickhouse.get_client,
             mapping,
             config.namespace,
-            share_every_s=(config.share_every_s or None) if clickhouse.exclusive else None,
+            # chDB: assets and commands in other processes get the path between two flushes.
+            readers=clickhouse.waiting_readers,
         )
         worker = SinkWorker(
             kafka.connection,

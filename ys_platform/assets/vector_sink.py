@@ -97,7 +97,11 @@ def vector_sink_definitions(
         qdrant: QdrantResource,
         config: VectorSinkRunConfig,
     ) -> dg.MaterializeResult:
-        sink = VectorSink(qdrant.get_client, mapping, namespace=config.namespace)
+        # Local mode: searches from other processes (`ys-platform search`) are answered by the
+        # sink, which holds the store.
+        sink = VectorSink(
+            qdrant.get_client, mapping, namespace=config.namespace, serve_at=qdrant.owner_socket
+        )
         worker = SinkWorker(
             kafka.connection,
             sink,

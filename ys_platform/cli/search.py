@@ -19,19 +19,25 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _search(args: argparse.Namespace, settings: Settings) -> ExitCode:
-    from ys_platform.clients.qdrant import open_qdrant
-    from ys_platform.sinks.vector import collection_prefix, search_collection
+    # Not sinks.vector: qdrant-client is imported only if no running sink answers (see there).
+    from ys_platform.sinks.vector_search import (
+        NoSuchCollectionError,
+        collection_prefix,
+        search_store,
+    )
 
-    api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
     collection = f"{collection_prefix(args.namespace)}{args.collection}"
-    with open_qdrant(
-        url=settings.qdrant_url,
-        path=None if settings.qdrant_url else str(settings.qdrant_path),
-        api_key=api_key,
-    ) as client:
-        if not client.collection_exists(collection):
-            raise CommandError(f"no collection {collection!r}: is the vector sink running?")
-        hits = search_collection(client, collection, args.query, args.limit)
+    try:
+        hits = search_store(
+            collection,
+            args.query,
+            args.limit,
+            url=settings.qdrant_url,
+            path=None if settings.qdrant_url else settings.qdrant_path,
+            api_key=settings.qdrant_api_key,
+        )
+    except NoSuchCollectionError as exc:
+        raise CommandError(str(exc.args[0])) from None
     for score, payload in hits:
         shown = {k: v for k, v in payload.items() if not k.startswith("_")}
         print(f"{score:.3f}  {payload.get('_key', '?')}  {json.dumps(shown, default=str)}")

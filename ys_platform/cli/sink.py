@@ -16,10 +16,6 @@ if TYPE_CHECKING:
     from ys_platform.streaming.metrics import WorkerMetrics
     from ys_platform.streaming.sink_worker import SinkWorker
 
-# chDB allows one process per path: a standalone sink gives the path up after a flush once it
-# has held it this long, so Dagster's assets in other processes get their turn (README, chDB).
-DEFAULT_SHARE_EVERY_S = 30.0
-
 
 def register(commands: argparse._SubParsersAction) -> None:
     sink = commands.add_parser("sink", help="run a sink (ClickHouse) in this process")
@@ -45,13 +41,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="stable replica id (static membership); default: a standalone id no Dagster-run "
         "replica uses",
     )
-    run.add_argument(
-        "--share-every",
-        type=float,
-        default=DEFAULT_SHARE_EVERY_S,
-        help="chDB only: release the path after a flush once held this many seconds, so other "
-        "processes (Dagster assets) can read it; 0 holds it for good",
-    )
     run.set_defaults(func=with_settings(_run))
 
 
@@ -67,6 +56,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
             **metrics.summary(),
             "inserts": sink.inserts,
             "replayed_batches": sink.replayed_batches,
+            "reader_turns": sink.reader_turns,
             "seeks": worker.seeks,
         }
     )
@@ -77,7 +67,7 @@ def _clickhouse_worker(
     args: argparse.Namespace, settings: Settings
 ) -> tuple[SinkWorker, ClickHouseSink]:
     """The ClickHouse sink and its worker from the options; the mapping's batching by default."""
-    from ys_platform.clients.clickhouse import client_factory, is_exclusive
+    from ys_platform.clients.clickhouse import client_factory, waiting_readers
     from ys_platform.sinks.clickhouse import MAPPING_FILE, ClickHouseSink, load_mapping
     from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
@@ -87,7 +77,8 @@ def _clickhouse_worker(
         client_factory(dsn, settings.clickhouse_password),
         mapping,
         args.namespace,
-        share_every_s=(args.share_every or None) if is_exclusive(dsn) else None,
+        # chDB: other processes that wait for the path get it between two flushes.
+        readers=waiting_readers(dsn),
     )
     config = SinkConfig(
         batch_size=args.batch_size if args.batch_size is not None else mapping.batch_size,

@@ -5,12 +5,15 @@ either way. chDB runs the engine inside this process, which brings two rules mea
 
 * one process per database path: the engine takes an ``flock`` on ``<path>/status``; a second
   process fails with "Cannot lock file <path>/status" on stderr while the Python error only says
-  "Error initializing EmbeddedServer: . (BAD_ARGUMENTS)";
+  "Error initializing EmbeddedServer: . (BAD_ARGUMENTS)"; chDB's read-only mode (``?mode=ro``,
+  ClickHouse's ``readonly=1``) takes the same lock and fails the same way, and its docs allow one
+  session at a time per process;
 * one path per process: while any client is open on one path, opening another (even
   ``:memory:``) fails with "EmbeddedServer already initialized with path ...".
 
 So open a client per unit of work and close it promptly; `open_clickhouse` does both and waits,
-bounded, while another process holds the path.
+bounded, while another process holds the path, announcing itself (`waiting_readers`) so that a
+sink holding it lets go after its current flush (README, "Readers beside the sinks").
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError, ProgrammingError
 from pydantic import SecretStr
 
-from ys_platform.clients.locks import StoreLockedError, flock_held, open_when_unlocked
+from ys_platform.clients.locks import (
+    StoreLockedError,
+    WaitingReaders,
+    flock_held,
+    open_when_unlocked,
+)
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT_S",
@@ -41,11 +49,12 @@ __all__ = [
     "client_factory",
     "is_exclusive",
     "open_clickhouse",
+    "waiting_readers",
 ]
 
-# Readers (assets, queries) hold a chDB path for well under a second and a sink between two
-# flushes (see ClickHouseSink.share_every_s); 30 s waits those out and still fails while a
-# process that never lets go (a sink without sharing) holds it.
+# Readers (assets, queries) hold a chDB path for well under a second, and a sink lets a waiter in
+# after its current flush (about a second at 100k rows); 30 s outlasts a slow query or a long
+# flush and still fails, with a sentence, while a process that never lets go holds the path.
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 
 
@@ -91,6 +100,13 @@ def chdb_path(dsn: str) -> Path | None:
 def is_exclusive(dsn: str) -> bool:
     """Whether a client on ``dsn`` keeps every other process out: chDB on a path."""
     return urlsplit(dsn).scheme == "chdb" and chdb_path(dsn) is not None
+
+
+def waiting_readers(dsn: str) -> WaitingReaders | None:
+    """Where processes waiting for the chDB path of ``dsn`` say so; None if nobody can wait
+    (a server, or a private in-memory engine)."""
+    path = chdb_path(dsn) if urlsplit(dsn).scheme == "chdb" else None
+    return WaitingReaders(path) if path is not None else None
 
 
 def _secret_value(password: str | SecretStr | None) -> str | None:
@@ -175,6 +191,7 @@ def _open_chdb(dsn: str, database: str | None, lock_timeout_s: float) -> Client:
         # chDB prints "Cannot lock file …" to stderr on every start that finds the path held:
         # probe first, unless this process holds it itself (then the open simply joins it).
         probe_first=not _OPEN_CHDB_CLIENTS,
+        readers=waiting_readers(dsn),
     )
 
 

@@ -3,7 +3,10 @@
 Local mode keeps collections in SQLite under one directory and allows one client per directory
 at a time, across processes and within one: it takes an ``flock`` on ``<path>/.lock`` and a second
 client fails with ``RuntimeError("Storage folder <path> is already accessed by another instance
-of Qdrant client. ...")``. `open_qdrant` waits, bounded, for such a holder to go away.
+of Qdrant client. ...")``. `open_qdrant` waits, bounded, for such a holder to go away. The vector
+sink never goes away while it runs, and opening loads every point (seconds at 10k points), so
+searches beside it are asked of the sink instead (:mod:`ys_platform.clients.owner`,
+:func:`ys_platform.sinks.vector_search.search_store`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,13 @@ import dagster as dg
 from clickhouse_connect.driver.client import Client
 from pydantic import Field
 
-from ys_platform.clients.clickhouse import DEFAULT_LOCK_TIMEOUT_S, is_exclusive, open_clickhouse
+from ys_platform.clients.clickhouse import (
+    DEFAULT_LOCK_TIMEOUT_S,
+    is_exclusive,
+    open_clickhouse,
+    waiting_readers,
+)
+from ys_platform.clients.locks import WaitingReaders
 
 
 class ClickHouseResource(dg.ConfigurableResource):
@@ -36,6 +42,11 @@ class ClickHouseResource(dg.ConfigurableResource):
     def exclusive(self) -> bool:
         """Whether a client keeps every other process out (chDB on a path)."""
         return is_exclusive(self.dsn)
+
+    @property
+    def waiting_readers(self) -> WaitingReaders | None:
+        """Where processes waiting for the chDB path say so (None for a server)."""
+        return waiting_readers(self.dsn)
 
     @contextmanager
     def get_client(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field, model_validator
 from qdrant_client import QdrantClient
 
+from ys_platform.clients.owner import owner_socket
 from ys_platform.clients.qdrant import DEFAULT_LOCK_TIMEOUT_S, open_qdrant
 
 
@@ -40,6 +42,14 @@ class QdrantResource(dg.ConfigurableResource):
                 f"on disk), but got {given}."
             )
         return self
+
+    @property
+    def owner_socket(self) -> Path | None:
+        """Where a vector sink holding the local store answers other processes' searches
+        (None for a server or memory)."""
+        if self.path is None or self.path == ":memory:":
+            return None
+        return owner_socket(self.path)
 
     @contextmanager
     def get_client(self) -> Iterator[QdrantClient]:

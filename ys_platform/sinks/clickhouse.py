@@ -21,13 +21,18 @@ The state writes of one flush are batched: one ``BEFORE`` insert for every parti
 flush, the partitions' inserts, one ``AFTER`` insert. That is safe because a ``BEFORE`` row is
 written only when everything before its ``min`` is stored (a pending replay is re-sent first).
 
-chDB and the client: the sink holds one client for its lifetime, used only by the thread that
-opened it (chDB sessions are not thread-safe). Opening costs ~115 ms here, about twice the insert
-of 100k rows, so a client per batch would cost more than the inserts. While it holds a chDB path
-no other process can open it: Dagster assets that read the same chDB path wait for the sink. With
-``share_every_s`` the sink closes its client after a flush once it has held it that long and
-reopens it (waiting, bounded, for the other process) on the next flush, so readers get a turn
-between flushes; with a ClickHouse server (``YS_CLICKHOUSE_URL``) none of this applies.
+chDB and the client: the sink holds one client, used only by the thread that opened it (chDB
+sessions are not thread-safe). Opening costs 0.2-0.65 s here (measured on 2 busy cores, the
+sink's tables in place; an insert of 100k rows takes 40-190 ms), so a client per flush would
+cost several times the inserts. While it holds a chDB path no other process can open it, so a
+process that wants the path says it waits (:class:`~ys_platform.clients.locks.WaitingReaders`,
+which ``open_clickhouse`` does by itself) and, given ``readers``, the sink lets go between two
+flushes when someone waits (:meth:`ClickHouseSink.serve_readers`, called by the runtime at every
+poll) and opens the path again, once the waiters got in, at its next flush. Nothing the sink
+needs lives in the client: its progress is in the store, written inside each flush, so closing
+between flushes changes nothing for exactly-once. A reader then waits at most the flush in hand,
+and the sink pays a reopen only when someone came. With a ClickHouse server
+(``YS_CLICKHOUSE_URL``) none of this applies.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager
@@ -60,6 +64,7 @@ from ys_platform.catalog.tables import (
 )
 from ys_platform.catalog.topics import ConsumerGroupSpec, consumer_group
 from ys_platform.clients.clickhouse import ClickHouseClientFactory
+from ys_platform.clients.locks import WaitingReaders
 from ys_platform.package_files import CONNECTORS_DIR
 from ys_platform.streaming.app import PartitionBatch, TopicPartitionId
 
@@ -87,6 +92,11 @@ DEFAULT_MAPPING_PATH = CONNECTORS_DIR / MAPPING_FILE
 # Largest batch one flush may hold: 10 M records is ~3 GiB of decoded models, beyond any sane
 # setting on the machines this runs on.
 MAX_BATCH_SIZE = 10_000_000
+# How long the sink, about to open the path again, lets the processes it yielded to get in: a
+# waiter notices the release within 0.25 s (clients.locks.Backoff) and opens chDB in 0.2-0.65 s
+# (measured here), after which it no longer counts as waiting. Past this the sink opens anyway,
+# waiting on the path's lock like any other process (a waiter that never gets in stalls nobody).
+READERS_TURN_S = 5.0
 TOKEN_VERSION = "ys2"  # ys2: deletes of rows on change-stream topics (_is_deleted)
 """Part of every token: bump it if the rows built from a range ever change (new columns, ...),
 so that a replay across the upgrade is not taken for the old batch."""
@@ -454,7 +464,7 @@ class ClickHouseSink:
         mapping: ClickHouseSinkMapping | None = None,
         namespace: str = "",
         *,
-        share_every_s: float | None = None,
+        readers: WaitingReaders | None = None,
     ) -> None:
         self.clients = clients
         self.mapping = mapping or load_mapping()
@@ -464,12 +474,13 @@ class ClickHouseSink:
         self.group = replace(group, inputs=tuple(t for t in group.inputs if t in self.tables))
         self.namespace = namespace
         self.table_prefix = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in namespace)
-        # Give it only for a store one process holds at a time (clients.clickhouse.is_exclusive):
+        # Only for a store one process holds at a time (clients.clickhouse.waiting_readers):
         # a server is shared anyway.
-        self.share_every_s = share_every_s
+        self.readers = readers
         self._client_cm: AbstractContextManager[Client] | None = None
         self._client: Client | None = None
-        self._opened_at = 0.0
+        self.reader_turns = 0
+        """How many times the sink let go of the store for a waiting process."""
         self._thread: int | None = None
         self._partitions: dict[TopicPartitionId, _Partition] = {}
         self.inserts = 0
@@ -526,10 +537,11 @@ class ClickHouseSink:
             # A chDB session used from two threads has been measured inserting the wrong rows.
             raise RuntimeError("ClickHouseSink must be used from the thread that opened it")
         if self._client is None:
+            if self.readers is not None:
+                self.readers.wait_until_served(READERS_TURN_S)
             # The factory waits (bounded by its lock timeout) while another process holds chDB.
             self._client_cm = self.clients()
             self._client = self._client_cm.__enter__()
-            self._opened_at = time.monotonic()
         return self._client
 
     def _disconnect(self) -> None:
@@ -537,14 +549,12 @@ class ClickHouseSink:
         if cm is not None:
             cm.__exit__(None, None, None)
 
-    def _maybe_share(self) -> None:
-        """Let another process have the chDB path for a moment (see the module docstring)."""
-        if (
-            self.share_every_s is not None
-            and self._client is not None
-            and time.monotonic() - self._opened_at >= self.share_every_s
-        ):
+    def serve_readers(self) -> None:
+        """Between flushes: if another process waits for the store, let go of it (it is opened
+        again at the next flush). See the module docstring."""
+        if self.readers is not None and self._client is not None and self.readers.any():
             self._disconnect()
+            self.reader_turns += 1
 
     # --- the contract -----------------------------------------------------------------------
     def takes_columns(self, topic_name: str) -> bool:
@@ -581,7 +591,6 @@ class ClickHouseSink:
                     hi,
                 )
             resume[key] = range_state.resume_offset
-        self._maybe_share()
         return resume
 
     def write(
@@ -655,7 +664,6 @@ class ClickHouseSink:
             self._record(client, list(final.items()))
             for key, state in final.items():
                 self._partitions[key].state = state
-        self._maybe_share()
         return written
 
     def _plan(

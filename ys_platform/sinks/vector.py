@@ -37,6 +37,14 @@ Throughput (``bench/vector_sink.py`` measures it):
 
 The Qdrant client is used only on the thread that opened the sink: local mode's SQLite
 connections belong to that thread.
+
+Readers beside the sink: local mode admits one client per directory and loads every point when it
+opens (8.5 s at 20k points here), so the sink does not let go of the store for readers, as the
+ClickHouse sink does; given ``serve_at`` it answers their searches itself
+(:mod:`ys_platform.clients.owner`), on its thread, between two flushes and between the chunks of
+a flush, so a search waits at most for one chunk (256 points: ~1 s of embedding). Readers call
+:func:`~ys_platform.sinks.vector_search.search_store`, which asks the sink when one serves and
+opens the store itself otherwise.
 """
 
 from __future__ import annotations
@@ -63,9 +71,11 @@ from qdrant_client import QdrantClient, models
 from ys_platform.catalog.codec import key_of
 from ys_platform.catalog.models import MODELS, Message
 from ys_platform.catalog.topics import ConsumerGroupSpec, consumer_group
+from ys_platform.clients.owner import OwnerDoor
 from ys_platform.clients.qdrant import QdrantClientFactory, StoreKind, store_kind
 from ys_platform.embeddings.model import DIMENSION, shared_embedder
 from ys_platform.package_files import CONNECTORS_DIR
+from ys_platform.sinks.vector_search import collection_prefix
 from ys_platform.streaming.app import PartitionBatch, TopicPartitionId
 
 __all__ = [
@@ -82,6 +92,7 @@ __all__ = [
     "ensure_collection",
     "load_mapping",
     "point_id",
+    "query_vector",
     "render_text",
     "search_collection",
 ]
@@ -354,12 +365,6 @@ def _offset_point_id(topic_name: str, partition: int, offset: int) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{topic_name}\x00{partition}\x00{offset}"))
 
 
-def collection_prefix(namespace: str) -> str:
-    """The collection prefix of a namespace (``t1a2b.`` -> ``t1a2b_``), as the ClickHouse sink
-    names its tables: Qdrant names take letters, digits, ``_`` and ``-``."""
-    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in namespace)
-
-
 @dataclass(frozen=True)
 class _Point:
     collection: str
@@ -390,6 +395,7 @@ class VectorSink:
         *,
         chunk_size: int = DEFAULT_CHUNK,
         durable_batches: bool = True,
+        serve_at: Path | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -401,6 +407,9 @@ class VectorSink:
         self.prefix = collection_prefix(namespace)
         self.chunk_size = chunk_size
         self.durable_batches = durable_batches
+        # Only for local mode on disk (clients.owner.owner_socket of its directory).
+        self.serve_at = serve_at
+        self._door: OwnerDoor | None = None
         self._sqlite: dict[str, sqlite3.Connection] = {}
         self._stack: ExitStack | None = None
         self._client: QdrantClient | None = None
@@ -443,6 +452,11 @@ class VectorSink:
             self._executor = stack.enter_context(
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="vector-sink-embed")
             )
+            if self.serve_at is not None and self._store == "disk":
+                door = OwnerDoor(self.serve_at)
+                if door.open():
+                    stack.callback(door.close)  # closed before the client (LIFO)
+                    self._door = door
         except BaseException:
             stack.close()
             raise
@@ -451,6 +465,7 @@ class VectorSink:
     def close(self) -> None:
         stack, self._stack, self._client, self._executor = self._stack, None, None, None
         self._sqlite = {}
+        self._door = None
         if stack is not None:
             stack.close()
 
@@ -500,6 +515,29 @@ class VectorSink:
         self.deleted += len(ids)
         return len(ids)
 
+    def serve_readers(self) -> None:
+        """Answer the searches other processes sent (see the module docstring)."""
+        if self._door is not None:
+            self._door.serve_pending(self._answer)
+
+    @property
+    def readers_served(self) -> int:
+        """Requests of other processes answered so far."""
+        return self._door.served if self._door is not None else 0
+
+    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        client = self._require_client()
+        if request.get("op") != "search":
+            return {"error": f"unknown request {request.get('op')!r} (known: search)"}
+        collection, vector, limit = (request.get(k) for k in ("collection", "vector", "limit"))
+        if not isinstance(collection, str) or not isinstance(limit, int) or limit < 1:
+            return {"error": "a search names a collection and a limit of at least 1"}
+        if not isinstance(vector, list) or len(vector) != self.embedder.dimension:
+            return {"error": f"a search carries a {self.embedder.dimension}-d vector"}
+        if not client.collection_exists(collection):
+            return {"points": None}
+        return {"points": query_vector(client, collection, vector, limit)}
+
     # --- writing -----------------------------------------------------------------------------
     def _points(
         self, partition: TopicPartitionId, messages: Sequence[Message], offsets: Sequence[int]
@@ -543,6 +581,7 @@ class VectorSink:
             if index + 1 < len(chunks):
                 # Embed the next chunk while this one is written: the two overlap.
                 pending = self._executor.submit(embed, chunks[index + 1])
+            self.serve_readers()  # a search waits one chunk, not a whole flush
             _upsert(client, chunk, vectors)
         self._sync({p.collection for p in points})
         self.upserted += len(points)
@@ -649,8 +688,14 @@ def search_collection(
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     embedder = embedder or shared_embedder()
-    vector = embedder.embed([query])[0]
+    return query_vector(client, collection, embedder.embed([query])[0].tolist(), limit)
+
+
+def query_vector(
+    client: QdrantClient, collection: str, vector: list[float], limit: int
+) -> list[tuple[float, dict]]:
+    """The ``limit`` points of ``collection`` nearest to ``vector``: ``[(score, payload), ...]``."""
     response = client.query_points(
-        collection_name=collection, query=vector.tolist(), limit=limit, with_payload=True
+        collection_name=collection, query=vector, limit=limit, with_payload=True
     )
     return [(float(p.score), dict(p.payload or {})) for p in response.points]

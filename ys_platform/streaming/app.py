@@ -1,6 +1,6 @@
 """The contracts between the streaming runtime and what it drives: a processor's logic
 (:class:`StreamApp`) and a sink (:class:`Sink`), with their optional capabilities declared as
-protocols of their own (:class:`BroadcastApp`, :class:`DeletingSink`).
+protocols of their own (:class:`BroadcastApp`, :class:`DeletingSink`, :class:`ServingSink`).
 
 A processor keeps its state per *input partition*: the outputs it emits for a partition are a
 function of that partition's record sequence alone, whatever the batching or the other
@@ -165,3 +165,14 @@ class DeletingSink(Sink, Protocol):
     def delete(self, topic_name: str, keys: Sequence[str]) -> int:
         """Remove the entities of ``keys`` (record keys of catalog topic ``topic_name``);
         returns how many were removed. Idempotent."""
+
+
+@runtime_checkable
+class ServingSink(Sink, Protocol):
+    """A sink whose store admits one process at a time (chDB or Qdrant local mode on a path):
+    other processes' readers get their turn through it, between the sink's own writes."""
+
+    def serve_readers(self) -> None:
+        """Called by the runtime between flushes, at least every poll (~50 ms) even when no
+        record arrives: serve the readers waiting now (let them into the store, or answer
+        their requests). Cheap when nobody waits: one lock probe."""

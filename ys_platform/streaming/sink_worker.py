@@ -35,6 +35,7 @@ from ys_platform.streaming.app import (
     ColumnarSink,
     DeletingSink,
     PartitionBatch,
+    ServingSink,
     Sink,
     TopicPartitionId,
 )
@@ -112,6 +113,7 @@ class SinkWorker(GroupMember):
         super().__init__(connection, sink.group, self.config, on_progress)
         self.sink = sink
         self._deleting = sink if isinstance(sink, DeletingSink) else None
+        self._serving = sink if isinstance(sink, ServingSink) else None
         self._columnar_inputs = frozenset(
             name
             for name in sink.group.inputs
@@ -152,6 +154,9 @@ class SinkWorker(GroupMember):
     def _tick(self, now: float, took: bool) -> None:
         if self._due(now):
             self._flush()
+        if self._serving is not None:
+            # Between flushes, idle or not: a reader of the sink's store waits at most a flush.
+            self._serving.serve_readers()
 
     def _finish(self) -> None:
         self._flush()
