@@ -40,6 +40,7 @@ from ys_platform.streaming.topics import apply_plans, plan_topics
 __all__ = [
     "ConnectorDefs",
     "build_connector_defs",
+    "build_freshness_checks",
     "connector_asset_key",
     "connector_topic_deps",
 ]
@@ -210,12 +211,17 @@ _FRESHNESS_SCHEMA = dg.TableSchema(
 )
 
 
+def build_freshness_checks(files: Sequence[ConnectorFile]) -> list[dg.AssetChecksDefinition]:
+    """A ``source_freshness`` check on each Debezium connector among ``files`` meant to run."""
+    return [_build_freshness_check(s) for s in cdc_sources(files)]
+
+
 def build_connector_defs(directory: str | Path = CONNECTORS_DIR) -> ConnectorDefs:
     """One asset and one check per Kafka Connect connector file in ``directory``."""
     files = connector_files(directory)
     return ConnectorDefs(
         assets=[_build_asset(f) for f in files],
         checks=[_build_check(f) for f in files],
-        freshness_checks=[_build_freshness_check(s) for s in cdc_sources(files)],
+        freshness_checks=build_freshness_checks(files),
         files=files,
     )
