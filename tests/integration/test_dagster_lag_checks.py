@@ -170,3 +170,25 @@ def test_freshness_check_passes_on_a_streaming_cdc_connector() -> None:
         assert 0 <= meta["heartbeat_age_seconds"] <= 3 * HEARTBEAT_S
         topics = {r.data["topic"] for r in evaluation.metadata["topics"].value.records}
         assert topics == set(output_topics(file))
+
+
+def test_freshness_check_fails_on_a_silent_cdc_connector(local_stack: Settings) -> None:
+    # The connector file of a source that never ran: its heartbeat topic holds nothing.
+    file = namespaced_source(local_stack, "never_created", uuid.uuid4().hex[:10])
+    checks = build_freshness_checks([file])
+    job, _ = monitoring_check_schedule(checks)
+    defs = dg.Definitions(
+        assets=[dg.AssetSpec(connector_asset_key(file.name))],
+        asset_checks=checks,
+        jobs=[job],
+        resources={"kafka": KafkaResource.of(local_stack.kafka)},
+    )
+    with dg.instance_for_test() as instance:
+        (evaluation,) = _evaluate(defs, instance)
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    heartbeat = f"__debezium-heartbeat.{file.config['topic.prefix']}"
+    assert (
+        evaluation.description == f"CDC source silent: no heartbeat on {heartbeat} (none retained)"
+    )
+    assert "heartbeat_age_seconds" not in evaluation.metadata

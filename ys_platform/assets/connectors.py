@@ -30,6 +30,7 @@ from ys_platform.connectors import (
 from ys_platform.monitoring.freshness import (
     SILENT_AFTER_INTERVALS,
     CdcSource,
+    HeartbeatFreshness,
     cdc_sources,
     check_freshness,
 )
@@ -191,16 +192,20 @@ def _build_freshness_check(source: CdcSource) -> dg.AssetChecksDefinition:
         return dg.AssetCheckResult(
             passed=not silent,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=(
-                f"CDC source silent: no heartbeat on {beat.topic} for "
-                + (f"{beat.age_s:.0f} s" if beat.age_s is not None else "as long as it is kept")
-                if silent
-                else None
-            ),
+            description=_silence(beat, limit_s) if silent else None,
             metadata=metadata,
         )
 
     return _check
+
+
+def _silence(beat: HeartbeatFreshness, limit_s: float | None) -> str:
+    if beat.age_s is None:
+        return f"CDC source silent: no heartbeat on {beat.topic} (none retained)"
+    return (
+        f"CDC source silent: last heartbeat on {beat.topic} {beat.age_s:.0f} s ago "
+        f"(silent after {limit_s:.0f} s)"
+    )
 
 
 _FRESHNESS_SCHEMA = dg.TableSchema(
