@@ -10,11 +10,15 @@ from ys_platform.assets.analytics import analytics_assets, analytics_checks, ana
 from ys_platform.assets.backfills import market_analytics_backfill
 from ys_platform.assets.clickhouse_sink import clickhouse_sink_definitions
 from ys_platform.assets.connectors import build_connector_defs, connector_topic_deps
+from ys_platform.assets.keys import processor_asset_key, sink_asset_key
+from ys_platform.assets.lag_checks import build_lag_checks, monitoring_check_schedule
+from ys_platform.assets.lag_source import KafkaLagSource
 from ys_platform.assets.postgres import postgres_tables
 from ys_platform.assets.processors import PROCESSOR_GROUPS, processor_assets, processor_jobs
 from ys_platform.assets.topics import build_topic_assets
 from ys_platform.assets.vector_sink import vector_sink_definitions
 from ys_platform.assets.workers import worker_console_logger
+from ys_platform.catalog.topics import CONSUMER_GROUPS
 from ys_platform.resources.bindings import bind_resources
 from ys_platform.sensors.connectors import build_connector_health_sensor
 from ys_platform.sensors.keepalive import build_keepalive_sensors
@@ -35,6 +39,14 @@ def defs() -> dg.Definitions:
     vector_assets, vector_jobs = vector_sink_definitions(vector_mapping)
     workers = [g.group_id for g in PROCESSOR_GROUPS]
     workers += [clickhouse_mapping.group, vector_mapping.group]
+    asset_of = {"processor": processor_asset_key, "sink": sink_asset_key}
+    lag_checks = build_lag_checks(
+        {g.group_id: (asset_of[g.kind](g.group_id), g.lag_bound_s) for g in CONSUMER_GROUPS},
+        KafkaLagSource.of,
+    )
+    monitoring_job, monitoring_schedule = monitoring_check_schedule(
+        [*lag_checks, *connectors.freshness_checks]
+    )
     return dg.Definitions(
         assets=[
             postgres_tables,
@@ -45,9 +57,21 @@ def defs() -> dg.Definitions:
             *vector_assets,
             *analytics_assets,
         ],
-        asset_checks=[kafka_topics_match_catalog, *connectors.checks, *analytics_checks],
-        schedules=analytics_schedules,
-        jobs=[*processor_jobs, *sink_jobs, *vector_jobs, market_analytics_backfill],
+        asset_checks=[
+            kafka_topics_match_catalog,
+            *connectors.checks,
+            *connectors.freshness_checks,
+            *lag_checks,
+            *analytics_checks,
+        ],
+        schedules=[*analytics_schedules, monitoring_schedule],
+        jobs=[
+            *processor_jobs,
+            *sink_jobs,
+            *vector_jobs,
+            market_analytics_backfill,
+            monitoring_job,
+        ],
         sensors=[
             *build_keepalive_sensors(workers),
             build_connector_health_sensor(connectors.files),

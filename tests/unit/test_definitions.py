@@ -56,7 +56,10 @@ def test_sink_lineage_and_the_location_validates():
     ohlcv = graph.get(dg.AssetKey(["clickhouse", "ohlcv_1m"]))
     assert ohlcv.parent_keys == {dg.AssetKey(["clickhouse", "market_data"])}
     assert ohlcv.partitions_def is not None
-    assert {s.name for s in definitions.schedules} == {"analytics_daily_schedule"}
+    assert {s.name for s in definitions.schedules} == {
+        "analytics_daily_schedule",
+        "monitoring_checks_schedule",
+    }
 
 
 def test_cdc_lineage_postgres_to_connector_to_topic():
@@ -78,4 +81,30 @@ def test_vector_lineage_topic_to_sink_to_collection():
     assert graph.get(dg.AssetKey(["qdrant", "protocols"])).parent_keys == {
         sink,
         dg.AssetKey(["kafka", "defi.protocols"]),
+    }
+
+
+def test_a_lag_check_beside_each_worker_and_freshness_on_the_cdc_connector():
+    from ys_platform.definitions import defs
+
+    definitions = defs()
+    graph = definitions.resolve_asset_graph()
+    lag = {k.asset_key for k in graph.asset_check_keys if k.name == "consumer_lag"}
+    assert lag == {
+        dg.AssetKey(["processors", "price-aggregation-processor"]),
+        dg.AssetKey(["processors", "risk-assessment-processor"]),
+        dg.AssetKey(["processors", "crosschain-arbitrage-processor"]),
+        dg.AssetKey(["sinks", "clickhouse-sink"]),
+        dg.AssetKey(["sinks", "vector-sink"]),
+    }
+    freshness = dg.AssetCheckKey(dg.AssetKey(["connectors", "postgres-source"]), "source_freshness")
+    assert freshness in graph.asset_check_keys
+    (schedule,) = [s for s in definitions.schedules if s.name == "monitoring_checks_schedule"]
+    assert schedule.cron_schedule == "* * * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    job = definitions.resolve_job_def("monitoring_checks_job")
+    assert job.executor_def.name == "in_process"
+    assert job.asset_layer.asset_graph.asset_check_keys == {
+        *(dg.AssetCheckKey(k, "consumer_lag") for k in lag),
+        freshness,
     }

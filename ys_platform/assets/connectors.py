@@ -1,5 +1,7 @@
 """Kafka Connect connectors as assets: materializing one applies its file (PUT config, pause or
-resume to ``desired_state``, wait until there); a check per connector says it is as desired.
+resume to ``desired_state``, wait until there); a check per connector says it is as desired, and
+a Debezium connector's ``source_freshness`` check says it is still streaming (its heartbeat, not
+its RUNNING task: a task stays RUNNING while it retries a lost database).
 
 Built from the files in ``connectors/`` by :func:`build_connector_defs` (called when the
 definitions load, not at import). A connector's asset depends on the ``["postgres", table]``
@@ -25,6 +27,13 @@ from ys_platform.connectors import (
     source_tables,
     status,
 )
+from ys_platform.monitoring.freshness import (
+    SILENT_AFTER_INTERVALS,
+    CdcSource,
+    HeartbeatFreshness,
+    cdc_sources,
+    check_freshness,
+)
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.resources.kafka_connect import KafkaConnectResource
 from ys_platform.streaming.topics import apply_plans, plan_topics
@@ -32,6 +41,7 @@ from ys_platform.streaming.topics import apply_plans, plan_topics
 __all__ = [
     "ConnectorDefs",
     "build_connector_defs",
+    "build_freshness_checks",
     "connector_asset_key",
     "connector_topic_deps",
 ]
@@ -43,10 +53,16 @@ def connector_asset_key(name: str) -> dg.AssetKey:
     return dg.AssetKey(["connectors", name])
 
 
+FRESHNESS_CHECK = "source_freshness"
+
+
 @dataclass(frozen=True)
 class ConnectorDefs:
     assets: list[dg.AssetsDefinition]
     checks: list[dg.AssetChecksDefinition]
+    """Each connector's ``in_desired_state`` (evaluated after it is applied)."""
+    freshness_checks: list[dg.AssetChecksDefinition]
+    """Each Debezium connector's ``source_freshness`` (evaluated on the monitoring schedule)."""
     files: list[ConnectorFile]
 
 
@@ -131,11 +147,86 @@ def _build_check(file: ConnectorFile) -> dg.AssetChecksDefinition:
     return _check
 
 
+def _build_freshness_check(source: CdcSource) -> dg.AssetChecksDefinition:
+    limit_s = (
+        SILENT_AFTER_INTERVALS * source.heartbeat_interval_s
+        if source.heartbeat_interval_s is not None
+        else None
+    )
+    rule = (
+        f"a Debezium heartbeat within {limit_s:.0f} s ({SILENT_AFTER_INTERVALS} intervals)"
+        if limit_s is not None
+        else "its topics readable (no heartbeat.interval.ms: silence cannot be told)"
+    )
+
+    @dg.asset_check(
+        asset=connector_asset_key(source.connector),
+        name=FRESHNESS_CHECK,
+        description=f"{source.connector} is streaming: {rule}.",
+    )
+    def _check(kafka: KafkaResource) -> dg.AssetCheckResult:
+        report = check_freshness(kafka.connection, [source])
+        if report.error is not None:
+            return dg.AssetCheckResult(
+                passed=False, severity=dg.AssetCheckSeverity.ERROR, description=report.error
+            )
+        (beat,) = report.heartbeats
+        ages = [t.age_s for t in report.topics if t.age_s is not None]
+        metadata: dict[str, dg.MetadataValue] = {
+            "topics": dg.MetadataValue.table(
+                [
+                    dg.TableRecord({"topic": t.topic, "newest_record_age_s": t.age_s})
+                    for t in report.topics
+                ],
+                schema=_FRESHNESS_SCHEMA,
+            ),
+        }
+        # Ages only when measured: an empty topic or a missing heartbeat has none, not 0.
+        if beat.age_s is not None:
+            metadata["heartbeat_age_seconds"] = dg.MetadataValue.float(beat.age_s)
+        if ages:
+            metadata["newest_record_age_seconds"] = dg.MetadataValue.float(min(ages))
+        if limit_s is not None:
+            metadata["silent_after_seconds"] = dg.MetadataValue.float(limit_s)
+        silent = beat.silent
+        return dg.AssetCheckResult(
+            passed=not silent,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=_silence(beat, limit_s) if silent else None,
+            metadata=metadata,
+        )
+
+    return _check
+
+
+def _silence(beat: HeartbeatFreshness, limit_s: float | None) -> str:
+    if beat.age_s is None:
+        return f"CDC source silent: no heartbeat on {beat.topic} (none retained)"
+    return (
+        f"CDC source silent: last heartbeat on {beat.topic} {beat.age_s:.0f} s ago "
+        f"(silent after {limit_s:.0f} s)"
+    )
+
+
+_FRESHNESS_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("topic", "string"),
+        dg.TableColumn("newest_record_age_s", "float", description="empty for an empty topic"),
+    ]
+)
+
+
+def build_freshness_checks(files: Sequence[ConnectorFile]) -> list[dg.AssetChecksDefinition]:
+    """A ``source_freshness`` check on each Debezium connector among ``files`` meant to run."""
+    return [_build_freshness_check(s) for s in cdc_sources(files)]
+
+
 def build_connector_defs(directory: str | Path = CONNECTORS_DIR) -> ConnectorDefs:
     """One asset and one check per Kafka Connect connector file in ``directory``."""
     files = connector_files(directory)
     return ConnectorDefs(
         assets=[_build_asset(f) for f in files],
         checks=[_build_check(f) for f in files],
+        freshness_checks=build_freshness_checks(files),
         files=files,
     )
