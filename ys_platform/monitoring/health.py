@@ -41,6 +41,7 @@ from ys_platform.connectors import (
     connector_files,
     status,
 )
+from ys_platform.monitoring.lag import GroupFilter, LagReader, LagReadError, offset_lag
 from ys_platform.settings import Settings
 
 # Metric names, as ys_platform/monitoring/names.py (written beside this module by another change)
@@ -631,8 +632,6 @@ def check_groups(
     warn_above: int = GROUP_LAG_WARN_RECORDS,
 ) -> list[GroupHealth]:
     """Each group's state and offset lag, read once by the lag monitor's reader."""
-    from ys_platform.monitoring.lag import GroupFilter, LagReader, LagReadError, offset_lag
-
     if not group_ids:
         return []
     reader = LagReader(connection, GroupFilter.exactly(group_ids), timeout_s=timeout_s)
