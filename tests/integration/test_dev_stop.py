@@ -22,6 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ys_platform.assets.workers import WORKER_TAG, worker_job_name
 from ys_platform.catalog.topics import CONSUMER_GROUPS
@@ -42,16 +43,28 @@ RUNS_QUERY = """
 """
 
 
-def _free_port() -> int:
+def _free_port(first: int = 3300) -> int:
     """A free port below the ephemeral range (the brief's rule for servers we start)."""
-    for port in range(3300, 3400):
+    for port in range(first, first + 100):
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise AssertionError("no free port in 3300-3399 for the Dagster UI")
+    raise AssertionError(f"no free port in {first}-{first + 99}")
+
+
+def _lagging_groups(port: int) -> set[str]:
+    """The groups with a ``kafka_consumergroup_group_lag`` series on the monitor's endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["group"]
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "kafka_consumergroup_group_lag"
+    }
 
 
 def _worker_runs(port: int) -> list[dict]:
@@ -114,9 +127,15 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 def test_ctrl_c_of_make_dev_cancels_the_worker_runs_quietly(local_stack, tmp_path):
     port = _free_port()
+    # Not 9308: a `make dev` of the developer's may be serving its monitor there.
+    monitor_port = _free_port(9328)
     dagster_home = tmp_path / "dagster"
     log = tmp_path / "dev.log"
-    env = {**os.environ, "YS_KAFKA_BOOTSTRAP_SERVERS": local_stack.kafka_bootstrap_servers}
+    env = {
+        **os.environ,
+        "YS_KAFKA_BOOTSTRAP_SERVERS": local_stack.kafka_bootstrap_servers,
+        "YS_MONITOR_PORT": str(monitor_port),
+    }
     command = [str(CLI), "dev", "--port", str(port), "--simulate", "0"]
     command += ["--dagster-home", str(dagster_home)]
     with log.open("w") as output:
@@ -127,6 +146,15 @@ def test_ctrl_c_of_make_dev_cancels_the_worker_runs_quietly(local_stack, tmp_pat
         _wait("the Dagster UI", lambda: _worker_runs(port) is not None, UI_TIMEOUT_S, proc, log)
         started = _wait(
             "a STARTED run of every worker", lambda: _all_started(port), RUNS_TIMEOUT_S, proc, log
+        )
+        # The monitor the dev server started serves the lag of the five workers' groups.
+        catalog = {g.group_id for g in CONSUMER_GROUPS}
+        _wait(
+            "the five groups' lag on the monitor",
+            lambda: catalog <= _lagging_groups(monitor_port),
+            60,
+            proc,
+            log,
         )
         proc.send_signal(signal.SIGINT)
         code = proc.wait(STOP_TIMEOUT_S)

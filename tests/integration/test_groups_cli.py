@@ -126,3 +126,35 @@ def test_reset_is_refused_with_a_member_and_exact_when_stopped(local_stack, grou
 
     assert main([*reset, "--to-latest"]) == 0
     assert _committed(admin, group_id) == {0: 10, 1: 20, 2: 30}
+
+
+def test_a_caught_up_transactional_group_lags_0_not_its_marker(local_stack, capsys):
+    """5 records in one transaction end at offset 6 (the commit marker takes 5): a group that
+    read them all and committed 5 lags 0, as the lag monitor counts it; 3 behind lags 3."""
+    connection = local_stack.kafka
+    tag = uuid.uuid4().hex[:8]
+    topic, caught_up, behind = f"t{tag}.ops-tx", f"t{tag}.ops-tx-done", f"t{tag}.ops-tx-behind"
+    admin = connection.admin()
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+    try:
+        producer = connection.producer(transactional_id=f"t{tag}.ops-tx-writer")
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        for i in range(5):
+            producer.produce(topic, b"%d" % i, partition=0)
+        producer.commit_transaction(30)
+        for group_id, offset in ((caught_up, 5), (behind, 2)):
+            committer = connection.consumer(group_id)
+            committer.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+            committer.close()
+
+        assert main(["groups", "describe", caught_up]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[0].endswith(", total lag 0")
+        assert _rows(out, topic) == [[topic, "0", "5", "6", "0", "-"]]
+        assert main(["groups", "describe", behind]) == 0
+        assert _rows(capsys.readouterr().out, topic) == [[topic, "0", "2", "6", "3", "-"]]
+    finally:
+        for future in admin.delete_consumer_groups([caught_up, behind]).values():
+            future.exception(10)
+        admin.delete_topics([topic])[topic].exception(10)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,7 +28,12 @@ from ys_platform.cli import main
 from ys_platform.local import down, up
 from ys_platform.local.kafka import running_pid
 from ys_platform.local.state import Layout
-from ys_platform.monitoring.health import HealthCollector, HealthScope, check_health
+from ys_platform.monitoring.health import (
+    HealthCollector,
+    HealthScope,
+    check_groups,
+    check_health,
+)
 from ys_platform.settings import Settings, load_settings
 
 # Away from the shared stack (9092, 15432, 8083), test_local_stack's (21xxx, 22xxx) and
@@ -62,6 +70,52 @@ def test_health_is_ok_on_the_running_stack(local_stack: Settings, capsys) -> Non
     assert [n for n in names if not n.startswith("connector pg-cdc-")] == expected
     brokers = next(c for c in document["components"] if c["name"] == "kafka brokers")
     assert brokers["detail"].startswith("1 of 1 alive")
+    # Each catalog group: its state, members and marker-aware lag (or that it never ran here).
+    line = re.compile(
+        r"no committed offsets \(never ran\)|[A-Z_]+, \d+ member\(s\), lag \d+ on \d+ "
+        r"partition\(s\)(: over 200000 records, behind or stopped .*)?"
+    )
+    for component in document["components"]:
+        if component["kind"] == "group":
+            assert line.fullmatch(component["detail"]), component
+            assert component["warn"] == ("over 200000" in component["detail"]), component
+
+
+def test_group_lines_count_lag_past_markers_and_warn_over_the_bound(local_stack: Settings) -> None:
+    connection = local_stack.kafka
+    tag = uuid.uuid4().hex[:8]
+    topic = f"t{tag}.health-groups"
+    ids = [f"t{tag}.health-done", f"t{tag}.health-behind", f"t{tag}.health-never"]
+    admin = connection.admin()
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    try:
+        producer = connection.producer(transactional_id=f"t{tag}.health-writer")
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        for i in range(5):
+            producer.produce(topic, b"%d" % i, partition=0)
+        producer.commit_transaction(30)  # records 0-4, the marker at 5
+        for group_id, offset in zip(ids[:2], (5, 2), strict=True):
+            committer = connection.consumer(group_id)
+            committer.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+            committer.close()
+
+        groups = check_groups(connection, ids, warn_above=2)
+        lines = [(g.component().ok, g.component().warn, g.component().detail) for g in groups]
+        assert lines == [
+            (True, False, "EMPTY, 0 member(s), lag 0 on 1 partition(s)"),
+            (
+                True,
+                True,
+                "EMPTY, 0 member(s), lag 3 on 1 partition(s): over 2 records, behind or "
+                "stopped (`ys-platform monitor` tells which, in seconds)",
+            ),
+            (True, False, "no committed offsets (never ran)"),
+        ]
+    finally:
+        for future in admin.delete_consumer_groups(ids[:2]).values():
+            future.exception(10)
+        admin.delete_topics([topic])[topic].exception(10)
 
 
 @pytest.mark.timeout(120)

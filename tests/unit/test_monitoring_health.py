@@ -7,8 +7,16 @@ import os
 
 import pytest
 
+from ys_platform.cli.health import GROUP_LAG_WARN_TEXT
 from ys_platform.local.state import KafkaCluster, Layout, write_cluster
-from ys_platform.monitoring.health import check_clickhouse, expected_brokers, lock_holder
+from ys_platform.monitoring.health import (
+    GROUP_LAG_WARN_RECORDS,
+    GroupHealth,
+    check_clickhouse,
+    expected_brokers,
+    lock_holder,
+)
+from ys_platform.monitoring.lag import GroupFilter
 from ys_platform.settings import SettingsError, load_settings
 
 
@@ -66,3 +74,28 @@ def test_a_held_chdb_path_is_busy_not_down(tmp_path):
         os.close(fd)
     assert (health.state, health.ok) == ("busy", True)
     assert health.detail.startswith(f"held by pid {os.getpid()} (")
+
+
+def test_a_group_far_behind_is_a_warning_not_a_failure():
+    assert f"{GROUP_LAG_WARN_RECORDS:,}" == GROUP_LAG_WARN_TEXT
+    behind = GroupHealth("clickhouse-sink", "EMPTY", 0, 11, 3, warn_above=10).component()
+    assert (behind.ok, behind.warn) == (True, True)
+    assert behind.detail == (
+        "EMPTY, 0 member(s), lag 11 on 3 partition(s): over 10 records, behind or stopped "
+        "(`ys-platform monitor` tells which, in seconds)"
+    )
+    within = GroupHealth("clickhouse-sink", "STABLE", 1, 10, 3, warn_above=10).component()
+    assert (within.ok, within.warn, within.detail) == (
+        True,
+        False,
+        "STABLE, 1 member(s), lag 10 on 3 partition(s)",
+    )
+    never = GroupHealth("vector-sink", "DEAD").component()
+    assert (never.ok, never.warn, never.detail) == (True, False, "no committed offsets (never ran)")
+    failed = GroupHealth("vector-sink", "UNKNOWN", error="describe: timed out").component()
+    assert (failed.ok, failed.warn) == (False, False)
+
+
+def test_an_exact_group_filter_admits_its_groups_only():
+    exact = GroupFilter.exactly(["a", "b"])
+    assert [g for g in ["a", "b", "c", "a.dlq-replay", ""] if exact.admits(g)] == ["a", "b"]

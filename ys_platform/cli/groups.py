@@ -53,8 +53,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> ExitCode:
     from ys_platform.operations.groups import describe_groups, group_ids
 
     check_reachable(settings.kafka)
-    admin = settings.kafka.admin()
-    views = describe_groups(admin, group_ids(admin))
+    views = describe_groups(settings.kafka, group_ids(settings.kafka.admin()))
     rows = [("GROUP", "STATE", "MEMBERS", "PROTOCOL", "LAG")] + [
         (v.group_id, v.state, str(len(v.members)), v.protocol, _offset(v.total_lag)) for v in views
     ]
@@ -67,7 +66,7 @@ def _describe(args: argparse.Namespace, settings: Settings) -> ExitCode:
     from ys_platform.operations.groups import describe_groups
 
     check_reachable(settings.kafka)
-    (view,) = describe_groups(settings.kafka.admin(), [args.group])
+    (view,) = describe_groups(settings.kafka, [args.group])
     print(
         f"group {view.group_id}: {view.state}, {len(view.members)} member(s), protocol "
         f"{view.protocol}, coordinator {view.coordinator}, total lag {_offset(view.total_lag)}"

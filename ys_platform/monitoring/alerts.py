@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from ys_platform.catalog.models import SystemAlert, SystemMetric
 from ys_platform.clients.kafka import DeliveryError, produce_messages
+from ys_platform.monitoring.exporter import lag_metrics
 from ys_platform.monitoring.freshness import (
     SILENT_AFTER_INTERVALS,
     CdcSource,
@@ -51,6 +52,8 @@ from ys_platform.monitoring.health import (
     check_health,
     health_metrics,
 )
+from ys_platform.monitoring.snapshot import LagSnapshot
+from ys_platform.monitoring.status import Status
 from ys_platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,6 +119,83 @@ def freshness_conditions(report: FreshnessReport) -> list[Condition]:
             )
         )
     return conditions
+
+
+# Burrow's statuses that mean a catalog group does not keep up. WARN (lag growing while the group
+# commits) is a trend, not an outage: the lag-seconds bound calls it out once it matters.
+_STATUS_SEVERITY: Mapping[Status, Severity] = {
+    Status.STOP: "critical",
+    Status.STALL: "critical",
+    Status.REWIND: "warning",
+}
+_STATUS_MEANING: Mapping[Status, str] = {
+    Status.STOP: "no commit for longer than the status window while records wait, and no member "
+    "owns the partitions (its worker is not running)",
+    Status.STALL: "members own the partitions but the committed offset has not moved over the "
+    "status window while records wait",
+    Status.REWIND: "its committed offset went back (an offsets reset or a replay)",
+}
+
+
+def lag_conditions(snapshot: LagSnapshot) -> list[Condition]:
+    """The catalog groups' lag as conditions: a STOP, STALL or REWIND status, and a time lag
+    over the group's ``lag_bound_s``.
+
+    Only catalog groups (those with a bound) alert. Every other group the monitor admits — a
+    ``<group>.dlq-replay`` group, which commits once per replay and then sits behind its
+    dead-letter topic as new dead letters arrive (STOP by Burrow's rules), a test's or an
+    operator's tool — is served as metrics and never raised.
+    """
+    conditions = []
+    for group in snapshot.groups:
+        if group.lag_bound_s is None:
+            continue
+        labels = {"group": group.group_id, "cluster_name": snapshot.cluster_name}
+        severity = _STATUS_SEVERITY.get(group.status)
+        if severity is not None:
+            worst = [p for p in group.partitions if p.status == group.status]
+            where = ", ".join(f"{p.topic}[{p.partition}]" for p in worst[:3])
+            more = f", +{len(worst) - 3} more" if len(worst) > 3 else ""
+            conditions.append(
+                Condition(
+                    key=f"group-status:{group.group_id}:{group.status.name}",
+                    severity=severity,
+                    message=f"consumer group {group.group_id} is {group.status.name}: "
+                    f"{_STATUS_MEANING[group.status]}; {group.sum_lag} records behind "
+                    f"({where}{more})",
+                    labels={**labels, "kind": "group-status", "status": group.status.name},
+                )
+            )
+        if group.within_bound is False:
+            assert group.max_lag_seconds is not None  # within_bound is None without it
+            conditions.append(
+                Condition(
+                    key=f"group-lag:{group.group_id}",
+                    severity="warning",
+                    message=f"consumer group {group.group_id} is {group.max_lag_seconds:.0f} s "
+                    f"behind its inputs (bound {group.lag_bound_s:g} s), "
+                    f"{group.sum_lag} records",
+                    labels={**labels, "kind": "group-lag"},
+                )
+            )
+    return conditions
+
+
+# The lag families a system.metrics snapshot carries: one series per group. The per-partition
+# ones (hundreds of series on a busy cluster) stay on the Prometheus endpoint.
+SNAPSHOT_LAG_FAMILIES = frozenset(
+    {
+        "kafka_consumergroup_group_max_lag",
+        "kafka_consumergroup_group_max_lag_seconds",
+        "kafka_consumergroup_group_sum_lag",
+        "kafka_consumergroup_group_status",
+        "kafka_consumergroup_group_within_bound",
+    }
+)
+
+
+def lag_snapshot_families(snapshot: LagSnapshot) -> list[Metric]:
+    return [f for f in lag_metrics(snapshot) if f.name in SNAPSHOT_LAG_FAMILIES]
 
 
 @dataclass(frozen=True)
@@ -261,10 +341,32 @@ class AlertPublisher:
         self._pending = []
         return Published(tuple(alerts), len(metrics))
 
+    def close(self) -> None:
+        """Send what is still pending (alerts a failed delivery kept) and flush the producer:
+        the monitor's last act on a normal stop. What the cluster does not take in
+        ``flush_timeout_s`` is logged, not raised (the process is stopping either way)."""
+        if self._pending:
+            try:
+                produce_messages(
+                    self.producer,
+                    self._pending,
+                    namespace=self.namespace,
+                    flush_timeout_s=self.flush_timeout_s,
+                )
+            except DeliveryError as exc:
+                log.warning("%d alert(s) not delivered at stop: %s", len(self._pending), exc)
+            self._pending = []
+        remaining = self.producer.flush(self.flush_timeout_s)
+        if remaining:
+            log.warning(
+                "%d system.alerts/system.metrics record(s) not delivered at stop", remaining
+            )
+
 
 # A monitor beside `make dev` leaves the embedded stores out: its probe would open chDB and Qdrant
-# between the sinks' flushes and hold them up. `ys-platform health` checks them.
-MONITOR_SCOPE = HealthScope(stores=False)
+# between the sinks' flushes and hold them up. `ys-platform health` checks them. The groups are
+# left out too: the monitor's own lag snapshot carries them (lag_conditions), read once a poll.
+MONITOR_SCOPE = HealthScope(groups=(), stores=False)
 
 
 class HealthWatch:
@@ -298,9 +400,14 @@ class HealthWatch:
         self.health: HealthReport | None = None
         self.freshness: FreshnessReport | None = None
 
-    def on_snapshot(self, snapshot: object) -> None:
-        """The lag monitor's listener hook: one health and freshness poll per lag poll."""
-        self.poll()
+    def on_snapshot(self, snapshot: LagSnapshot) -> None:
+        """The lag monitor's listener hook: one health and freshness poll per lag poll, with
+        the catalog groups' lag status as conditions (:func:`lag_conditions`) and their group
+        figures in the system.metrics snapshot."""
+        self.poll(
+            extra_conditions=lag_conditions(snapshot),
+            extra_families=lag_snapshot_families(snapshot),
+        )
 
     def poll(
         self,
@@ -325,3 +432,7 @@ class HealthWatch:
             HealthCollector(lambda: self.health, self.cluster_name),
             FreshnessCollector(lambda: self.freshness, self.cluster_name),
         ]
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()

@@ -72,10 +72,11 @@ class LagCollector:
             snapshot = self._snapshot
         if snapshot is None:  # before the first poll: nothing rather than zeros
             return
-        yield from _render(snapshot)
+        yield from lag_metrics(snapshot)
 
 
-def _render(snapshot: LagSnapshot) -> Iterator[Metric]:
+def lag_metrics(snapshot: LagSnapshot) -> Iterator[Metric]:
+    """The families of one snapshot (also what the alert publisher snapshots to system.metrics)."""
     cluster = snapshot.cluster_name
 
     def gauge(name: str, doc: str, labels: Iterable[str]) -> GaugeMetricFamily:

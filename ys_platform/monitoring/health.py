@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -41,6 +41,7 @@ from ys_platform.connectors import (
     connector_files,
     status,
 )
+from ys_platform.monitoring.lag import GroupFilter, LagReader, LagReadError, offset_lag
 from ys_platform.settings import Settings
 
 # Metric names, as ys_platform/monitoring/names.py (written beside this module by another change)
@@ -82,6 +83,8 @@ class ComponentHealth:
     kind: Kind
     ok: bool
     detail: str
+    warn: bool = False
+    """Healthy, but worth a look (a catalog group far behind on a one-shot read)."""
 
 
 @dataclass(frozen=True)
@@ -572,47 +575,84 @@ def check_qdrant(url: str | None, path: Path, api_key: SecretStr | None = None) 
 
 
 # --- consumer groups -----------------------------------------------------------------------------
+# A one-shot read above this many records calls a catalog group out (WARN, not a failure): twice
+# the largest batch a worker takes at once (the sinks' 100,000 records, sink_worker.batch_size),
+# since a running worker sits up to a batch behind the end between its commits. One read tells
+# neither the lag in seconds nor whether it shrinks: that takes `ys-platform monitor`'s polls.
+GROUP_LAG_WARN_RECORDS = 200_000
+
+
 @dataclass(frozen=True)
 class GroupHealth:
     group_id: str
     state: str
     """The coordinator's state: STABLE, EMPTY, PREPARING_REBALANCE, COMPLETING_REBALANCE, DEAD."""
     members: int = 0
+    """Members owning at least one of the group's committed partitions."""
+    lag: int | None = None
+    """Records still to read over the committed partitions, as the lag monitor counts them
+    (transaction markers are not lag); None when the group committed nothing."""
+    partitions: int = 0
+    warn_above: int = GROUP_LAG_WARN_RECORDS
     error: str | None = None
 
     @property
     def ok(self) -> bool:
         # A group's state alone says nothing wrong: EMPTY is a stopped worker, DEAD one that
-        # never ran. Whether it keeps up is the lag monitor's status (lag.py / status.py).
+        # never ran, and a large lag on one read may be a backlog being worked off.
         return self.error is None
 
+    @property
+    def warn(self) -> bool:
+        return self.lag is not None and self.lag > self.warn_above
+
     def component(self) -> ComponentHealth:
+        name = f"group {self.group_id}"
         if self.error is not None:
-            return ComponentHealth(f"group {self.group_id}", "group", False, self.error)
-        state = {"DEAD": "no members, no committed offsets (never ran)"}.get(self.state)
-        detail = state or f"{self.state}, {self.members} member(s)"
-        return ComponentHealth(f"group {self.group_id}", "group", True, detail)
+            return ComponentHealth(name, "group", False, self.error)
+        if self.lag is None:
+            return ComponentHealth(name, "group", True, "no committed offsets (never ran)")
+        detail = (
+            f"{self.state}, {self.members} member(s), lag {self.lag} on "
+            f"{self.partitions} partition(s)"
+        )
+        if self.warn:
+            detail += (
+                f": over {self.warn_above} records, behind or stopped "
+                "(`ys-platform monitor` tells which, in seconds)"
+            )
+        return ComponentHealth(name, "group", True, detail, warn=self.warn)
 
 
 def check_groups(
-    admin: AdminClient, group_ids: Sequence[str], timeout_s: float = ADMIN_TIMEOUT_S
+    connection: KafkaConnection,
+    group_ids: Sequence[str],
+    timeout_s: float = ADMIN_TIMEOUT_S,
+    *,
+    warn_above: int = GROUP_LAG_WARN_RECORDS,
 ) -> list[GroupHealth]:
+    """Each group's state and offset lag, read once by the lag monitor's reader."""
     if not group_ids:
         return []
+    reader = LagReader(connection, GroupFilter.exactly(group_ids), timeout_s=timeout_s)
+    try:
+        reading = reader.read()
+    except LagReadError as exc:
+        return [GroupHealth(g, "UNKNOWN", warn_above=warn_above, error=str(exc)) for g in group_ids]
+    finally:
+        reader.close()
+    found = {g.group_id: g for g in reading.groups}
     result = []
-    futures = admin.describe_consumer_groups(list(group_ids), request_timeout=timeout_s)
     for group_id in group_ids:
-        try:
-            description = futures[group_id].result(timeout_s + 1)
-        except KafkaException as exc:
-            result.append(GroupHealth(group_id, "UNKNOWN", error=f"describe: {_reason(exc)}"))
+        group = found[group_id]
+        if not group.partitions:
+            result.append(GroupHealth(group_id, group.state, warn_above=warn_above))
             continue
-        except TimeoutError:
-            result.append(GroupHealth(group_id, "UNKNOWN", error="no answer to describe"))
-            continue
-        state = description.state
-        name = state.name if isinstance(state, ConsumerGroupState) else str(state)
-        result.append(GroupHealth(group_id, name, len(description.members)))
+        owners = {p.owner.consumer_id for p in group.partitions if p.owner is not None}
+        lag = sum(offset_lag(p, reading.offsets[p.topic, p.partition]) for p in group.partitions)
+        result.append(
+            GroupHealth(group_id, group.state, len(owners), lag, len(group.partitions), warn_above)
+        )
     return result
 
 
@@ -673,7 +713,7 @@ def check_health(settings: Settings, scope: HealthScope | None = None) -> Health
         # are still meant to have RF 3 (the broker count is its own line).
         brokers = kafka.brokers_expected or len(kafka.brokers_alive)
         topics = check_topics(admin, scope.topics, brokers)
-        groups = check_groups(admin, scope.groups)
+        groups = check_groups(settings.kafka, scope.groups)
     connect = postgres = None
     files = connector_files(settings.connectors_dir) if scope.connect or scope.postgres else []
     if scope.connect:

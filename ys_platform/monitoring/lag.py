@@ -100,6 +100,11 @@ class GroupFilter:
             re.compile(deny) if deny is not None else None,
         )
 
+    @classmethod
+    def exactly(cls, group_ids: Iterable[str]) -> GroupFilter:
+        """These groups and no other (a one-shot read of known groups)."""
+        return cls(frozenset(group_ids), re.compile(r"(?!)"))
+
     def admits(self, group_id: str) -> bool:
         if group_id in self.always:
             return True

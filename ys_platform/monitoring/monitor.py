@@ -61,21 +61,19 @@ class Monitor:
         listeners: Iterable[SnapshotListener] = (),
         *,
         window: int = DEFAULT_WINDOW,
+        namespace: str = "",
     ) -> Monitor:
         """The monitor of the configured cluster: every group the allow/deny settings admit,
-        the catalog's always, with the catalog's lag bounds."""
+        the catalog's always, with the catalog's lag bounds.
+
+        ``namespace`` is the workers' ``--namespace``: the catalog's groups are then
+        ``<namespace><group>`` (an isolated copy on a shared cluster, a test's groups).
+        """
         from ys_platform.catalog.topics import CONSUMER_GROUPS
 
-        groups = GroupFilter.of(
-            (g.group_id for g in CONSUMER_GROUPS),
-            settings.monitor_groups_allow,
-            settings.monitor_groups_deny,
-        )
-        tracker = LagTracker(
-            settings.monitor_cluster_name,
-            {g.group_id: g.lag_bound_s for g in CONSUMER_GROUPS},
-            window=window,
-        )
+        bounds = {f"{namespace}{g.group_id}": g.lag_bound_s for g in CONSUMER_GROUPS}
+        groups = GroupFilter.of(bounds, settings.monitor_groups_allow, settings.monitor_groups_deny)
+        tracker = LagTracker(settings.monitor_cluster_name, bounds, window=window)
         return cls(
             LagReader(settings.kafka, groups), tracker, settings.monitor_interval_s, listeners
         )

@@ -1,8 +1,9 @@
 """Consumer groups as an operator sees them: state, members, lag, and resetting offsets.
 
-Lag here is the plain high watermark − committed offset per partition (kafka-consumer-groups'
-figure); the lag monitor (``ys_platform.monitoring``) owns the figure that accounts for
-transaction markers and time.
+Lag is the lag monitor's (``ys_platform.monitoring.lag``, read once): records still to read,
+so a transactional processor that is caught up lags 0, not the 1 of its commit marker that
+kafka-consumer-groups' high watermark − committed offset shows. The high watermark is shown
+beside it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime
 from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, ConsumerGroupDescription, OffsetSpec
 
+from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.operations.admin import (
     ADMIN_TIMEOUT_S,
     OperationError,
@@ -56,13 +58,10 @@ class PartitionLag:
     """None: the group has no committed offset there."""
     high_watermark: int | None
     """None: the topic was deleted between reading the offsets and the watermarks."""
+    lag: int | None
+    """Records still to read (:func:`ys_platform.monitoring.lag.offset_lag`: transaction
+    markers and aborted records are not lag); None without a committed offset."""
     member: Member | None
-
-    @property
-    def lag(self) -> int | None:
-        if self.committed is None or self.high_watermark is None:
-            return None
-        return max(self.high_watermark - self.committed, 0)
 
 
 @dataclass(frozen=True)
@@ -120,30 +119,61 @@ def group_ids(admin: AdminClient) -> list[str]:
     return sorted(g.group_id for g in listed.valid)
 
 
-def describe_groups(admin: AdminClient, ids: Sequence[str]) -> list[GroupView]:
+def describe_groups(connection: KafkaConnection, ids: Sequence[str]) -> list[GroupView]:
     """State, members and per-partition lag of each group (those the cluster does not know
     raise an :class:`OperationError` naming them)."""
+    from ys_platform.monitoring.lag import GroupFilter, LagReader, LagReadError, offset_lag
+
     if not ids:
         return []
+    admin = connection.admin()
     descriptions = results(
         admin.describe_consumer_groups(list(ids), request_timeout=ADMIN_TIMEOUT_S),
         "could not describe consumer groups",
     )
-    committed = {group_id: _committed(admin, group_id) for group_id in ids}
+    reader = LagReader(connection, GroupFilter.exactly(ids), timeout_s=ADMIN_TIMEOUT_S)
+    try:
+        reading = reader.read()
+    except LagReadError as exc:
+        raise OperationError(str(exc)) from exc
+    finally:
+        reader.close()
+    committed = {
+        g.group_id: {(p.topic, p.partition): p for p in g.partitions} for g in reading.groups
+    }
     unknown = [
         g for g in ids if descriptions[g].state == ConsumerGroupState.DEAD and not committed[g]
     ]
     if unknown:
         raise OperationError(f"no consumer group {', '.join(map(repr, unknown))} on the cluster")
-    # A partition a member owns but the group never committed is part of the view too.
+    # A partition a member owns but the group never committed is part of the view too: its
+    # high watermark is read here (the reading has those of committed partitions).
     members = {g: _members(descriptions[g]) for g in ids}
     owned = {g: {tp: m for m in members[g] for tp in m.assignment} for g in ids}
-    wanted = sorted({tp for g in ids for tp in (*committed[g], *owned[g])})
-    high = list_offsets(admin, wanted, OffsetSpec.latest(), skip_missing=True)
+    uncommitted = sorted({tp for g in ids for tp in owned[g]} - set(reading.offsets))
+    high = {tp: offsets.latest for tp, offsets in reading.offsets.items()}
+    high.update(list_offsets(admin, uncommitted, OffsetSpec.latest(), skip_missing=True))
     views = []
     for group_id in ids:
         description = descriptions[group_id]
         keys = sorted({*committed[group_id], *owned[group_id]})
+        rows = []
+        for t, p in keys:
+            position = committed[group_id].get((t, p))
+            rows.append(
+                PartitionLag(
+                    topic=t,
+                    partition=p,
+                    committed=position.committed if position is not None else None,
+                    high_watermark=high.get((t, p)),
+                    lag=(
+                        offset_lag(position, reading.offsets[t, p])
+                        if position is not None
+                        else None
+                    ),
+                    member=owned[group_id].get((t, p)),
+                )
+            )
         views.append(
             GroupView(
                 group_id=group_id,
@@ -151,16 +181,7 @@ def describe_groups(admin: AdminClient, ids: Sequence[str]) -> list[GroupView]:
                 protocol=f"{description.type.name.lower()}/{description.partition_assignor or '-'}",
                 coordinator=str(description.coordinator.id),
                 members=members[group_id],
-                partitions=tuple(
-                    PartitionLag(
-                        topic=t,
-                        partition=p,
-                        committed=committed[group_id].get((t, p)),
-                        high_watermark=high.get((t, p)),
-                        member=owned[group_id].get((t, p)),
-                    )
-                    for t, p in keys
-                ),
+                partitions=tuple(rows),
             )
         )
     return views
