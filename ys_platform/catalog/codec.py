@@ -180,10 +180,12 @@ def encode_record(message: Message) -> tuple[str, bytes | None, bytes, Headers, 
     key_field = wire.key_field
     key = None if key_field is None else str(getattr(message, key_field)).encode()
     event = getattr(message, wire.event_field)
-    if _whole_utc_ms(event):
+    # _whole_utc_ms and _fast_epoch_ms written out: two calls fewer per record on the
+    # platform's hottest produce path.
+    if event.tzinfo is UTC and not event.microsecond % 1000:
         # The common case: the event time's text is written from the milliseconds just worked
         # out, which most records share with a neighbour (see _ms_text).
-        timestamp = _fast_epoch_ms(event)
+        timestamp = round(event.timestamp() * 1000)
         return wire.topic, key, wire.value(message, timestamp), wire.headers, timestamp
     return wire.topic, key, wire.value(message, None), wire.headers, (event - _EPOCH) // _MS
 
@@ -327,7 +329,8 @@ def _value_encoder(model: type[Message]) -> Callable[[Message, int | None], byte
         fields = message.__dict__
         if event_ms is not None:
             fields = fields.copy()
-            fields[event_field] = _ms_text(event_ms)
+            text = _MS_TEXT.get(event_ms)
+            fields[event_field] = _ms_text(event_ms) if text is None else text
         try:
             return dumps(fields, default=_default, option=passthrough)
         except (TypeError, orjson.JSONEncodeError):
