@@ -377,7 +377,7 @@ def test_scrape_of_the_endpoint(local_stack: Settings, prefix: str) -> None:
         key(cluster_name="test", topic=topic, partition="0"): 20.0,
         key(cluster_name="test", topic=topic, partition="1"): 6.0,
     }
-    status = samples("kafka_consumergroup_group_status")
+    status = samples("ys_consumergroup_status")
     assert status[key(**group_labels, status="OK")] == 1.0
     assert sum(status.values()) == 1.0
     assert families["kafka_consumergroup_poll_timestamp_seconds"].samples[0].value == t2
@@ -391,7 +391,7 @@ def wait_for_metrics(child: subprocess.Popen, port: int) -> dict:
         assert time.monotonic() < deadline, "the monitor did not serve within 60 s"
         with contextlib.suppress(httpx.TransportError):  # not listening yet
             families = scrape(f"http://127.0.0.1:{port}/metrics")
-            if "kafka_consumergroup_group_status" in families:
+            if "ys_consumergroup_status" in families:
                 return families
         time.sleep(0.2)
 
@@ -418,7 +418,7 @@ def test_monitor_command_serves_and_stops_on_ctrl_c(
         child.send_signal(signal.SIGINT)
         stop_monitor(dev_child)
         _, err = child.communicate(timeout=30)
-    served = {s.labels["group"] for s in families["kafka_consumergroup_group_status"].samples}
+    served = {s.labels["group"] for s in families["ys_consumergroup_status"].samples}
     assert {g.group_id for g in CONSUMER_GROUPS} <= served
     bounds = {
         s.labels["group"]: s.value

@@ -188,7 +188,7 @@ def test_the_monitor_serves_lag_health_and_raises_a_stopped_group(
                 samples = _scrape(port)
             except OSError:  # not serving yet
                 samples = {}
-            status = _by_group(samples, "kafka_consumergroup_group_status", status="STOP")
+            status = _by_group(samples, "ys_consumergroup_status", status="STOP")
             if status.get(stopped_group) == 1.0:
                 break
             time.sleep(INTERVAL_S)
@@ -221,7 +221,7 @@ def test_the_monitor_serves_lag_health_and_raises_a_stopped_group(
         if labels == {"cluster_name": cluster, "topic": analytics, "partition": "0"}
     ]
     assert latest == [ANALYTICS_RECORDS + 1.0]  # the commit marker's offset
-    replay_status = _by_group(samples, "kafka_consumergroup_group_status", status="STOP")
+    replay_status = _by_group(samples, "ys_consumergroup_status", status="STOP")
     assert replay_status[f"{ns}{REPLAY_GROUP}"] == 1.0  # shown as it is ...
 
     # Cluster health beside the lag, under the same cluster name: the local stack's 1 broker.

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ys_platform.catalog import CONSUMER_GROUPS
 from ys_platform.local import jmx_exporter
 from ys_platform.monitoring import names
 from ys_platform.settings import Settings, load_settings
@@ -112,13 +111,15 @@ def test_scrape_config_lists_the_endpoints_the_code_serves() -> None:
     assert jobs["ys-monitor"]["static_configs"] == [
         {"targets": [f"127.0.0.1:{names.LAG_MONITOR_PORT}"]}
     ]
-    workers = [
-        (entry["targets"], entry["labels"]) for entry in jobs["ys-workers"]["static_configs"]
-    ]
-    assert workers == [
-        ([f"127.0.0.1:{names.worker_metrics_port(g.group_id)}"], {"group": g.group_id})
-        for g in CONSUMER_GROUPS
-    ]
+    # The workers announce themselves (streaming/exporter.py) in YS_HOME/run/metrics, relative
+    # to this file the default .ys; their labels are kept as they send them.
+    workers = jobs["ys-workers"]
+    assert "static_configs" not in workers
+    assert workers["honor_labels"] is True
+    assert workers["file_sd_configs"] == [{"files": ["../../.ys/run/metrics/*.json"]}]
+    home = Settings.model_construct(home=Path(".ys"))
+    assert home.worker_metrics_dir == Path(".ys").resolve() / "run" / "metrics"
+    assert Settings.model_fields["worker_metrics_port"].default == names.WORKER_METRICS_FIRST_PORT
     # The brokers and Connect come from the files `local up` writes into the default YS_HOME
     # (.ys in the repository root, two folders up from this configuration).
     assert Settings.model_fields["home"].default == Path(".ys")
@@ -128,13 +129,6 @@ def test_scrape_config_lists_the_endpoints_the_code_serves() -> None:
         {"files": ["../../.ys/prometheus/kafka-connect.json"]}
     ]
     assert set(written) == {"kafka.json", "kafka-connect.json"}
-
-
-def test_worker_ports_are_one_per_catalog_group() -> None:
-    ports = [names.worker_metrics_port(g.group_id) for g in CONSUMER_GROUPS]
-    assert ports == [9400, 9401, 9402, 9403, 9404]
-    with pytest.raises(KeyError, match="'nope' is not a catalog consumer group"):
-        names.worker_metrics_port("nope")
 
 
 def test_scrape_targets_list_the_brokers_and_connect_that_run() -> None:

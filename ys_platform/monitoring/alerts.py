@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from ys_platform.catalog.models import SystemAlert, SystemMetric
 from ys_platform.clients.kafka import DeliveryError, produce_messages
+from ys_platform.monitoring import names
 from ys_platform.monitoring.exporter import lag_metrics
 from ys_platform.monitoring.freshness import (
     SILENT_AFTER_INTERVALS,
@@ -185,11 +186,11 @@ def lag_conditions(snapshot: LagSnapshot) -> list[Condition]:
 # ones (hundreds of series on a busy cluster) stay on the Prometheus endpoint.
 SNAPSHOT_LAG_FAMILIES = frozenset(
     {
-        "kafka_consumergroup_group_max_lag",
-        "kafka_consumergroup_group_max_lag_seconds",
-        "kafka_consumergroup_group_sum_lag",
-        "kafka_consumergroup_group_status",
-        "kafka_consumergroup_group_within_bound",
+        names.KAFKA_CONSUMERGROUP_GROUP_MAX_LAG,
+        names.KAFKA_CONSUMERGROUP_GROUP_MAX_LAG_SECONDS,
+        names.KAFKA_CONSUMERGROUP_GROUP_SUM_LAG,
+        names.YS_CONSUMERGROUP_STATUS,
+        names.KAFKA_CONSUMERGROUP_GROUP_WITHIN_BOUND,
     }
 )
 

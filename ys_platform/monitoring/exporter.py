@@ -4,7 +4,8 @@
 monitor handed it (it is a :class:`~ys_platform.monitoring.monitor.SnapshotListener`) and renders
 it at each scrape, so a scrape never waits on Kafka and a group or partition that disappears
 disappears from the endpoint at the next poll. Names and labels are kafka-lag-exporter's
-(README, "Metrics"), so its Grafana dashboards and alert rules read this endpoint unchanged:
+(README, "Metrics"), so its Grafana dashboards and alert rules read this endpoint unchanged
+(every name is a constant of :mod:`ys_platform.monitoring.names`):
 
 - per partition, labels ``cluster_name, group, topic, partition, member_host, consumer_id,
   client_id`` (the member labels empty for an unowned partition):
@@ -18,9 +19,10 @@ disappears from the endpoint at the next poll. Names and labels are kafka-lag-ex
   ``kafka_partition_earliest_offset`` (``cluster_name, topic, partition``);
 - ``kafka_consumergroup_poll_time_ms`` (``cluster_name``).
 
-Beside them, this monitor's own figures: ``kafka_consumergroup_group_status`` and
-``kafka_consumergroup_partition_status`` (Burrow's status as an enum: one series per status
-value, 1 for the current one), ``kafka_consumergroup_group_lag_bound_seconds`` and
+Beside them, this monitor's own figures: ``ys_consumergroup_status`` and
+``ys_consumergroup_partition_status`` (Burrow's status as an enum: one series per status
+value, 1 for the current one, as the alert rules read it),
+``kafka_consumergroup_group_lag_bound_seconds`` and
 ``kafka_consumergroup_group_within_bound`` for the catalog's groups, and
 ``kafka_consumergroup_poll_timestamp_seconds`` (when the snapshot served was taken: a stale
 endpoint shows).
@@ -41,6 +43,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ys_platform.clients.kafka import LOOPBACK
+from ys_platform.monitoring import names
 from ys_platform.monitoring.snapshot import LagSnapshot
 from ys_platform.monitoring.status import Status
 
@@ -83,57 +86,57 @@ def lag_metrics(snapshot: LagSnapshot) -> Iterator[Metric]:
         return GaugeMetricFamily(name, doc, labels=list(labels))
 
     offset = gauge(
-        "kafka_consumergroup_group_offset",
+        names.KAFKA_CONSUMERGROUP_GROUP_OFFSET,
         "The committed offset of the group on the partition.",
         PARTITION_LABELS,
     )
     lag = gauge(
-        "kafka_consumergroup_group_lag",
+        names.KAFKA_CONSUMERGROUP_GROUP_LAG,
         "Records the group has still to read on the partition (transaction markers excluded).",
         PARTITION_LABELS,
     )
     lag_seconds = gauge(
-        "kafka_consumergroup_group_lag_seconds",
+        names.KAFKA_CONSUMERGROUP_GROUP_LAG_SECONDS,
         "Estimated age of the next record the group reads (interpolated; 0 when caught up).",
         PARTITION_LABELS,
     )
     partition_status = gauge(
-        "kafka_consumergroup_partition_status",
+        names.YS_CONSUMERGROUP_PARTITION_STATUS,
         "Burrow status of the group on the partition: 1 for the current status.",
         (*PARTITION_LABELS[:4], "status"),
     )
     max_lag = gauge(
-        "kafka_consumergroup_group_max_lag",
+        names.KAFKA_CONSUMERGROUP_GROUP_MAX_LAG,
         "The largest offset lag of the group's partitions.",
         ("cluster_name", "group", "is_simple_consumer"),
     )
     max_lag_seconds = gauge(
-        "kafka_consumergroup_group_max_lag_seconds",
+        names.KAFKA_CONSUMERGROUP_GROUP_MAX_LAG_SECONDS,
         "The largest time lag of the group's partitions.",
         ("cluster_name", "group", "is_simple_consumer"),
     )
     sum_lag = gauge(
-        "kafka_consumergroup_group_sum_lag",
+        names.KAFKA_CONSUMERGROUP_GROUP_SUM_LAG,
         "The sum of the offset lags of the group's partitions.",
         ("cluster_name", "group"),
     )
     topic_sum_lag = gauge(
-        "kafka_consumergroup_group_topic_sum_lag",
+        names.KAFKA_CONSUMERGROUP_GROUP_TOPIC_SUM_LAG,
         "The sum of the offset lags of the group's partitions of one topic.",
         ("cluster_name", "group", "topic"),
     )
     group_status = gauge(
-        "kafka_consumergroup_group_status",
+        names.YS_CONSUMERGROUP_STATUS,
         "Burrow status of the group (its worst partition's): 1 for the current status.",
         ("cluster_name", "group", "status"),
     )
     bound = gauge(
-        "kafka_consumergroup_group_lag_bound_seconds",
+        names.KAFKA_CONSUMERGROUP_GROUP_LAG_BOUND_SECONDS,
         "The catalog's bound on the group's time lag.",
         ("cluster_name", "group"),
     )
     within = gauge(
-        "kafka_consumergroup_group_within_bound",
+        names.KAFKA_CONSUMERGROUP_GROUP_WITHIN_BOUND,
         "1 if the group's largest time lag is within the catalog's bound, else 0.",
         ("cluster_name", "group"),
     )
@@ -176,12 +179,12 @@ def lag_metrics(snapshot: LagSnapshot) -> Iterator[Metric]:
             within.add_metric([cluster, group.group_id], float(group.within_bound))
 
     latest = gauge(
-        "kafka_partition_latest_offset",
+        names.KAFKA_PARTITION_LATEST_OFFSET,
         "The high watermark of the partition (the next offset written).",
         ("cluster_name", "topic", "partition"),
     )
     earliest = gauge(
-        "kafka_partition_earliest_offset",
+        names.KAFKA_PARTITION_EARLIEST_OFFSET,
         "The earliest offset still in the partition.",
         ("cluster_name", "topic", "partition"),
     )
@@ -190,13 +193,13 @@ def lag_metrics(snapshot: LagSnapshot) -> Iterator[Metric]:
         earliest.add_metric([cluster, topic, str(partition)], offsets.earliest)
 
     poll_ms = gauge(
-        "kafka_consumergroup_poll_time_ms",
+        names.KAFKA_CONSUMERGROUP_POLL_TIME_MS,
         "How long the last poll of the cluster took.",
         ("cluster_name",),
     )
     poll_ms.add_metric([cluster], snapshot.poll_seconds * 1000.0)
     polled_at = gauge(
-        "kafka_consumergroup_poll_timestamp_seconds",
+        names.KAFKA_CONSUMERGROUP_POLL_TIMESTAMP_SECONDS,
         "When the served snapshot was read (Unix seconds).",
         ("cluster_name",),
     )

@@ -29,12 +29,8 @@ from prometheus_client.registry import Collector
 
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.connectors import ConnectorFile, heartbeat_topic, output_topics
+from ys_platform.monitoring import names
 
-# As ys_platform/monitoring/names.py spells them; the silent flag is this module's addition.
-SOURCE_FRESHNESS = "ys_source_freshness_seconds"
-HEARTBEAT_AGE = "ys_cdc_heartbeat_age_seconds"
-HEARTBEAT_INTERVAL = "ys_cdc_heartbeat_interval_seconds"
-SOURCE_SILENT = "ys_cdc_source_silent"
 # The label every lag monitor series carries (Settings.monitor_cluster_name in the monitor).
 DEFAULT_CLUSTER_NAME = "ys-local"
 
@@ -237,16 +233,24 @@ def freshness_metrics(
     def family(name: str, doc: str, label: str) -> GaugeMetricFamily:
         return GaugeMetricFamily(name, doc, labels=["cluster_name", label])
 
-    freshness = family(SOURCE_FRESHNESS, "Age of the newest record of a CDC-fed topic.", "topic")
+    freshness = family(
+        names.YS_SOURCE_FRESHNESS_SECONDS, "Age of the newest record of a CDC-fed topic.", "topic"
+    )
     for topic in report.topics:
         if topic.age_s is not None:  # an empty topic has no age: absent, not 0
             freshness.add_metric([cluster_name, topic.topic], topic.age_s)
-    age = family(HEARTBEAT_AGE, "Age of the connector's last Debezium heartbeat.", "connector")
+    age = family(
+        names.YS_CDC_HEARTBEAT_AGE_SECONDS,
+        "Age of the connector's last Debezium heartbeat.",
+        "connector",
+    )
     interval = family(
-        HEARTBEAT_INTERVAL, "The connector's heartbeat.interval.ms, in seconds.", "connector"
+        names.YS_CDC_HEARTBEAT_INTERVAL_SECONDS,
+        "The connector's heartbeat.interval.ms, in seconds.",
+        "connector",
     )
     silent = family(
-        SOURCE_SILENT,
+        names.YS_CDC_SOURCE_SILENT,
         f"1 when the connector wrote no heartbeat for {SILENT_AFTER_INTERVALS} intervals.",
         "connector",
     )

@@ -41,25 +41,10 @@ from ys_platform.connectors import (
     connector_files,
     status,
 )
+from ys_platform.monitoring import names
 from ys_platform.monitoring.lag import GroupFilter, LagReader, LagReadError, offset_lag
 from ys_platform.settings import Settings
 
-# Metric names, as ys_platform/monitoring/names.py (written beside this module by another change)
-# spells them; the last three are this module's additions to that list.
-BROKERS_ALIVE = "ys_kafka_brokers_alive"
-BROKERS_EXPECTED = "ys_kafka_brokers_expected"
-PARTITIONS_UNDER_REPLICATED = "ys_kafka_partitions_under_replicated"
-PARTITIONS_UNDER_MIN_ISR = "ys_kafka_partitions_under_min_isr"
-PARTITIONS_OFFLINE = "ys_kafka_partitions_offline"
-CONTROLLER_ACTIVE = "ys_kafka_controller_active"
-CONNECTOR_STATE = "ys_connector_state"
-CONNECTOR_TASK_STATE = "ys_connector_task_state"
-COMPONENT_UP = "ys_component_up"
-REPLICATION_SLOT_LAG_BYTES = "ys_postgres_replication_slot_lag_bytes"
-REPLICATION_SLOT_ACTIVE = "ys_postgres_replication_slot_active"
-
-# Connect's connector and task states: one series each, 1 for the current one.
-CONNECT_STATES = ("RUNNING", "PAUSED", "STOPPED", "FAILED", "UNASSIGNED", "RESTARTING")
 # The label every lag monitor series carries (Settings.monitor_cluster_name in the monitor).
 DEFAULT_CLUSTER_NAME = "ys-local"
 
@@ -779,40 +764,48 @@ def health_metrics(
             family(name, doc).add_metric([cluster_name], value)
 
     if kafka.reachable:
-        gauge(BROKERS_ALIVE, "Brokers in the cluster metadata.", len(kafka.brokers_alive))
         gauge(
-            PARTITIONS_UNDER_REPLICATED,
+            names.YS_KAFKA_BROKERS_ALIVE,
+            "Brokers in the cluster metadata.",
+            len(kafka.brokers_alive),
+        )
+        gauge(
+            names.YS_KAFKA_PARTITIONS_UNDER_REPLICATED,
             "Partitions with fewer in-sync replicas than replicas.",
             len(kafka.under_replicated),
         )
         gauge(
-            PARTITIONS_UNDER_MIN_ISR,
+            names.YS_KAFKA_PARTITIONS_UNDER_MIN_ISR,
             "Partitions with fewer in-sync replicas than their min.insync.replicas.",
             len(kafka.under_min_isr),
         )
-        gauge(PARTITIONS_OFFLINE, "Partitions without a leader.", len(kafka.offline))
+        gauge(names.YS_KAFKA_PARTITIONS_OFFLINE, "Partitions without a leader.", len(kafka.offline))
         gauge(
-            CONTROLLER_ACTIVE,
+            names.YS_KAFKA_CONTROLLER_ACTIVE,
             "1 when the cluster metadata names a controller, else 0.",
             float(kafka.controller_id is not None),
         )
     gauge(
-        BROKERS_EXPECTED,
+        names.YS_KAFKA_BROKERS_EXPECTED,
         "Brokers the cluster should have (YS_KAFKA_EXPECTED_BROKERS or the local stack).",
         kafka.brokers_expected,
     )
     if report.connect is not None and report.connect.error is None:
         connectors = family(
-            CONNECTOR_STATE, "1 for the connector's current state.", "connector", "state"
+            names.YS_CONNECTOR_STATE, "1 for the connector's current state.", "connector", "state"
         )
         tasks = family(
-            CONNECTOR_TASK_STATE, "1 for the task's current state.", "connector", "task", "state"
+            names.YS_CONNECTOR_TASK_STATE,
+            "1 for the task's current state.",
+            "connector",
+            "task",
+            "state",
         )
         for connector in report.connect.connectors:
             current = connector.status
             if not current.exists:
                 continue
-            for state in CONNECT_STATES:
+            for state in names.CONNECT_STATES:
                 connectors.add_metric(
                     [cluster_name, current.name, state], float(current.state == state)
                 )
@@ -823,16 +816,20 @@ def health_metrics(
                     )
     if report.postgres is not None and report.postgres.error is None:
         lag = family(
-            REPLICATION_SLOT_LAG_BYTES,
+            names.YS_POSTGRES_REPLICATION_SLOT_LAG_BYTES,
             "WAL bytes written since the slot's consumer last confirmed.",
             "slot",
         )
-        active = family(REPLICATION_SLOT_ACTIVE, "1 when a consumer streams from the slot.", "slot")
+        active = family(
+            names.YS_POSTGRES_REPLICATION_SLOT_ACTIVE,
+            "1 when a consumer streams from the slot.",
+            "slot",
+        )
         for slot in report.postgres.slots:
             active.add_metric([cluster_name, slot.name], float(slot.active))
             if slot.lag_bytes is not None:
                 lag.add_metric([cluster_name, slot.name], float(slot.lag_bytes))
-    up = family(COMPONENT_UP, "1 when the component is healthy.", "component")
+    up = family(names.YS_COMPONENT_UP, "1 when the component is healthy.", "component")
     up.add_metric([cluster_name, "kafka"], float(kafka.reachable))
     for line in report.components():
         if line.kind in ("connect", "postgres", "store"):

@@ -15,7 +15,9 @@ The series carry ``worker`` (the catalog group), ``group`` (the physical, namesp
 ``replica`` (the instance id); the file's target labels repeat them (and ``kind``) so that
 ``up`` names the worker too — scrape with ``honor_labels: true`` so the two do not become
 ``exported_*``. (``replica``, not ``instance``: Prometheus sets ``instance`` to the target's
-address.)
+address.) There is no ``topic`` label on the counters: they count the worker's whole input;
+only ``ys_worker_consumer_lag`` is per partition. Names and labels are
+:mod:`ys_platform.monitoring.names`' constants.
 
 The collector reads the counters at scrape time: nothing is copied on the worker's hot path,
 which updates them once per batch. Each worker has its own ``CollectorRegistry``, so several
@@ -45,13 +47,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from ys_platform.monitoring import names
 from ys_platform.settings import load_settings
 from ys_platform.streaming.metrics import Histogram, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
-METRIC_PREFIX = "ys_worker_"
-LABELS = ("worker", "group", "replica")
+LABELS = names.WORKER_LABELS
 # Workers on one host: 3 processors and 2 sinks, a few replicas each, plus tests and copies on
 # namespaces; a hundred ports leave room and stay out of the way of the monitor's 9308.
 PORT_SPAN = 100
@@ -70,7 +72,7 @@ class MetricsEndpoint:
     registry_dir: Path
     """``$YS_HOME/run/metrics``: one file_sd file per running worker."""
     host: str = "127.0.0.1"
-    first_port: int = 9400
+    first_port: int = names.WORKER_METRICS_FIRST_PORT
 
     @classmethod
     def from_settings(cls) -> MetricsEndpoint:
@@ -111,43 +113,52 @@ class WorkerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         m, labels = self.metrics, self.identity.values
         for name, doc, value in (
-            ("records_consumed", "Records consumed and committed.", m.consumed),
+            (names.YS_WORKER_RECORDS_CONSUMED_TOTAL, "Records consumed and committed.", m.consumed),
             (
-                "records_produced",
+                names.YS_WORKER_RECORDS_PRODUCED_TOTAL,
                 "Records produced to output topics (processor) or written to the store (sink).",
                 m.produced,
             ),
-            ("records_dead_lettered", "Records sent to the dead-letter topic.", m.dead_lettered),
-            ("records_restored", "Input records replayed to rebuild state.", m.restored_records),
             (
-                "transactions_aborted",
+                names.YS_WORKER_RECORDS_DEAD_LETTERED_TOTAL,
+                "Records sent to the dead-letter topic.",
+                m.dead_lettered,
+            ),
+            (
+                names.YS_WORKER_RECORDS_RESTORED_TOTAL,
+                "Input records replayed to rebuild state.",
+                m.restored_records,
+            ),
+            (
+                names.YS_WORKER_TRANSACTIONS_ABORTED_TOTAL,
                 "Transactions aborted and their batch rewound.",
                 m.aborted_transactions,
             ),
         ):
-            counter = CounterMetricFamily(METRIC_PREFIX + name, doc, labels=LABELS)
+            # The family's name drops ``_total``; the exposition puts it back.
+            counter = CounterMetricFamily(name, doc, labels=LABELS)
             counter.add_metric(labels, value)
             yield counter
         for name, doc, histogram in (
             (
-                "batch_seconds",
+                names.YS_WORKER_BATCH_SECONDS,
                 "Time to handle and commit one batch (sink: one flush).",
                 m.batch_seconds,
             ),
             (
-                "commit_seconds",
+                names.YS_WORKER_COMMIT_SECONDS,
                 "Time to commit one batch: the transaction (processor), the store write (sink).",
                 m.commit_seconds,
             ),
             (
-                "restore_seconds",
+                names.YS_WORKER_RESTORE_SECONDS,
                 "Time to restore on an assignment: state (processor), resume offsets (sink).",
                 m.restore_seconds,
             ),
         ):
-            yield _histogram(METRIC_PREFIX + name, doc, labels, histogram)
+            yield _histogram(name, doc, labels, histogram)
         lag = GaugeMetricFamily(
-            METRIC_PREFIX + "consumer_lag",
+            names.YS_WORKER_CONSUMER_LAG,
             "Offset lag per owned partition: high watermark minus position.",
             labels=(*LABELS, "topic", "partition"),
         )
@@ -156,7 +167,7 @@ class WorkerCollector(Collector):
             lag.add_metric((*labels, topic, partition.rstrip("]")), value)
         yield lag
         started = GaugeMetricFamily(
-            METRIC_PREFIX + "start_time_seconds",
+            names.YS_WORKER_START_TIME_SECONDS,
             "When the worker started (Unix time).",
             labels=LABELS,
         )

@@ -74,7 +74,7 @@ def test_the_metrics_snapshot_carries_group_figures_only():
     assert sorted(f.name for f in families) == [
         "kafka_consumergroup_group_max_lag",
         "kafka_consumergroup_group_max_lag_seconds",
-        "kafka_consumergroup_group_status",
+        "ys_consumergroup_status",
         "kafka_consumergroup_group_sum_lag",
         "kafka_consumergroup_group_within_bound",
     ]

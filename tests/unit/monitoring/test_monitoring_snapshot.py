@@ -117,7 +117,7 @@ def test_collector_renders_kafka_lag_exporter_names():
     )
     status = {
         (s.labels["group"], s.labels["status"]): s.value
-        for s in families["kafka_consumergroup_group_status"].samples
+        for s in families["ys_consumergroup_status"].samples
     }
     assert status[("g", "OK")] == 1.0 and status[("g", "STOP")] == 0.0
     assert status[("catalog-group", "NOTFOUND")] == 1.0
