@@ -41,7 +41,8 @@ def test_vector_sink_run_then_search(local_stack, tmp_path, monkeypatch, capsys)
             },
         )
         assert result.success
-        # Each collection reports its own points (local mode: counted once the sink closed it).
+        # Each collection reports its own points (local mode: asked of the sink, or counted
+        # once it closed the store).
         for collection in {m.collection for m in mapping.topics.values()}:
             event = instance.get_latest_materialization_event(qdrant_collection_key(collection))
             metadata = event.asset_materialization.metadata

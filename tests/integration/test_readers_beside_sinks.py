@@ -43,7 +43,7 @@ from ys_platform.embeddings import shared_embedder
 from ys_platform.sinks.clickhouse import ClickHouseSink, load_mapping
 from ys_platform.sinks.vector import VectorSink, collection_prefix
 from ys_platform.sinks.vector import load_mapping as load_vector_mapping
-from ys_platform.sinks.vector_search import NoSuchCollectionError, search_store
+from ys_platform.sinks.vector_search import NoSuchCollectionError, count_from_owner, search_store
 from ys_platform.sources.simulator import MarketSimulator
 from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
@@ -300,6 +300,15 @@ def test_a_search_answers_within_the_bound_while_the_vector_sink_writes(local_st
         while worker.metrics.consumed < fed[0]:  # the sink drains what was fed
             assert runner.is_alive() and time.monotonic() < deadline, failures
             time.sleep(0.1)
+        # The point counts the Dagster assets report, asked of the sink that holds the store.
+        prefix = collection_prefix(namespace)
+        wanted = {f"{prefix}protocols": len(sim.protocols()), f"{prefix}tokens": 60}
+        while count_from_owner(store, [*wanted, f"{prefix}nothing"]) != {
+            **wanted,
+            f"{prefix}nothing": None,
+        }:
+            assert runner.is_alive() and time.monotonic() < deadline, failures
+            time.sleep(0.2)
     finally:
         done.set()
         feeder.join(30)

@@ -16,6 +16,7 @@ from ys_platform.assets.workers import (
     worker_job,
 )
 from ys_platform.catalog.topics import consumer_group
+from ys_platform.clients.owner import OwnerNotAnsweringError
 from ys_platform.embeddings.model import DIMENSION, DISTANCE, MODEL_ID
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.resources.qdrant import QdrantResource
@@ -25,6 +26,7 @@ from ys_platform.sinks.vector import (
     VectorSinkMapping,
     ensure_collection,
 )
+from ys_platform.sinks.vector_search import count_from_owner
 from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
 SINK_GROUP = "sinks"
@@ -45,20 +47,39 @@ def collection_data_version(spec: CollectionMapping) -> dg.DataVersion:
 
 
 def point_counter(qdrant: QdrantResource, collections: Sequence[str]) -> StoreCounter:
-    """Points per collection. A server is counted while the sink runs; local mode allows one
-    client per directory, the sink's, so it is counted once the sink has closed it."""
+    """Points per collection. A server is counted directly; local mode allows one client per
+    directory, so while the sink holds it the sink is asked (its reader door, as for search)."""
 
     def count(running: bool) -> Mapping[str, Mapping[str, dg.MetadataValue]]:
-        if running and qdrant.url is None:
-            return {}
-        with qdrant.get_client() as client:
-            return {
-                name: {"points": dg.MetadataValue.int(client.count(name, exact=True).count)}
-                for name in collections
-                if client.collection_exists(name)
-            }
+        try:
+            counts = _counts_from_sink(qdrant, collections)
+        except OwnerNotAnsweringError:
+            return {}  # the sink is busy past the answer bound: counted at the next report
+        if counts is None:
+            if running and qdrant.url is None:
+                return {}  # the sink holds the store and has not opened its door yet
+            with qdrant.get_client() as client:
+                counts = {
+                    name: client.count(name, exact=True).count
+                    for name in collections
+                    if client.collection_exists(name)
+                }
+        return {
+            name: {"points": dg.MetadataValue.int(points)}
+            for name, points in counts.items()
+            if points is not None
+        }
 
     return count
+
+
+def _counts_from_sink(
+    qdrant: QdrantResource, collections: Sequence[str]
+) -> Mapping[str, int | None] | None:
+    """The counts a vector sink holding the local store gives; None with a server or no sink."""
+    if qdrant.url is not None or qdrant.owner_socket is None or qdrant.path is None:
+        return None
+    return count_from_owner(qdrant.path, collections)
 
 
 def vector_sink_definitions(
@@ -136,11 +157,28 @@ def vector_sink_definitions(
     def qdrant_collections(
         context: dg.AssetExecutionContext, qdrant: QdrantResource
     ) -> Iterator[dg.MaterializeResult]:
+        selected = {
+            topic: collection
+            for topic, collection in topics.items()
+            if qdrant_collection_key(collection) in context.selected_asset_keys
+        }
+        # While the vector sink holds a local store it creates the collections itself and
+        # answers the counts; otherwise the store is opened here.
+        counts = _counts_from_sink(qdrant, list(selected.values()))
+        if counts is not None and all(counts[c] is not None for c in selected.values()):
+            for topic, collection in selected.items():
+                yield dg.MaterializeResult(
+                    asset_key=qdrant_collection_key(collection),
+                    data_version=versions[topic],
+                    metadata={
+                        "points": dg.MetadataValue.int(counts[collection] or 0),
+                        "created": dg.MetadataValue.bool(False),
+                    },
+                )
+            return
         with qdrant.get_client() as client:
-            for topic, collection in topics.items():
+            for topic, collection in selected.items():
                 key = qdrant_collection_key(collection)
-                if key not in context.selected_asset_keys:
-                    continue
                 created = ensure_collection(client, collection)
                 points = client.count(collection, exact=True).count
                 yield dg.MaterializeResult(

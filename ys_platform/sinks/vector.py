@@ -527,8 +527,20 @@ class VectorSink:
 
     def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
         client = self._require_client()
+        if request.get("op") == "count":
+            collections = request.get("collections")
+            if not isinstance(collections, list) or not all(
+                isinstance(c, str) for c in collections
+            ):
+                return {"error": "a count names a list of collections"}
+            return {
+                "counts": {
+                    c: client.count(c, exact=True).count if client.collection_exists(c) else None
+                    for c in collections
+                }
+            }
         if request.get("op") != "search":
-            return {"error": f"unknown request {request.get('op')!r} (known: search)"}
+            return {"error": f"unknown request {request.get('op')!r} (known: search, count)"}
         collection, vector, limit = (request.get(k) for k in ("collection", "vector", "limit"))
         if not isinstance(collection, str) or not isinstance(limit, int) or limit < 1:
             return {"error": "a search names a collection and a limit of at least 1"}

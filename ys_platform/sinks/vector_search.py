@@ -9,6 +9,7 @@ client of its own. It imports no qdrant-client until then: building qdrant-clien
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ from ys_platform.clients.owner import ask_owner, owner_socket
 if TYPE_CHECKING:
     from ys_platform.sinks.vector import TextEmbedder
 
-__all__ = ["NoSuchCollectionError", "collection_prefix", "search_store"]
+__all__ = ["NoSuchCollectionError", "collection_prefix", "count_from_owner", "search_store"]
 
 # As long as a reader waits for a store's lock (clients.qdrant.DEFAULT_LOCK_TIMEOUT_S); the sink
 # answers far sooner, within a chunk of its write (~1 s).
@@ -78,3 +79,19 @@ def search_store(
     if points is None:
         raise NoSuchCollectionError(f"no collection {collection!r}: is the vector sink running?")
     return [(float(score), dict(payload)) for score, payload in points]
+
+
+def count_from_owner(
+    path: str | Path, collections: Sequence[str], *, timeout_s: float = ANSWER_TIMEOUT_S
+) -> dict[str, int | None] | None:
+    """Points per collection, asked of the vector sink holding the local store at ``path``:
+    ``{collection: count, or None if it does not exist}``; None when no sink serves (the
+    caller may then open the store itself)."""
+    request = {"op": "count", "collections": list(collections)}
+    reply = ask_owner(owner_socket(path), request, timeout_s=timeout_s)
+    if reply is None:
+        return None
+    if "error" in reply:
+        raise RuntimeError(f"the vector sink refused a count: {reply['error']}")
+    counts: dict[str, int | None] = reply["counts"]
+    return counts
