@@ -151,3 +151,28 @@ def apply_connector(client: KafkaConnectClient, file: ConnectorFile, admin):
     return apply(
         client, file, ensure_topics=lambda specs: apply_plans(admin, plan_topics(admin, specs))
     )
+
+
+STACK_CONNECTOR = "postgres-source"
+
+
+def running_cdc_connector(exits):
+    """``(settings, file)`` of a streaming CDC connector: the stack's own ``postgres-source``
+    when it is RUNNING (as under ``make dev``), else the repository's connector file applied in
+    a namespace and database of its own, removed when ``exits`` closes."""
+    import uuid
+
+    from ys_platform.clients.kafka_connect import KafkaConnectClient
+    from ys_platform.connectors import connector_files, status
+
+    stack = exits.enter_context(connect_stack())
+    client = exits.enter_context(KafkaConnectClient(stack.connect_url))
+    if status(client, STACK_CONNECTOR).is_("RUNNING"):
+        (file,) = [f for f in connector_files(stack.connectors_dir) if f.name == STACK_CONNECTOR]
+        return stack, file
+    suffix = uuid.uuid4().hex[:10]
+    file = namespaced_source(stack, exits.enter_context(fresh_database(stack)), suffix)
+    exits.callback(delete_connector, client, file.name)
+    result = apply_connector(client, file, stack.kafka.admin())
+    assert result.ok, result.message
+    return stack, file

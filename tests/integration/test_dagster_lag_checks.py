@@ -20,21 +20,14 @@ from contextlib import ExitStack
 
 import dagster as dg
 import pytest
-from cdc_helpers import (
-    apply_connector,
-    connect_stack,
-    delete_connector,
-    fresh_database,
-    namespaced_source,
-)
+from cdc_helpers import namespaced_source, running_cdc_connector
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from ys_platform.assets.connectors import build_freshness_checks, connector_asset_key
 from ys_platform.assets.lag_checks import build_lag_checks, monitoring_check_schedule
 from ys_platform.assets.lag_source import KafkaLagSource
-from ys_platform.clients.kafka_connect import KafkaConnectClient
-from ys_platform.connectors import ConnectorFile, connector_files, output_topics, status
+from ys_platform.connectors import output_topics
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.settings import Settings
 
@@ -125,28 +118,13 @@ def test_lag_check_reads_the_group_exactly(local_stack: Settings, lagging) -> No
         assert (meta["total_offset_lag"], meta["max_lag_seconds"], meta["status"]) == (0, 0.0, "OK")
 
 
-STACK_CONNECTOR = "postgres-source"
 # The connector's 10 s heartbeat (connectors/postgres-source.json), 3 intervals before "silent".
 HEARTBEAT_S = 10.0
 
 
-def _streaming_connector(exits: ExitStack) -> tuple[Settings, ConnectorFile]:
-    stack = exits.enter_context(connect_stack())
-    client = exits.enter_context(KafkaConnectClient(stack.connect_url))
-    if status(client, STACK_CONNECTOR).is_("RUNNING"):
-        (file,) = [f for f in connector_files(stack.connectors_dir) if f.name == STACK_CONNECTOR]
-        return stack, file
-    suffix = uuid.uuid4().hex[:10]
-    file = namespaced_source(stack, exits.enter_context(fresh_database(stack)), suffix)
-    exits.callback(delete_connector, client, file.name)
-    result = apply_connector(client, file, stack.kafka.admin())
-    assert result.ok, result.message
-    return stack, file
-
-
 def test_freshness_check_passes_on_a_streaming_cdc_connector() -> None:
     with ExitStack() as exits:
-        stack, file = _streaming_connector(exits)
+        stack, file = running_cdc_connector(exits)
         checks = build_freshness_checks([file])
         job, _ = monitoring_check_schedule(checks)
         defs = dg.Definitions(

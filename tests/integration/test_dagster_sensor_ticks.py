@@ -4,11 +4,12 @@ nor a skip reason, and logs no line; a tick with something to report still says 
 
 import logging
 import time
+from contextlib import ExitStack
 
 import dagster as dg
 import pytest
+from cdc_helpers import running_cdc_connector
 
-from ys_platform.assets.connectors import build_connector_defs
 from ys_platform.assets.processors import processor_assets, processor_jobs
 from ys_platform.assets.workers import HEARTBEAT_TAG, WORKER_TAG, worker_job_name
 from ys_platform.clients.kafka_connect import KafkaConnectClient
@@ -74,20 +75,23 @@ def test_keepalive_tick_while_running_is_silent(local_stack, caplog):
 
 
 def test_connector_health_tick_with_all_healthy_is_silent(local_stack, caplog):
-    files = build_connector_defs(local_stack.connectors_dir).files
-    with KafkaConnectClient(local_stack.connect_url) as client:
-        live = {f.name: status(client, f.name) for f in files}
-    unhealthy = {name: s.summary() for name, s in live.items() if not s.exists or s.failed}
-    assert not unhealthy, (
-        f"this test needs the local stack's connectors deployed and healthy: {unhealthy}; "
-        "`make dev` deploys them (or materialize the connector assets)"
-    )
-    sensor = build_connector_health_sensor(files)
+    with ExitStack() as exits:
+        stack, file = running_cdc_connector(exits)
+        with KafkaConnectClient(stack.connect_url) as client:
+            deadline = time.monotonic() + 60
+            while not status(client, file.name).is_("RUNNING"):
+                assert time.monotonic() < deadline, status(client, file.name).summary()
+                time.sleep(0.5)
+        _healthy_tick_is_silent(stack, file, caplog)
+
+
+def _healthy_tick_is_silent(stack, file, caplog) -> None:
+    sensor = build_connector_health_sensor([file])
     context = dg.build_sensor_context(
         cursor=None,
         resources={
-            "kafka_connect": KafkaConnectResource(url=local_stack.connect_url),
-            "kafka": KafkaResource.of(local_stack.kafka),
+            "kafka_connect": KafkaConnectResource(url=stack.connect_url),
+            "kafka": KafkaResource.of(stack.kafka),
         },
     )
     tick_log = _tick_log(context)

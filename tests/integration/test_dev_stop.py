@@ -35,6 +35,10 @@ WORKER_JOBS = {worker_job_name(g.group_id) for g in CONSUMER_GROUPS}
 UI_TIMEOUT_S = 180
 # The sensors tick every 15 s and five runs start on two cores: ~90 s measured on a busy machine.
 RUNS_TIMEOUT_S = 360
+# A group has lag series once its worker committed: a sink after its first write, the vector
+# sink after Debezium's snapshot of a fresh database reached it (60 s was too short on a fresh
+# clone's stack, where nothing had been committed before).
+GROUPS_TIMEOUT_S = 180
 # The dev server's own bounds: 30 s for the runs to stop, 90 s for Dagster to shut down.
 STOP_TIMEOUT_S = 150
 
@@ -152,7 +156,7 @@ def test_ctrl_c_of_make_dev_cancels_the_worker_runs_quietly(local_stack, tmp_pat
         _wait(
             "the five groups' lag on the monitor",
             lambda: catalog <= _lagging_groups(monitor_port),
-            60,
+            GROUPS_TIMEOUT_S,
             proc,
             log,
         )

@@ -43,7 +43,7 @@ from ys_platform.embeddings import shared_embedder
 from ys_platform.sinks.clickhouse import ClickHouseSink, load_mapping
 from ys_platform.sinks.vector import VectorSink, collection_prefix
 from ys_platform.sinks.vector import load_mapping as load_vector_mapping
-from ys_platform.sinks.vector_search import NoSuchCollectionError, count_from_owner, search_store
+from ys_platform.sinks.vector_search import count_from_owner, search_store
 from ys_platform.sources.simulator import MarketSimulator
 from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
@@ -195,10 +195,12 @@ print(json.dumps({"first": hits[0][1]["_key"], "answer_s": time.monotonic() - st
 
 
 def _holds_all(store: Path, collection: str, keys: set[str]) -> bool:
-    try:
-        hits = search_store(collection, "protocol", len(keys), path=store)
-    except NoSuchCollectionError:
+    # Asked of the sink only: until its door is open (model loaded, store opened), the store is
+    # locked and a search would wait for it instead.
+    counts = count_from_owner(store, [collection])
+    if counts is None or counts[collection] != len(keys):
         return False
+    hits = search_store(collection, "protocol", len(keys), path=store)
     return {payload["_key"] for _, payload in hits} == keys
 
 

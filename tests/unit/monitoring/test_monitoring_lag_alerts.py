@@ -74,9 +74,9 @@ def test_the_metrics_snapshot_carries_group_figures_only():
     assert sorted(f.name for f in families) == [
         "kafka_consumergroup_group_max_lag",
         "kafka_consumergroup_group_max_lag_seconds",
-        "ys_consumergroup_status",
         "kafka_consumergroup_group_sum_lag",
         "kafka_consumergroup_group_within_bound",
+        "ys_consumergroup_status",
     ]
     [sum_lag] = [f for f in families if f.name == "kafka_consumergroup_group_sum_lag"]
     assert [(s.labels, s.value) for s in sum_lag.samples] == [
