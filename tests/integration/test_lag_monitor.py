@@ -209,6 +209,40 @@ def test_stopped_group_lags_exactly_then_stops(local_stack: Settings, prefix: st
     assert final.group(group).status is Status.STOP
 
 
+def test_group_before_its_first_commit_lags_from_the_start(
+    local_stack: Settings, prefix: str
+) -> None:
+    """A catalog group that has not committed yet (a fresh stack) shows the lag a new member
+    starts with: every record of its input partitions (auto.offset.reset=earliest)."""
+    kafka = local_stack.kafka
+    topic, group, other = f"{prefix}-fresh", f"{prefix}-fresh-group", f"{prefix}-half"
+    create_topic(kafka, topic, partitions=2)
+    produce(kafka, topic, 25, partition=0)
+    produce(kafka, topic, 7, partition=1)
+    # A group that committed partition 0 only: partition 1 still counts from its start.
+    consume_and_commit(kafka, other, topic, 25, partition=0)
+    reader = LagReader(
+        kafka,
+        GroupFilter.of([group, other], allow=r"(?!)"),
+        inputs={group: [topic], other: [topic]},
+    )
+    monitor = Monitor(reader, LagTracker("test", {group: 30.0}, window=WINDOW), INTERVAL_S)
+    try:
+        snapshot = monitor.poll()
+    finally:
+        monitor.close()
+
+    fresh = snapshot.group(fresh_id := group)
+    rows = {(p.topic, p.partition): (p.committed, p.lag) for p in fresh.partitions}
+    assert rows == {(topic, 0): (0, 25), (topic, 1): (0, 7)}, fresh_id
+    assert fresh.sum_lag == 32
+    assert fresh.status is Status.NOTFOUND  # nobody ran it: not STOP, not OK
+    half = snapshot.group(other)
+    rows = {(p.topic, p.partition): (p.committed, p.lag) for p in half.partitions}
+    assert rows == {(topic, 0): (25, 0), (topic, 1): (0, 7)}
+    assert half.sum_lag == 7
+
+
 def test_idle_fully_consumed_group_is_ok(local_stack: Settings, prefix: str) -> None:
     kafka = local_stack.kafka
     topic, group = f"{prefix}-idle", f"{prefix}-idle-group"

@@ -21,6 +21,13 @@ its end minus the committed offset, where:
 Which groups: every group the cluster lists, filtered by ``YS_MONITOR_GROUPS_ALLOW`` /
 ``YS_MONITOR_GROUPS_DENY`` (:class:`GroupFilter`), plus the catalog's groups always, present on
 the cluster or not.
+
+**Before a group's first commit** it has no committed offset, yet it has work: a new member
+starts at ``auto.offset.reset`` (``earliest`` for every platform worker, ``clients/kafka.py``).
+For the groups whose input topics the reader is given (``inputs``: the catalog's), each input
+partition the group never committed is reported at its earliest offset, so a fresh stack shows
+every catalog group's lag from the first poll instead of only after its first transaction.
+:attr:`CommittedPartition.started` tells the two apart.
 """
 
 from __future__ import annotations
@@ -147,6 +154,9 @@ class CommittedPartition:
     """Records a read_committed consumer gets from ``committed`` to the end, counted by the
     probe; None when not probed (the naive lag stands)."""
     owner: Member | None
+    started: bool = True
+    """False for an input partition the group never committed: ``committed`` is then the
+    earliest offset, where a new member starts (``auto.offset.reset=earliest``)."""
 
 
 @dataclass(frozen=True)
@@ -205,8 +215,11 @@ class LagReader:
         *,
         timeout_s: float = ADMIN_TIMEOUT_S,
         probe_max_lag: int = PROBE_MAX_LAG,
+        inputs: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self.groups = groups
+        self.inputs = {g: tuple(topics) for g, topics in (inputs or {}).items()}
+        """Each group's input topics: partitions it never committed count from their start."""
         self.timeout_s = timeout_s
         self.probe_max_lag = probe_max_lag
         self._admin: AdminClient = connection.admin()
@@ -224,9 +237,17 @@ class LagReader:
         group_ids = self._group_ids()
         described = self._describe(group_ids)
         committed = self._committed(group_ids)
-        partitions = sorted({tp for tps in committed.values() for tp in tps})
+        uncommitted = self._uncommitted(group_ids, committed)
+        partitions = sorted(
+            {tp for tps in committed.values() for tp in tps}
+            | {tp for tps in uncommitted.values() for tp in tps}
+        )
         at = time.time()
         offsets = self._offsets(partitions)
+        for group_id, tps in uncommitted.items():
+            for tp in tps:
+                if tp in offsets:
+                    committed[group_id][tp] = offsets[tp].earliest
         needs_probe = {
             (topic, p, offset): offsets[topic, p].stable
             for tps in committed.values()
@@ -244,6 +265,7 @@ class LagReader:
                     offset,
                     *verdicts.get((topic, p, offset), (offset, None)),
                     owners.get((topic, p)),
+                    (topic, p) not in uncommitted.get(group_id, ()),
                 )
                 for (topic, p), offset in sorted(committed[group_id].items())
                 if (topic, p) in offsets
@@ -308,6 +330,30 @@ class LagReader:
                 if tp.error is None and tp.offset >= 0
             }
         return committed
+
+    def _uncommitted(
+        self, group_ids: list[str], committed: dict[str, dict[tuple[str, int], int]]
+    ) -> dict[str, frozenset[tuple[str, int]]]:
+        """The input partitions each group with known inputs has never committed."""
+        wanted = {g: self.inputs[g] for g in group_ids if g in self.inputs}
+        if not wanted:
+            return {}
+        try:
+            topics = self._admin.list_topics(timeout=self.timeout_s).topics
+        except KafkaException as exc:
+            raise LagReadError(f"listing the topics failed: {exc.args[0].str()}") from exc
+        found: dict[str, frozenset[tuple[str, int]]] = {}
+        for group_id, names in wanted.items():
+            missing = frozenset(
+                (name, p)
+                for name in names
+                if name in topics and topics[name].error is None
+                for p in topics[name].partitions
+                if (name, p) not in committed[group_id]
+            )
+            if missing:
+                found[group_id] = missing
+        return found
 
     def _offsets(
         self, partitions: list[tuple[str, int]]

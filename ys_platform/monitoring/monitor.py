@@ -64,7 +64,8 @@ class Monitor:
         namespace: str = "",
     ) -> Monitor:
         """The monitor of the configured cluster: every group the allow/deny settings admit,
-        the catalog's always, with the catalog's lag bounds.
+        the catalog's always, with the catalog's lag bounds; a catalog group's input partitions
+        it has not committed yet count from their earliest offset (``lag.py``).
 
         ``namespace`` is the workers' ``--namespace``: the catalog's groups are then
         ``<namespace><group>`` (an isolated copy on a shared cluster, a test's groups).
@@ -74,9 +75,12 @@ class Monitor:
         bounds = {f"{namespace}{g.group_id}": g.lag_bound_s for g in CONSUMER_GROUPS}
         groups = GroupFilter.of(bounds, settings.monitor_groups_allow, settings.monitor_groups_deny)
         tracker = LagTracker(settings.monitor_cluster_name, bounds, window=window)
-        return cls(
-            LagReader(settings.kafka, groups), tracker, settings.monitor_interval_s, listeners
-        )
+        inputs = {
+            f"{namespace}{g.group_id}": [f"{namespace}{name}" for name in g.inputs]
+            for g in CONSUMER_GROUPS
+        }
+        reader = LagReader(settings.kafka, groups, inputs=inputs)
+        return cls(reader, tracker, settings.monitor_interval_s, listeners)
 
     def add_listener(self, listener: SnapshotListener) -> None:
         self._listeners.append(listener)

@@ -134,13 +134,19 @@ class LagTracker:
                 if window is None:
                     window = self._windows[key] = CommitWindow(self.window)
                 window.add(Observation(cp.committed, lag, now))
-                status = window.status(owned=cp.owner is not None)
+                if not cp.started and cp.owner is None:
+                    # No commit and no member: the group has not run here (yet).
+                    status = Status.NOTFOUND
+                else:
+                    status = window.status(owned=cp.owner is not None)
                 rows.append(
                     PartitionLag(
                         cp.topic, cp.partition, cp.committed, lag, seconds, status, cp.owner
                     )
                 )
-            absent = not rows and group.group_id in self.bounds
+            absent = group.group_id in self.bounds and all(
+                r.status is Status.NOTFOUND for r in rows
+            )
             groups.append(
                 GroupLag(
                     group.group_id,

@@ -145,3 +145,25 @@ def test_max_lag_seconds_is_not_zero_while_a_lagging_partition_has_no_estimate()
     assert group(caught_up, unknown).within_bound is None
     assert group(caught_up, unknown, known).max_lag_seconds == 12.5
     assert group(caught_up).max_lag_seconds == 0.0
+
+
+def test_a_group_before_its_first_commit():
+    """Input partitions a group never committed (``started=False``) count from the start; with
+    no member they are NOTFOUND (the group has not run), with one they are judged as any."""
+    t = tracker(window=2)
+
+    def fresh(at: float, latest: int, owner: Member | None) -> OffsetReading:
+        offsets = {("t", 0): PartitionOffsets(5, latest, latest)}
+        partition = CommittedPartition("t", 0, 5, 5, None, owner, started=False)
+        state = "DEAD" if owner is None else "STABLE"
+        return OffsetReading(
+            at, (GroupOffsets("catalog-group", state, False, (partition,)),), offsets, 0.01
+        )
+
+    group = t.update(fresh(10.0, 50, None)).group("catalog-group")
+    assert (group.sum_lag, group.status) == (45, Status.NOTFOUND)
+    assert group.partitions[0].status is Status.NOTFOUND
+    group = t.update(fresh(20.0, 60, OWNER)).group("catalog-group")
+    assert group.sum_lag == 55
+    # Owned, the offset did not move over a full window while records wait: STALL.
+    assert group.status is Status.STALL
