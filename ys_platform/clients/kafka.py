@@ -348,6 +348,31 @@ def valid_records(batch: list[Message], context: str = "consumer") -> list[Messa
     return records
 
 
+def read_to_end(
+    consumer: Consumer,
+    pending: set[tuple[str, int]],
+    deadline: float,
+    poll_timeout_s: float,
+) -> Iterator[Message]:
+    """The records of an assigned consumer until each ``(topic, partition)`` of ``pending`` is
+    read to its end or ``deadline`` (``time.monotonic()``) passes.
+
+    The consumer needs ``enable.partition.eof``: a partition's end event takes it out of
+    ``pending``, and a caller may take one out sooner (once it has the record it wanted). What
+    is left in ``pending`` afterwards was not read in time. A fatal error raises
+    :class:`KafkaException`; other error events are skipped (librdkafka retries them).
+    """
+    while pending and time.monotonic() < deadline:
+        for record in consumer.consume(500, timeout=poll_timeout_s):
+            error = record.error()
+            if error is None:
+                yield record
+            elif error.code() == KafkaError._PARTITION_EOF:
+                pending.discard((record.topic(), record.partition()))
+            elif error.fatal():
+                raise KafkaException(error)
+
+
 def next_offsets(records: Iterable[Message]) -> list[TopicPartition]:
     """The offsets to commit after ``records``: one past the highest offset of each partition."""
     highest: dict[tuple[str, int], int] = {}

@@ -27,7 +27,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.clients.kafka import KafkaConnection, read_to_end
 from ys_platform.connectors import ConnectorFile, heartbeat_topic, output_topics
 from ys_platform.monitoring import names
 
@@ -145,20 +145,11 @@ def newest_timestamps(
             return newest
         consumer.assign(assignment)
         pending = {(tp.topic, tp.partition) for tp in assignment}
-        while pending and time.monotonic() < deadline:
-            for record in consumer.consume(500, timeout=0.2):
-                key = (record.topic(), record.partition())
-                error = record.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(key)
-                    elif error.fatal():
-                        raise KafkaException(error)
-                    continue
-                _, stamp = record.timestamp()
-                if stamp > 0:
-                    current = newest[record.topic()]
-                    newest[record.topic()] = stamp if current is None else max(current, stamp)
+        for record in read_to_end(consumer, pending, deadline, poll_timeout_s=0.2):
+            _, stamp = record.timestamp()
+            if stamp > 0:
+                current = newest[record.topic()]
+                newest[record.topic()] = stamp if current is None else max(current, stamp)
         if pending:
             # A partial read would show an unread heartbeat as missing: a false "silent".
             raise TimeoutError(

@@ -13,9 +13,9 @@ import time
 import uuid
 from collections.abc import Mapping
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import TopicPartition
 
-from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.clients.kafka import KafkaConnection, read_to_end
 
 # Measured on the local broker: the first record of a handful of partitions arrives in
 # 20-60 ms; 5 s bounds a slow cluster, after which the partitions not read have no age.
@@ -47,22 +47,14 @@ def next_record_timestamps(
         consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in positions.items()])
         pending = set(positions)
         deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            for record in consumer.consume(500, timeout=0.1):
-                key = (record.topic(), record.partition())
-                if key not in pending:
-                    continue
-                error = record.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(key)
-                    elif error.fatal():
-                        raise KafkaException(error)
-                    continue
-                _, stamp = record.timestamp()
-                if stamp > 0:
-                    found[key] = stamp
-                pending.discard(key)
+        for record in read_to_end(consumer, pending, deadline, poll_timeout_s=0.1):
+            key = (record.topic(), record.partition())
+            if key not in pending:
+                continue  # its first record is already read
+            _, stamp = record.timestamp()
+            if stamp > 0:
+                found[key] = stamp
+            pending.discard(key)
         return found
     finally:
         consumer.close()
