@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from ys_platform.clients.kafka import KafkaConnection, read_to_end
 from ys_platform.connectors import ConnectorFile, heartbeat_topic, output_topics
 from ys_platform.monitoring import names
-
-# The label every lag monitor series carries (Settings.monitor_cluster_name in the monitor).
-DEFAULT_CLUSTER_NAME = "ys-local"
+from ys_platform.monitoring.report_collector import DEFAULT_CLUSTER_NAME, ReportCollector
 
 # Three missed heartbeats: one late heartbeat (a GC pause, a busy Connect worker) is not an
 # outage, three in a row are. With the connector's 10 s that is 30 s, inside the 60 s within
@@ -198,21 +195,11 @@ def check_freshness(
     )
 
 
-class FreshnessCollector(Collector):
+class FreshnessCollector(ReportCollector[FreshnessReport]):
     """The latest :class:`FreshnessReport` as gauges; None before the first poll exports nothing."""
 
-    def __init__(
-        self,
-        latest: Callable[[], FreshnessReport | None],
-        cluster_name: str = DEFAULT_CLUSTER_NAME,
-    ) -> None:
-        self._latest = latest
-        self.cluster_name = cluster_name
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        report = self._latest()
-        if report is not None:
-            yield from freshness_metrics(report, self.cluster_name)
+    def render(self, report: FreshnessReport) -> list[GaugeMetricFamily]:
+        return freshness_metrics(report, self.cluster_name)
 
 
 def freshness_metrics(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 from pydantic import SecretStr
 
 from ys_platform.catalog.topics import ALL_TOPICS, CONSUMER_GROUPS, TopicSpec
@@ -43,10 +42,8 @@ from ys_platform.connectors import (
 )
 from ys_platform.monitoring import names
 from ys_platform.monitoring.lag import GroupFilter, LagReader, LagReadError, offset_lag
+from ys_platform.monitoring.report_collector import DEFAULT_CLUSTER_NAME, ReportCollector
 from ys_platform.settings import Settings
-
-# The label every lag monitor series carries (Settings.monitor_cluster_name in the monitor).
-DEFAULT_CLUSTER_NAME = "ys-local"
 
 # A local broker answers metadata and describe requests in milliseconds; 5 s bounds a hung one
 # so the whole check (one request per kind) stays well under a Prometheus scrape timeout (10 s).
@@ -725,26 +722,11 @@ def check_health(settings: Settings, scope: HealthScope | None = None) -> Health
 
 
 # --- Prometheus ----------------------------------------------------------------------------------
-class HealthCollector(Collector):
-    """The latest :class:`HealthReport` as gauges, for a prometheus-client registry.
+class HealthCollector(ReportCollector[HealthReport]):
+    """The latest :class:`HealthReport` as gauges, for a prometheus-client registry."""
 
-    ``latest`` returns the report to show (the monitor's last poll; a test may check on each
-    scrape); None before the first poll exports nothing.
-    """
-
-    def __init__(
-        self,
-        latest: Callable[[], HealthReport | None],
-        cluster_name: str = DEFAULT_CLUSTER_NAME,
-    ) -> None:
-        self._latest = latest
-        self.cluster_name = cluster_name
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        report = self._latest()
-        if report is None:
-            return
-        yield from health_metrics(report, self.cluster_name)
+    def render(self, report: HealthReport) -> list[GaugeMetricFamily]:
+        return health_metrics(report, self.cluster_name)
 
 
 def health_metrics(
