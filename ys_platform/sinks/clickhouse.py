@@ -37,7 +37,6 @@ and the sink pays a reopen only when someone came. With a ClickHouse server
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -66,6 +65,7 @@ from ys_platform.catalog.topics import ConsumerGroupSpec, consumer_group
 from ys_platform.clients.clickhouse import ClickHouseClientFactory
 from ys_platform.clients.locks import WaitingReaders
 from ys_platform.package_files import CONNECTORS_DIR
+from ys_platform.sinks.mapping import SinkConfigError, SinkGroup, read_mapping_file
 from ys_platform.streaming.app import PartitionBatch, TopicPartitionId
 
 __all__ = [
@@ -105,10 +105,6 @@ so that a replay across the upgrade is not taken for the old batch."""
 # --- the mapping file ----------------------------------------------------------------------------
 
 
-class SinkConfigError(ValueError):
-    """The mapping file is missing or invalid; the message names the file and the key."""
-
-
 class SinkTableError(RuntimeError):
     """A table in ClickHouse does not have the layout the catalog gives it; says how to fix."""
 
@@ -119,23 +115,12 @@ class ClickHouseSinkMapping(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "clickhouse-sink"
-    group: str = Field(default="clickhouse-sink", description="The catalog consumer group.")
+    group: SinkGroup = Field(default="clickhouse-sink", description="The catalog consumer group.")
     topics: dict[str, str] = Field(description="Catalog topic -> table name.")
     batch_size: int = Field(default=100_000, ge=1, le=MAX_BATCH_SIZE)
     """Records per flush (all partitions): big batches make few, large parts."""
     flush_interval_ms: int = Field(default=5_000, ge=10, le=3_600_000)
     """Flush at least this often while records are buffered: bounds how stale the tables are."""
-
-    @field_validator("group")
-    @classmethod
-    def _known_group(cls, value: str) -> str:
-        try:
-            group = consumer_group(value)
-        except KeyError as exc:
-            raise ValueError(str(exc.args[0])) from None
-        if group.kind != "sink":
-            raise ValueError(f"{value!r} is a {group.kind}, not a sink")
-        return value
 
     @field_validator("topics")
     @classmethod
@@ -186,12 +171,7 @@ def load_mapping(path: str | Path | None = None) -> ClickHouseSinkMapping:
     Raises :class:`SinkConfigError` with one sentence naming the file and the offending key.
     """
     path = Path(path) if path is not None else DEFAULT_MAPPING_PATH
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SinkConfigError(f"{path}: the ClickHouse sink mapping file does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise SinkConfigError(f"{path}: not valid JSON ({exc})") from None
+    raw = read_mapping_file(path, "ClickHouse sink")
     try:
         return ClickHouseSinkMapping.model_validate(raw)
     except ValidationError as exc:

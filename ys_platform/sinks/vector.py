@@ -49,7 +49,6 @@ opens the store itself otherwise.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sqlite3
@@ -75,6 +74,7 @@ from ys_platform.clients.owner import OwnerDoor
 from ys_platform.clients.qdrant import QdrantClientFactory, StoreKind, store_kind
 from ys_platform.embeddings.model import DIMENSION, shared_embedder
 from ys_platform.package_files import CONNECTORS_DIR
+from ys_platform.sinks.mapping import SinkConfigError, SinkGroup, read_mapping_file
 from ys_platform.sinks.vector_search import collection_prefix
 from ys_platform.streaming.app import PartitionBatch, TopicPartitionId
 
@@ -117,10 +117,6 @@ META_FIELDS = ("_topic", "_partition", "_offset", "_key")
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # Errors found by a model validator carry their key in the text (see VectorSinkMapping._topics).
 _KEY = "key '"
-
-
-class SinkConfigError(ValueError):
-    """The mapping file is missing or invalid; the message names the file and the key."""
 
 
 class TextEmbedder(Protocol):
@@ -192,7 +188,7 @@ class VectorSinkMapping(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "vector-sink"
-    group: str = Field(default="vector-sink", description="The catalog consumer group.")
+    group: SinkGroup = Field(default="vector-sink", description="The catalog consumer group.")
     topics: dict[str, CollectionMapping]
     batch_size: int = Field(default=2_000, ge=1, le=1_000_000)
     """Records per flush of the sink runtime. Embedding runs at a few hundred texts per second,
@@ -201,17 +197,6 @@ class VectorSinkMapping(BaseModel):
     """Flush at least this often while records are buffered: how stale search results can be."""
     embed_batch_size: int = Field(default=64, ge=1, le=4_096)
     """Texts per model run: 32-128 are within a few percent of each other on 2 cores."""
-
-    @field_validator("group")
-    @classmethod
-    def _known_group(cls, value: str) -> str:
-        try:
-            group = consumer_group(value)
-        except KeyError as exc:
-            raise ValueError(str(exc.args[0])) from None
-        if group.kind != "sink":
-            raise ValueError(f"{value!r} is a {group.kind}, not a sink")
-        return value
 
     @field_validator("topics")
     @classmethod
@@ -285,12 +270,7 @@ def load_mapping(path: str | Path | None = None) -> VectorSinkMapping:
     Raises :class:`SinkConfigError` with one sentence naming the file and the offending key.
     """
     path = Path(path) if path is not None else DEFAULT_MAPPING_PATH
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SinkConfigError(f"{path}: the vector sink mapping file does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise SinkConfigError(f"{path}: not valid JSON ({exc})") from None
+    raw = read_mapping_file(path, "vector sink")
     return _validate(raw, str(path))
 
 
