@@ -7,31 +7,23 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 
-from ys_platform.assets.keys import clickhouse_table_key, sink_asset_key, topic_asset_key
-from ys_platform.assets.versions import CODE_VERSION, data_version
-from ys_platform.assets.workers import (
-    StoreCounter,
-    WorkerOutput,
-    run_worker_in_dagster,
-    worker_job,
+from ys_platform.assets.keys import clickhouse_table_key, sink_asset_key
+from ys_platform.assets.sinks import (
+    SinkRunConfig,
+    sink_asset,
+    sink_worker,
+    store_asset_spec,
+    store_output,
 )
+from ys_platform.assets.versions import data_version
+from ys_platform.assets.workers import StoreCounter, run_worker_in_dagster, worker_job
 from ys_platform.catalog.tables import TableSpec, progress_table_ddl
-from ys_platform.catalog.topics import consumer_group
 from ys_platform.clients.locks import StoreLockedError
 from ys_platform.resources.clickhouse import ClickHouseResource
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.sinks.clickhouse import ClickHouseSink, ClickHouseSinkMapping
-from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
-SINK_GROUP = "sinks"
 TABLE_GROUP = "clickhouse"
-
-
-class ClickHouseSinkRunConfig(dg.Config):
-    namespace: str = ""
-    """Topic/group/table prefix: run a copy on isolated topics and tables (tests, replays)."""
-    instance_id: str = "0"
-    max_idle_s: float | None = None
 
 
 def table_data_version(spec: TableSpec) -> dg.DataVersion:
@@ -69,12 +61,12 @@ def clickhouse_sink_definitions(
     topics = dict(mapping.topics)
     specs = mapping.tables()
     table_assets = {
-        topic: dg.AssetSpec(
+        topic: store_asset_spec(
             clickhouse_table_key(table),
-            # The sink writes it; the topic edge says which of the sink's inputs feeds it.
-            deps=[sink_key, topic_asset_key(topic)],
+            sink_key,
+            topic,
             group_name=TABLE_GROUP,
-            kinds={"clickhouse"},
+            store_kind="clickhouse",
             description=(
                 f"The rows of {topic}, one version per record, with its Kafka topic, "
                 "partition and offset; the latest version of each row under FINAL."
@@ -82,26 +74,22 @@ def clickhouse_sink_definitions(
                 else f"Rows of {topic}, one per record, with their Kafka topic, "
                 "partition and offset."
             ),
-            metadata={"source_topic": topic},
-            code_version=CODE_VERSION,
         )
         for topic, table in topics.items()
     }
 
-    @dg.asset(
-        key=sink_key,
-        deps=[topic_asset_key(t) for t in topics],
-        group_name=SINK_GROUP,
-        kinds={"kafka", "clickhouse", "python"},
-        description="Writes topics into ClickHouse exactly once: each partition's offset range "
-        "is stored beside the rows and every batch carries an insert de-duplication token.",
-        code_version=CODE_VERSION,
+    @sink_asset(
+        sink_key,
+        topics,
+        "clickhouse",
+        "Writes topics into ClickHouse exactly once: each partition's offset range is stored "
+        "beside the rows and every batch carries an insert de-duplication token.",
     )
     def clickhouse_sink(
         context: dg.AssetExecutionContext,
         kafka: KafkaResource,
         clickhouse: ClickHouseResource,
-        config: ClickHouseSinkRunConfig,
+        config: SinkRunConfig,
     ) -> dg.MaterializeResult:
         sink = ClickHouseSink(
             clickhouse.get_client,
@@ -110,23 +98,13 @@ def clickhouse_sink_definitions(
             # chDB: assets and commands in other processes get the path between two flushes.
             readers=clickhouse.waiting_readers,
         )
-        worker = SinkWorker(
-            kafka.connection,
-            sink,
-            SinkConfig(
-                batch_size=mapping.batch_size,
-                flush_interval_s=mapping.flush_interval_ms / 1000,
-                namespace=config.namespace,
-                instance_id=config.instance_id,
-            ),
-        )
+        worker = sink_worker(kafka, sink, mapping, config)
         outputs = [
-            WorkerOutput(
-                table_assets[t].key,
-                tuple(dep.asset_key for dep in table_assets[t].deps),
+            store_output(
+                table_assets[t],
                 sink.table(t),
                 table_data_version(specs[t]),
-                source_topic=sink.physical_topic(t),
+                sink.physical_topic(t),
             )
             for t in topics
         ]
@@ -164,6 +142,4 @@ def clickhouse_sink_definitions(
                     asset_key=key, metadata=metadata, data_version=table_data_version(spec)
                 )
 
-    return [clickhouse_sink, clickhouse_tables], [
-        worker_job(consumer_group(mapping.group), sink_key)
-    ]
+    return [clickhouse_sink, clickhouse_tables], [worker_job(mapping.consumer_group, sink_key)]

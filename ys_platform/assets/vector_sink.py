@@ -7,15 +7,16 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 
-from ys_platform.assets.keys import qdrant_collection_key, sink_asset_key, topic_asset_key
-from ys_platform.assets.versions import CODE_VERSION, data_version
-from ys_platform.assets.workers import (
-    StoreCounter,
-    WorkerOutput,
-    run_worker_in_dagster,
-    worker_job,
+from ys_platform.assets.keys import qdrant_collection_key, sink_asset_key
+from ys_platform.assets.sinks import (
+    SinkRunConfig,
+    sink_asset,
+    sink_worker,
+    store_asset_spec,
+    store_output,
 )
-from ys_platform.catalog.topics import consumer_group
+from ys_platform.assets.versions import data_version
+from ys_platform.assets.workers import StoreCounter, run_worker_in_dagster, worker_job
 from ys_platform.clients.owner import OwnerNotAnsweringError
 from ys_platform.embeddings.model import DIMENSION, DISTANCE, MODEL_ID
 from ys_platform.resources.kafka import KafkaResource
@@ -27,17 +28,8 @@ from ys_platform.sinks.vector import (
     ensure_collection,
 )
 from ys_platform.sinks.vector_search import count_from_owner
-from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
-SINK_GROUP = "sinks"
 COLLECTION_GROUP = "qdrant"
-
-
-class VectorSinkRunConfig(dg.Config):
-    namespace: str = ""
-    """Topic/group/collection prefix: run a copy on isolated topics (tests, replays)."""
-    instance_id: str = "0"
-    max_idle_s: float | None = None
 
 
 def collection_data_version(spec: CollectionMapping) -> dg.DataVersion:
@@ -90,58 +82,41 @@ def vector_sink_definitions(
     topics = {topic: spec.collection for topic, spec in mapping.topics.items()}
     versions = {topic: collection_data_version(spec) for topic, spec in mapping.topics.items()}
     collection_assets = {
-        topic: dg.AssetSpec(
+        topic: store_asset_spec(
             qdrant_collection_key(collection),
-            # The sink writes it; the topic edge says which of the sink's inputs feeds it.
-            deps=[sink_key, topic_asset_key(topic)],
+            sink_key,
+            topic,
             group_name=COLLECTION_GROUP,
-            kinds={"qdrant"},
+            store_kind="qdrant",
             description=f"Embeddings of {topic} (384-d, cosine), one point per key.",
-            metadata={"source_topic": topic},
-            code_version=CODE_VERSION,
         )
         for topic, collection in topics.items()
     }
 
-    @dg.asset(
-        key=sink_key,
-        deps=[topic_asset_key(t) for t in topics],
-        group_name=SINK_GROUP,
-        kinds={"kafka", "qdrant", "python"},
-        description="Embeds protocols, tokens, portfolios and sentiment (all-MiniLM-L6-v2, "
-        "384-d) and upserts them with deterministic point ids, so replays are idempotent.",
-        code_version=CODE_VERSION,
+    @sink_asset(
+        sink_key,
+        topics,
+        "qdrant",
+        "Embeds protocols, tokens, portfolios and sentiment (all-MiniLM-L6-v2, 384-d) and "
+        "upserts them with deterministic point ids, so replays are idempotent.",
     )
     def vector_sink(
         context: dg.AssetExecutionContext,
         kafka: KafkaResource,
         qdrant: QdrantResource,
-        config: VectorSinkRunConfig,
+        config: SinkRunConfig,
     ) -> dg.MaterializeResult:
         # Local mode: searches from other processes (`ys-platform search`) are answered by the
         # sink, which holds the store.
         sink = VectorSink(
             qdrant.get_client, mapping, namespace=config.namespace, serve_at=qdrant.owner_socket
         )
-        worker = SinkWorker(
-            kafka.connection,
-            sink,
-            SinkConfig(
-                # Embedding is the slow step (~200-400 texts/s): small flushes keep each poll
-                # well inside Kafka's max.poll.interval.
-                batch_size=mapping.batch_size,
-                flush_interval_s=mapping.flush_interval_ms / 1000,
-                namespace=config.namespace,
-                instance_id=config.instance_id,
-            ),
-        )
+        # Embedding is the slow step (~200-400 texts/s): the mapping's small flushes keep each
+        # poll well inside Kafka's max.poll.interval.
+        worker = sink_worker(kafka, sink, mapping, config)
         outputs = [
-            WorkerOutput(
-                collection_assets[t].key,
-                tuple(dep.asset_key for dep in collection_assets[t].deps),
-                sink.collection(t),
-                versions[t],
-                source_topic=f"{config.namespace}{t}",
+            store_output(
+                collection_assets[t], sink.collection(t), versions[t], f"{config.namespace}{t}"
             )
             for t in topics
         ]
@@ -190,5 +165,5 @@ def vector_sink_definitions(
                     },
                 )
 
-    job = worker_job(consumer_group(mapping.group), sink_key)
+    job = worker_job(mapping.consumer_group, sink_key)
     return [vector_sink, qdrant_collections], [job]
