@@ -81,6 +81,16 @@ def flock_held(lock_file: Path) -> bool | None:
     when the platform cannot tell. The probe takes a shared lock for an instant and releases it;
     ``flock`` locks belong to the open file, so this never disturbs a lock this process holds.
     """
+    return _lock_conflicts(lock_file, exclusive=False)
+
+
+def _lock_conflicts(lock_file: Path, *, exclusive: bool) -> bool | None:
+    """Whether a lock some other open file holds on ``lock_file`` keeps this process from taking
+    one, shared or ``exclusive``, at this instant (taken and released at once if free).
+
+    A shared probe conflicts only with an exclusive holder, an exclusive probe with any holder.
+    False when the file does not exist, None when the platform cannot tell.
+    """
     if fcntl is None:
         return None
     try:
@@ -90,7 +100,7 @@ def flock_held(lock_file: Path) -> bool | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     except OSError:
@@ -138,24 +148,8 @@ class WaitingReaders:
             os.close(fd)  # drops the lock
 
     def any(self) -> bool:
-        """Whether some process waits for the store now."""
-        if fcntl is None:  # pragma: no cover - Windows
-            return False
-        try:
-            fd = os.open(self.file, os.O_RDONLY)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        finally:
-            os.close(fd)
+        """Whether some process waits for the store now (one that cannot tell says no)."""
+        return _lock_conflicts(self.file, exclusive=True) is True
 
     def wait_until_served(self, timeout_s: float, poll_s: float = 0.02) -> float:
         """Wait until nobody waits any more (they got in), at most ``timeout_s``; the seconds
