@@ -29,8 +29,6 @@ from ys_platform.local.state import (
     LocalStackError,
     ServiceStatus,
     read_cluster,
-    read_pid,
-    write_pid,
 )
 from ys_platform.package_files import LOCAL_DEPLOYMENT_DIR
 from ys_platform.settings import Settings
@@ -190,25 +188,17 @@ def plugin_path() -> Path:
 # --- starting ------------------------------------------------------------------------------------
 def running_pid(layout: Layout) -> int | None:
     """The PID of this state folder's worker if it runs; a stale PID file is removed."""
-    pid = read_pid(layout.connect_pid)
-    if procs.owns(pid, str(layout.connect_properties)):
-        return pid
-    layout.connect_pid.unlink(missing_ok=True)
-    return None
+    return procs.owned_pid(layout.connect_pid, str(layout.connect_properties))
 
 
 def _check_port_free(rest_port: int) -> None:
-    if not procs.port_open(rest_port):
-        return
-    others = [
-        next((arg for arg in args if arg.endswith("worker.properties")), "?")
-        for _, args in procs.find_processes("org.apache.kafka.connect.cli.ConnectDistributed")
-    ]
-    hint = f" Other Connect workers on this machine: {', '.join(others)}." if others else ""
-    raise LocalStackError(
-        f"connect: 127.0.0.1:{rest_port} is already in use by another process.{hint} Stop it (for "
-        "a stack in another folder: `ys-platform local down` there), or set YS_CONNECT_URL to "
-        "another port (e.g. http://127.0.0.1:18083)."
+    procs.check_port_free(
+        rest_port,
+        NAME,
+        main_class="org.apache.kafka.connect.cli.ConnectDistributed",
+        config_suffix="worker.properties",
+        others="Connect workers",
+        remedy="YS_CONNECT_URL to another port (e.g. http://127.0.0.1:18083)",
     )
 
 
@@ -283,31 +273,25 @@ def worker_environment(settings: Settings) -> dict[str, str]:
 def _spawn(
     java: str, cp: str, layout: Layout, agent: str, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
-    with layout.connect_console.open("ab") as out:
-        process = subprocess.Popen(
-            [
-                java,
-                *JVM_OPTIONS,
-                agent,
-                f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
-                f"-Dys.log.file={layout.log(NAME)}",
-                "-cp",
-                cp,
-                "org.apache.kafka.connect.cli.ConnectDistributed",
-                str(layout.connect_properties),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            # Its own session: Ctrl-C in the terminal that ran `up` must not stop the worker.
-            # The environment is passed on: connector configs read YS_CONNECT_* from it through
-            # the env config provider, as the worker found it at start (a change needs a restart).
-            start_new_session=True,
-            cwd=layout.home,
-            env=env,
-        )
-    write_pid(layout.connect_pid, process.pid)
-    return process
+    return procs.spawn(
+        [
+            java,
+            *JVM_OPTIONS,
+            agent,
+            f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+            f"-Dys.log.file={layout.log(NAME)}",
+            "-cp",
+            cp,
+            "org.apache.kafka.connect.cli.ConnectDistributed",
+            str(layout.connect_properties),
+        ],
+        layout.connect_console,
+        layout.connect_pid,
+        cwd=layout.home,
+        # The environment is passed on: connector configs read YS_CONNECT_* from it through the
+        # env config provider, as the worker found it at start (a change needs a restart).
+        env=env,
+    )
 
 
 # --- health and stopping -------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from ys_platform.local.state import (
     LocalStackError,
     ServiceStatus,
     read_cluster,
-    read_pid,
     write_cluster,
 )
 from ys_platform.package_files import LOCAL_DEPLOYMENT_DIR
@@ -173,12 +172,7 @@ def _is_formatted(layout: Layout, node_id: int) -> bool:
 
 def running_pid(layout: Layout, node_id: int) -> int | None:
     """The PID of our broker node_id if it runs; a stale PID file is removed."""
-    pid_file = layout.broker_pid(node_id)
-    pid = read_pid(pid_file)
-    if procs.owns(pid, str(layout.broker_properties(node_id))):
-        return pid
-    pid_file.unlink(missing_ok=True)
-    return None
+    return procs.owned_pid(layout.broker_pid(node_id), str(layout.broker_properties(node_id)))
 
 
 def _running_nodes(layout: Layout) -> list[int]:
@@ -190,17 +184,14 @@ def _running_nodes(layout: Layout) -> list[int]:
 
 
 def _check_port_free(port: int, label: str) -> None:
-    if not procs.port_open(port):
-        return
-    others = [
-        next((arg for arg in args if arg.endswith("server.properties")), "?")
-        for _, args in procs.find_processes("kafka.Kafka")
-    ]
-    hint = f" Other Kafka brokers on this machine: {', '.join(others)}." if others else ""
-    raise LocalStackError(
-        f"{label}: 127.0.0.1:{port} is already in use by another process.{hint} Stop it (for a "
-        "stack in another folder: `ys-platform local down` there), or set YS_LOCAL_KAFKA_PORT "
-        f"(brokers use port..port+2, controllers port+{CONTROLLER_PORT_OFFSET}..)."
+    procs.check_port_free(
+        port,
+        label,
+        main_class="kafka.Kafka",
+        config_suffix="server.properties",
+        others="Kafka brokers",
+        remedy="YS_LOCAL_KAFKA_PORT (brokers use port..port+2, controllers "
+        f"port+{CONTROLLER_PORT_OFFSET}..)",
     )
 
 
@@ -297,25 +288,17 @@ def _exporter_port(settings: Settings, node: KafkaNode) -> int:
 def _spawn(
     java: str, cp: str, layout: Layout, node: KafkaNode, agent: str
 ) -> subprocess.Popen[bytes]:
-    console = layout.broker_console(node.node_id)
-    with console.open("ab") as out:
-        process = subprocess.Popen(
-            [
-                # The exporter agent only here: StorageTool's JVM would claim the same port.
-                *_java_command(java, cp, layout, node.node_id, agents=[agent]),
-                "kafka.Kafka",
-                str(layout.broker_properties(node.node_id)),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            # Its own session: Ctrl-C in the terminal that ran `up` must not stop the broker.
-            start_new_session=True,
-            cwd=layout.home,
-        )
-    layout.broker_pid(node.node_id).parent.mkdir(parents=True, exist_ok=True)
-    layout.broker_pid(node.node_id).write_text(f"{process.pid}\n")
-    return process
+    return procs.spawn(
+        [
+            # The exporter agent only here: StorageTool's JVM would claim the same port.
+            *_java_command(java, cp, layout, node.node_id, agents=[agent]),
+            "kafka.Kafka",
+            str(layout.broker_properties(node.node_id)),
+        ],
+        layout.broker_console(node.node_id),
+        layout.broker_pid(node.node_id),
+        cwd=layout.home,
+    )
 
 
 # --- health and stopping -------------------------------------------------------------------------

@@ -6,12 +6,13 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ys_platform.local.state import LocalStackError
+from ys_platform.local.state import LocalStackError, read_pid, write_pid
 
 # A service that has not exited this long after SIGTERM is hung; Kafka's controlled shutdown and
 # PostgreSQL's fast stop take a few seconds here, so this is generous but keeps `down` bounded.
@@ -60,6 +61,55 @@ def owns(pid: int | None, marker: str) -> bool:
     if pid is None or not is_alive(pid):
         return False
     return any(marker in arg for arg in cmdline(pid))
+
+
+def owned_pid(pid_file: Path, marker: str) -> int | None:
+    """The PID in ``pid_file`` if that process runs and mentions ``marker`` (see :func:`owns`);
+    a stale PID file is removed."""
+    pid = read_pid(pid_file)
+    if owns(pid, marker):
+        return pid
+    pid_file.unlink(missing_ok=True)
+    return None
+
+
+def spawn(
+    command: list[str], console: Path, pid_file: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a service's process in the background, its output appended to ``console`` and its
+    PID written to ``pid_file``."""
+    with console.open("ab") as out:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # Its own session: Ctrl-C in the terminal that ran `up` must not stop the service.
+            start_new_session=True,
+            cwd=cwd,
+            env=env,
+        )
+    write_pid(pid_file, process.pid)
+    return process
+
+
+def check_port_free(
+    port: int, label: str, *, main_class: str, config_suffix: str, others: str, remedy: str
+) -> None:
+    """Refuse to start a service on a port something else listens on, naming the processes of
+    the same kind (``main_class`` on their command line) by their config file: ``others`` names
+    them ("Kafka brokers"), ``remedy`` is the setting that moves the port."""
+    if not port_open(port):
+        return
+    found = [
+        next((arg for arg in args if arg.endswith(config_suffix)), "?")
+        for _, args in find_processes(main_class)
+    ]
+    hint = f" Other {others} on this machine: {', '.join(found)}." if found else ""
+    raise LocalStackError(
+        f"{label}: 127.0.0.1:{port} is already in use by another process.{hint} Stop it (for a "
+        f"stack in another folder: `ys-platform local down` there), or set {remedy}."
+    )
 
 
 def find_processes(marker: str) -> list[tuple[int, list[str]]]:
