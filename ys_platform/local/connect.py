@@ -53,16 +53,8 @@ DEBEZIUM_POSTGRES_DIR = "debezium-postgres-" + DEBEZIUM_VERSION.removesuffix(".F
 # connect-distributed.sh gives 2 GiB. An idle worker uses well under 100 MiB of heap, and a
 # Debezium task buffers at most max.queue.size (8192) change events of a development database;
 # 512 MiB holds that many times over and keeps the stack (brokers, PostgreSQL, Dagster) small.
-JVM_OPTIONS = [
-    "-Xmx512m",
-    # Kafka's GC settings (kafka-run-class.sh), which its scripts also give Connect.
-    "-XX:+UseG1GC",
-    "-XX:MaxGCPauseMillis=20",
-    "-XX:InitiatingHeapOccupancyPercent=35",
-    # A worker out of heap should die and show as stopped, not answer REST calls and do nothing.
-    "-XX:+ExitOnOutOfMemoryError",
-    "-Djava.awt.headless=true",
-]
+# A worker out of heap dies (RUN_CLASS_OPTIONS) rather than answer REST calls and do nothing.
+JVM_OPTIONS = ["-Xmx512m", *kafka.RUN_CLASS_OPTIONS]
 
 # Measured on 2 busy cores: the worker answers /health with its plugins loaded ~10-20 s after
 # the JVM starts (JVM, Jetty/Jersey, joining the group, reading the three internal topics).
