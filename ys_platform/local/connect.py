@@ -118,12 +118,9 @@ def _maven(profile: str, goal: list[str], what: str) -> None:
 
 def worker_classpath() -> str:
     """$KAFKA_HOME/libs if set (a Kafka install has Connect), else the jars of connect-pom.xml."""
-    kafka_home = os.environ.get("KAFKA_HOME")
-    if kafka_home:
-        libs = Path(kafka_home) / "libs"
-        if not libs.is_dir():
-            raise LocalStackError(f"KAFKA_HOME={kafka_home} has no libs/ folder of Kafka jars.")
-        return str(libs / "*")
+    installed = kafka.kafka_home_classpath()
+    if installed:
+        return installed
     cache = _cache_dir() / f"connect-classpath-{_pom_digest()}.txt"
     if cache.exists():
         cached = cache.read_text().strip()

@@ -93,13 +93,19 @@ def java_binary() -> str:
 
 def classpath() -> str:
     """The broker's classpath: $KAFKA_HOME/libs if set, else the jars Maven resolves from POM."""
+    return kafka_home_classpath() or _maven_classpath()
+
+
+def kafka_home_classpath() -> str | None:
+    """The jars of the Kafka install $KAFKA_HOME names (brokers and Connect alike); None when
+    the variable is unset."""
     kafka_home = os.environ.get("KAFKA_HOME")
-    if kafka_home:
-        libs = Path(kafka_home) / "libs"
-        if not libs.is_dir():
-            raise LocalStackError(f"KAFKA_HOME={kafka_home} has no libs/ folder of Kafka jars.")
-        return str(libs / "*")
-    return _maven_classpath()
+    if not kafka_home:
+        return None
+    libs = Path(kafka_home) / "libs"
+    if not libs.is_dir():
+        raise LocalStackError(f"KAFKA_HOME={kafka_home} has no libs/ folder of Kafka jars.")
+    return str(libs / "*")
 
 
 def _maven_classpath() -> str:
