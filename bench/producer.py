@@ -47,7 +47,12 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from ys_platform.catalog.codec import encode, timestamp_ms
 from ys_platform.catalog.models import MarketPrice
-from ys_platform.clients.kafka import PRODUCER_DEFAULTS, KafkaConnection, produce_messages
+from ys_platform.clients.kafka import (
+    POLL_EVERY,
+    PRODUCER_DEFAULTS,
+    KafkaConnection,
+    produce_messages,
+)
 from ys_platform.local.kafka import classpath, java_binary
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.settings import Settings
@@ -121,7 +126,9 @@ def run_raw(connection: KafkaConnection, topic: str, records: Sequence[Record]) 
 
     producer = connection.producer()
     started, cpu_started = time.perf_counter(), time.process_time()
-    for key, value, headers, ts in records:
+    for i, (key, value, headers, ts) in enumerate(records, 1):
+        if i % POLL_EVERY == 0:
+            producer.poll(0)  # as produce_messages does: frees acknowledged records' room
         while True:
             try:
                 producer.produce(
@@ -150,7 +157,11 @@ def tool_properties() -> list[str]:
         "batch.size",
         "max.in.flight.requests.per.connection",
     )
-    return [f"{name}={str(PRODUCER_DEFAULTS[name]).lower()}" for name in same]
+    same_values = [f"{name}={str(PRODUCER_DEFAULTS[name]).lower()}" for name in same]
+    # The seed's 64 MiB buffer.memory, which PRODUCER_DEFAULTS gives librdkafka as
+    # queue.buffering.max.kbytes (the tool's own default is 32 MiB).
+    buffer_memory = PRODUCER_DEFAULTS["queue.buffering.max.kbytes"] * 1024
+    return [*same_values, f"buffer.memory={buffer_memory}"]
 
 
 def run_java(

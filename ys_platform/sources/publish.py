@@ -24,7 +24,7 @@ from confluent_kafka import Message as KafkaMessage
 
 from ys_platform.catalog.codec import CONTENT_TYPE, encode_record, headers_of, topic_of
 from ys_platform.catalog.models import MODELS, Message
-from ys_platform.clients.kafka import DeliveryError, KafkaConnection, produce_record
+from ys_platform.clients.kafka import POLL_EVERY, DeliveryError, KafkaConnection, produce_record
 from ys_platform.clients.postgres import open_postgres
 from ys_platform.sources.record import RecordWriter
 
@@ -45,9 +45,6 @@ FILL_PRODUCER_OVERRIDES: dict[str, Any] = {
     "queue.buffering.max.kbytes": 1_048_576,
 }
 
-# Serve delivery reports every this many produces: often enough that the callbacks' memory and
-# the first failure surface early, rarely enough to cost nothing per message.
-_POLL_EVERY = 1_000
 # Under this much lead over the schedule we do not sleep: sleeping has ~0.1 ms granularity and a
 # fast stream would spend more time waking up than producing.
 _MIN_SLEEP_S = 0.002
@@ -119,7 +116,7 @@ def publish(
                 counts[topic] += 1
             if records is not None:
                 records.poll()
-            if count % _POLL_EVERY == 0:
+            if count % POLL_EVERY == 0:
                 producer.poll(0)
                 deliveries.check(count)  # fail early rather than after the whole stream
     finally:
@@ -158,7 +155,7 @@ def fill_topic(
         for key, value, ts_ms in encoded:
             produce_record(producer, topic, value, key, headers, ts_ms, deliveries)
             count += 1
-            if count % _POLL_EVERY == 0:
+            if count % POLL_EVERY == 0:
                 producer.poll(0)
                 deliveries.check(count)
     finally:
