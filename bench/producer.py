@@ -15,9 +15,10 @@ validated pydantic models, built before any timing) are produced ``--repeats`` t
 * **java** — Kafka's ``org.apache.kafka.tools.ProducerPerformance`` from the local stack's
   classpath, with the same settings, ``--payload-file`` holding our encoded values (so snappy
   sees the same bytes), keyed by ``--key-distribution random`` over as many keys as symbols.
-* **raw** — a plain confluent-kafka loop over the same records already encoded (key, value,
-  headers, timestamp), the platform's producer settings: what the Python client costs without
-  the model encoding, to show where the gap between the first two is.
+* **raw** — a plain loop over the same records already encoded (key, value, headers,
+  timestamp) through the platform's ``produce_record`` and its poll every ``POLL_EVERY``, the
+  platform's producer settings: what the Python client costs without the model encoding, to
+  show where the gap between the first two is.
 
 Every peer writes into its own fresh topic of 12 partitions (``market.prices``' layout, the
 catalog's configs, replication fitted to the cluster). Rates are messages over the time from the
@@ -52,6 +53,7 @@ from ys_platform.clients.kafka import (
     PRODUCER_DEFAULTS,
     KafkaConnection,
     produce_messages,
+    produce_record,
 )
 from ys_platform.local.kafka import classpath, java_binary
 from ys_platform.resources.kafka import KafkaResource
@@ -129,14 +131,8 @@ def run_raw(connection: KafkaConnection, topic: str, records: Sequence[Record]) 
     for i, (key, value, headers, ts) in enumerate(records, 1):
         if i % POLL_EVERY == 0:
             producer.poll(0)  # as produce_messages does: frees acknowledged records' room
-        while True:
-            try:
-                producer.produce(
-                    topic, value, key, headers=headers, timestamp=ts, on_delivery=on_delivery
-                )
-                break
-            except BufferError:
-                producer.poll(0.1)
+        # The platform's one produce call (positional arguments, the wait on a full queue).
+        produce_record(producer, topic, value, key, headers, ts, on_delivery)
     remaining = producer.flush(RUN_TIMEOUT_S)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     if remaining or failures:

@@ -51,28 +51,34 @@ def search_store(
 ) -> list[tuple[float, dict]]:
     """The ``limit`` points of the physical ``collection`` nearest to the text ``query``, best
     first, as ``[(cosine score, payload), ...]``, from a Qdrant server (``url``) or a local store
-    (``path``; asked of the vector sink when one holds it).
+    (``path``; asked of the vector sink when one holds it, which embeds the text with its own
+    model unless ``embedder`` is given; otherwise ``embedder`` or the shared model embeds it).
 
     Raises :class:`NoSuchCollectionError` when the collection does not exist.
     """
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    if embedder is None:
-        from ys_platform.embeddings import shared_embedder
-
-        embedder = shared_embedder()
-    # Embedded before the store is touched: the sink's turn is not spent loading a model.
-    vector = embedder.embed([query])[0].tolist()
     reply = None
     if url is None and path is not None and str(path) != _MEMORY:
-        request = {"op": "search", "collection": collection, "vector": vector, "limit": limit}
+        # The sink embeds the text with the model it holds: this process loads none.
+        request = {"op": "search", "collection": collection, "text": query, "limit": limit}
+        if embedder is not None:
+            request = {**request, "vector": embedder.embed([query])[0].tolist()}
         reply = ask_owner(owner_socket(path), request, timeout_s=timeout_s)
     if reply is not None:
+        if "error" in reply:
+            raise RuntimeError(f"the vector sink refused a search: {reply['error']}")
         points = reply["points"]
     else:
         from ys_platform.clients.qdrant import open_qdrant
         from ys_platform.sinks.vector import query_vector
 
+        if embedder is None:
+            from ys_platform.embeddings import shared_embedder
+
+            embedder = shared_embedder()
+        # Embedded before the store is opened: its lock is not held while a model loads.
+        vector = embedder.embed([query])[0].tolist()
         with open_qdrant(url=url, path=path, api_key=api_key, lock_timeout_s=timeout_s) as client:
             exists = client.collection_exists(collection)
             points = query_vector(client, collection, vector, limit) if exists else None
