@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import operator
 import re
 import threading
 import time
@@ -353,6 +354,9 @@ def consume_messages(
             yield records
 
 
+_ERROR = operator.methodcaller("error")
+
+
 def valid_records(batch: list[Message], context: str = "consumer") -> list[Message]:
     """The records of a ``consume()`` batch without its error events.
 
@@ -360,6 +364,10 @@ def valid_records(batch: list[Message], context: str = "consumer") -> list[Messa
     error event (a transient broker or fetch error librdkafka retries by itself) is logged as a
     warning under ``context``.
     """
+    # The common batch has no error event: one pass in C (~0.05 us a record) and the batch as
+    # it is, instead of a Python loop copying it (~0.5 us a record, 300k ticks in the sink).
+    if not any(map(_ERROR, batch)):
+        return batch
     records = []
     for record in batch:
         err = record.error()

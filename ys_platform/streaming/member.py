@@ -18,7 +18,9 @@ here, once.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
 import os
 import socket
 import threading
@@ -47,6 +49,9 @@ from ys_platform.streaming.exporter import (
 from ys_platform.streaming.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
+
+_PARTITION = operator.methodcaller("partition")
+_TOPIC = operator.methodcaller("topic")
 
 ProgressCallback = Callable[[WorkerMetrics], None]
 
@@ -329,12 +334,24 @@ class GroupMember:
     def _split(self, records: list[Message]) -> dict[TopicPartitionId, list[Message]]:
         """The batch by (catalog topic, partition), each slice in offset order."""
         by_physical: dict[tuple[str, int], list[Message]] = {}
-        for record in records:
-            key = (record.topic(), record.partition())
-            slot = by_physical.get(key)
-            if slot is None:
-                slot = by_physical[key] = []
-            slot.append(record)
+        # librdkafka hands a fetch over partition by partition, so the batch is a few long runs
+        # of one partition: found in C (groupby on the partition) and each checked for one
+        # topic in C, instead of a dict lookup and a tuple per record (1.2 us a record of the
+        # ClickHouse sink's loop, 300k ticks, cProfile).
+        for partition, run in itertools.groupby(records, _PARTITION):
+            slice_ = list(run)
+            topics = set(map(_TOPIC, slice_))
+            if len(topics) == 1:
+                key = (topics.pop(), partition)
+                slot = by_physical.get(key)
+                if slot is None:
+                    by_physical[key] = slice_
+                else:
+                    slot.extend(slice_)
+                continue
+            # Two topics' same partition number side by side: record by record.
+            for record in slice_:
+                by_physical.setdefault((record.topic(), partition), []).append(record)
         # The catalog name once per partition, not per record.
         return {(self.catalog_name(t), p): slot for (t, p), slot in by_physical.items()}
 
