@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from ys_platform.assets.workers import WORKER_TAG, worker_job_name
@@ -45,18 +45,6 @@ STOP_TIMEOUT_S = 150
 RUNS_QUERY = """
 { runsOrError(limit: 50) { ... on Runs { results { runId jobName status tags { key value } } } } }
 """
-
-
-def _free_port(first: int = 3300) -> int:
-    """A free port below the ephemeral range (the brief's rule for servers we start)."""
-    for port in range(first, first + 100):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError(f"no free port in {first}-{first + 99}")
 
 
 def _lagging_groups(port: int) -> set[str]:
@@ -130,9 +118,9 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 
 def test_ctrl_c_of_make_dev_cancels_the_worker_runs_quietly(local_stack, tmp_path):
-    port = _free_port()
+    port = free_port(3300)
     # Not 9308: a `make dev` of the developer's may be serving its monitor there.
-    monitor_port = _free_port(9328)
+    monitor_port = free_port(9328)
     dagster_home = tmp_path / "dagster"
     log = tmp_path / "dev.log"
     env = {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import signal
 import subprocess
@@ -22,6 +21,7 @@ import httpx
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import NewTopic
+from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from ys_platform.clients.kafka import KafkaConnection, next_offsets
@@ -334,21 +334,6 @@ def test_transaction_markers_are_not_lag(local_stack: Settings, prefix: str) -> 
     assert open_tx.group(done).partitions[0].lag == 0
 
 
-def free_port() -> int:
-    """A port below 32768 that nothing listens on right now."""
-    import socket
-
-    for _ in range(50):
-        port = random.randint(20000, 30000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port between 20000 and 30000")
-
-
 def scrape(url: str) -> dict:
     text = httpx.get(url, timeout=10).text
     return {f.name: f for f in text_string_to_metric_families(text)}
@@ -363,7 +348,7 @@ def test_scrape_of_the_endpoint(local_stack: Settings, prefix: str) -> None:
     commit(kafka, group, topic, {0: 4, 1: 6})
     collector = LagCollector()
     monitor = monitor_of(local_stack, prefix, [collector])
-    server = serve_metrics(build_registry([collector]), free_port())
+    server = serve_metrics(build_registry([collector]), free_port(20000, 10000))
     try:
         first = monitor.poll()
         produce(kafka, topic, 10, partition=0)
@@ -436,7 +421,8 @@ def test_monitor_command_serves_and_stops_on_ctrl_c(
     from ys_platform.catalog.topics import CONSUMER_GROUPS
     from ys_platform.devserver import start_monitor, stop_monitor
 
-    port, dev_port = free_port(), free_port()
+    port = free_port(20000, 10000)
+    dev_port = free_port(20000, 10000, besides={port})
     env = {**os.environ, "YS_MONITOR_PORT": str(port), "YS_MONITOR_INTERVAL_S": "0.5"}
     command = [sys.executable, "-m", "ys_platform.cli", "monitor"]
     child = subprocess.Popen(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import NewTopic
+from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from ys_platform.catalog.codec import decode
@@ -49,18 +49,6 @@ COMMITS = {
 }
 REPLAY_GROUP = f"{STOPPED}.dlq-replay"
 REPLAY_COMMIT = ("market.prices", 10)
-
-
-def _free_port() -> int:
-    """9318 or the next free one (9308 may be the dev server's monitor), below 32768."""
-    for port in range(9318, 9400):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port in 9318-9399 for the monitor")
 
 
 @pytest.fixture
@@ -166,7 +154,7 @@ def test_the_monitor_serves_lag_health_and_raises_a_stopped_group(
     _commit(kafka, f"{ns}{REPLAY_GROUP}", f"{ns}{REPLAY_COMMIT[0]}", REPLAY_COMMIT[1])
     alerts_from = _end_offsets(kafka, "system.alerts")
 
-    port, cluster = _free_port(), f"test-{ns.strip('.')}"
+    port, cluster = free_port(9318, 82), f"test-{ns.strip('.')}"
     env = {
         **os.environ,
         "YS_MONITOR_GROUPS_ALLOW": re.escape(ns) + ".*",

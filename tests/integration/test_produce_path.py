@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
+from kafka_helpers import read_topic
 
 from ys_platform.catalog.codec import encode_record
 from ys_platform.clients.kafka import POLL_EVERY, produce_messages, produce_record
@@ -23,19 +23,6 @@ def _topic(settings: Settings, name: str, partitions: int) -> None:
     admin = settings.kafka.admin()
     for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
         future.result(30)
-
-
-def _read_all(settings: Settings, topic: str, partitions: int, count: int) -> list:
-    consumer = settings.kafka.consumer(f"{topic}.reader")
-    try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        records: list = []
-        deadline = time.monotonic() + 30
-        while len(records) < count and time.monotonic() < deadline:
-            records += [r for r in consumer.consume(1000, timeout=0.5) if r.error() is None]
-        return records
-    finally:
-        consumer.close()
 
 
 def test_produce_record_writes_every_argument_where_it_belongs(local_stack: Settings) -> None:
@@ -59,7 +46,7 @@ def test_produce_record_writes_every_argument_where_it_belongs(local_stack: Sett
     finally:
         producer.flush(30)
     assert delivered == [(2, 0)]
-    records = {r.partition(): r for r in _read_all(local_stack, topic, 3, 2)}
+    records = {r.partition(): r for r in read_topic(local_stack.kafka, topic)}
     first, second = records[2], records[1]
     assert (first.key(), first.value(), first.offset()) == (b"key-1", b"value-1", 0)
     assert first.headers() == [("h1", b"a"), ("h2", b"b")]
@@ -77,14 +64,14 @@ def test_produce_messages_writes_the_catalog_encoding(local_stack: Settings) -> 
     ticks = list(MarketSimulator(7, symbols=12, sources=2).price_ticks(POLL_EVERY + 37))
     producer = local_stack.kafka.producer()
     assert produce_messages(producer, ticks, namespace=namespace) == len(ticks)
-    records = _read_all(local_stack, topic, 4, len(ticks))
+    records = read_topic(local_stack.kafka, topic)
     assert len(records) == len(ticks)
     expected = {}
     for tick in ticks:
         _, key, value, headers, timestamp = encode_record(tick)
         expected.setdefault(key, []).append((value, headers, timestamp))
     got: dict = {}
-    for record in sorted(records, key=lambda r: (r.partition(), r.offset())):
+    for record in records:  # partition, then offset order
         got.setdefault(record.key(), []).append(
             (record.value(), record.headers(), record.timestamp()[1])
         )
