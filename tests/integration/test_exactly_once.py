@@ -330,3 +330,118 @@ def test_sigkill_and_restart_commits_exactly_the_clean_output(local_stack, tmp_p
     log.append(f"{zombie} aborted output records; {time.monotonic() - started:.0f}s in all")
     print("\n" + "\n".join(log))
     assert time.monotonic() - started < 240
+
+
+# --- a rebalance while a transaction is open ------------------------------------------------------
+
+REBALANCE_TICKS = 6_000
+# Long enough that only the rebalance (or the emit of a window, or the stop) can commit.
+REBALANCE_COMMIT_INTERVAL_S = 60.0
+
+
+def _quiet_chunk(records: list[Record], start: int, interval_ms: int) -> int:
+    """The end of a run of records from ``start`` whose event times all stay inside the emit
+    interval the records before ``start`` reached: consuming it moves no partition's watermark
+    past a multiple of the interval, so no window is emitted and nothing commits by itself."""
+    step = max(ts for *_, ts in records[:start]) // interval_ms
+    end = start
+    while end < len(records) and records[end][3] // interval_ms == step:
+        end += 1
+    return end
+
+
+def test_a_rebalance_commits_the_open_transaction_exactly_once(local_stack):
+    """A second replica joins while the first holds records in an open transaction: the first
+    commits them in its revocation callback (committed offsets reach the ends at the rebalance,
+    not a minute later at the commit interval), and the outputs of the two replicas together
+    equal those of one worker that never rebalanced."""
+    from ys_platform.processing.windows import DEFAULT_EMIT_INTERVAL_MS
+    from ys_platform.processors.registry import build_processor
+    from ys_platform.streaming.worker import TransactionalWorker
+
+    run_id = uuid.uuid4().hex[:8]
+    shared_ns, clean_ns = f"t{run_id}r.", f"t{run_id}c."
+    connection = local_stack.kafka
+    admin = connection.admin()
+    names = ["market.prices", "market.analytics", GROUP.dead_letter_topic]
+    for namespace in (shared_ns, clean_ns):
+        create_namespaced_topics(admin, namespace, names, PARTITIONS)
+    records = _input()[:REBALANCE_TICKS]
+    shared_input = f"{shared_ns}market.prices"
+    group_id = f"{shared_ns}{GROUP.group_id}"
+
+    _produce(connection, f"{clean_ns}market.prices", records)
+    clean = run_processor(
+        local_stack,
+        GROUP.group_id,
+        config=WorkerConfig(batch_size=2_000, namespace=clean_ns),
+        stop=threading.Event(),
+        max_idle_s=3.0,
+    )
+
+    def replica(instance: str) -> tuple[TransactionalWorker, threading.Thread, list]:
+        config = WorkerConfig(
+            namespace=shared_ns,
+            instance_id=instance,
+            commit_interval_s=REBALANCE_COMMIT_INTERVAL_S,
+        )
+        worker = TransactionalWorker(connection, build_processor(GROUP.group_id), config)
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                worker.run(threading.Event(), max_idle_s=4.0)
+            except BaseException as exc:  # surfaced by the assertions below
+                failed.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return worker, thread, failed
+
+    # The first replica takes a head of the input and commits it (its windows emit).
+    head = len(records) // 2
+    _produce(connection, shared_input, records[:head])
+    first, first_thread, first_failed = replica("0")
+    deadline = time.monotonic() + 60
+    while _committed(admin, group_id, shared_input) != _end_offsets(connection, shared_input):
+        assert not first_failed, first_failed
+        assert time.monotonic() < deadline, "the first replica did not commit the head in 60 s"
+        time.sleep(0.2)
+    # Then records that close no window: they stay in its open transaction, uncommitted.
+    quiet_end = _quiet_chunk(records, head, DEFAULT_EMIT_INTERVAL_MS)
+    assert quiet_end - head >= 50, "the input has no quiet run to hold in a transaction"
+    _produce(connection, shared_input, records[head:quiet_end])
+    ends = _end_offsets(connection, shared_input)
+    while first._open is None or first._open.consumed < quiet_end - head:
+        assert time.monotonic() < deadline, "the first replica did not take the quiet records"
+        time.sleep(0.05)
+    held = _committed(admin, group_id, shared_input)
+    assert held != ends  # held in the open transaction
+
+    # The second replica joins: the rebalance revokes the first's partitions, which commits.
+    joined = time.monotonic()
+    second, second_thread, second_failed = replica("1")
+    while _committed(admin, group_id, shared_input) != ends:
+        assert not first_failed and not second_failed, first_failed + second_failed
+        assert time.monotonic() - joined < 30, "the rebalance did not commit the open transaction"
+        time.sleep(0.1)
+    assert time.monotonic() - joined < REBALANCE_COMMIT_INTERVAL_S / 2
+
+    # The rest arrives while the two share the partitions; both drain and stop when idle.
+    _produce(connection, shared_input, records[quiet_end:])
+    first_thread.join(120)
+    second_thread.join(120)
+    assert not first_thread.is_alive() and not second_thread.is_alive()
+    assert not first_failed and not second_failed, first_failed + second_failed
+    assert first.metrics.consumed > 0 and second.metrics.consumed > 0  # both took partitions
+    assert first.metrics.consumed + second.metrics.consumed == len(records)
+    final_ends = _end_offsets(connection, shared_input)
+    assert sum(final_ends.values()) == len(records)
+    assert _committed(admin, group_id, shared_input) == final_ends
+
+    shared, clean_out = _outputs(connection, shared_ns), _outputs(connection, clean_ns)
+    assert set(shared) == set(clean_out) and len(clean_out) == SYMBOLS
+    for symbol, expected in clean_out.items():
+        assert shared[symbol] == expected, f"{symbol}: the outputs differ"
+    assert sum(map(len, shared.values())) == clean.produced
+    assert _dead_letters(connection, shared_ns) == _dead_letters(connection, clean_ns)

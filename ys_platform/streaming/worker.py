@@ -1,9 +1,16 @@
 """The transactional commit strategy: the exactly-once consume-transform-produce of processors.
 
-One batch: decode and validate each partition's slice in bulk, hand it to the logic, then —
-inside one Kafka transaction — produce the outputs and the dead letters and commit the consumed
-offsets (``send_offsets_to_transaction``). Readers with ``isolation.level=read_committed`` see a
-batch's outputs exactly when its offsets are committed.
+One batch: decode and validate each partition's slice in bulk, hand it to the logic, and —
+inside the open Kafka transaction — produce the outputs and the dead letters. The transaction
+commits the consumed offsets (``send_offsets_to_transaction``) with everything produced since it
+began. Readers with ``isolation.level=read_committed`` see its outputs exactly when its offsets
+are committed.
+
+A transaction spans the batches of up to ``commit_interval_s`` (Kafka Streams' model under
+exactly-once, ``commit.interval.ms`` 100 ms): the commit's broker round trips and markers are
+paid a few times a second, not once per batch. A batch whose logic emitted outputs commits at once: outputs
+are invisible until their commit, so waiting would only add to their latency. A rebalance
+commits the open transaction before the partitions go, and a normal stop commits it too.
 
 On an abortable transaction error the batch is aborted, the consumer rewinds to the committed
 offsets and the state is rebuilt from there; a fatal error (this worker was fenced by a newer
@@ -17,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import overload
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -50,12 +57,32 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WorkerConfig(MemberConfig):
+    commit_interval_s: float = 0.1
+    """Longest a transaction stays open (unless a batch emitted outputs, which commits at once):
+    Kafka Streams' ``commit.interval.ms`` under exactly-once. Each commit costs ~9 ms of broker
+    round trips and writes a marker to every partition it touched."""
     batch_size: int = 20_000
-    """Records per consume call and per transaction at most: large enough to amortise the
+    """Records per consume call, and per transaction (which then commits), at most: large
+    enough to amortise the
     commit's ~9 ms of broker round trips and the columnar decoder's fixed cost per call
     (bench/price_aggregation.py, 1M ticks: 10,000 gave 53-74 % of the raw consume ceiling,
     20,000 gave 66-72 %). A steady input below that fills a batch per poll timeout, not per
     batch_size, so latency does not grow with it."""
+
+
+@dataclass
+class _OpenTransaction:
+    """What the open transaction holds until it commits."""
+
+    began: float
+    """``time.monotonic()`` at ``begin_transaction``."""
+    offsets: dict[TopicPartitionId, TopicPartition] = field(default_factory=dict)
+    """The next offset (and watermark) to commit per partition, from its latest batch."""
+    consumed: int = 0
+    produced: int = 0
+    dead_lettered: int = 0
+    busy_s: float = 0.0
+    """Time spent decoding and processing its batches (consume waits excluded)."""
 
 
 class RecordTimestamps(Sequence[int]):
@@ -103,6 +130,7 @@ class TransactionalWorker(GroupMember):
         self._columnar_inputs = frozenset(
             name for name in app.group.inputs if self._columnar_app and is_columnar(name)
         )
+        self._open: _OpenTransaction | None = None
 
     @property
     def transactional_id(self) -> str:
@@ -141,8 +169,17 @@ class TransactionalWorker(GroupMember):
     def _tick(self, now: float, took: bool) -> None:
         if not took:  # _take tops up itself, before the batch
             self._top_up_broadcast()
+        open_ = self._open
+        if open_ is not None and now - open_.began >= self.config.commit_interval_s:
+            self._commit_open()
+
+    def _finish(self) -> None:
+        self._commit_open()
 
     def _close_strategy(self) -> None:
+        # A transaction still open here was not finished (the worker failed): the broker aborts
+        # it when the next instance with this transactional id starts, or at its timeout.
+        self._open = None
         if self._broadcast is not None:
             self._broadcast.close()
             self._broadcast = None
@@ -153,7 +190,17 @@ class TransactionalWorker(GroupMember):
         self._restore(consumer, partitions)
 
     def _revoked(self, keys: list[TopicPartitionId]) -> None:
-        # Every batch commits before the next consume, so nothing is in flight here.
+        # The open transaction holds these partitions' offsets: it commits while this member
+        # still owns them (the group's generation is still this one's).
+        self._commit_open()
+        for key in keys:
+            self.app.revoke(key)
+
+    def _lost(self, keys: list[TopicPartitionId]) -> None:
+        # Another member may own these already: the open transaction's offsets for them would
+        # be fenced, so it is aborted and the partitions kept are rewound to their commits.
+        if self._open is not None:
+            self._abort_open("partitions lost", keep=[k for k in self._owned if k not in keys])
         for key in keys:
             self.app.revoke(key)
 
@@ -206,52 +253,74 @@ class TransactionalWorker(GroupMember):
     def _process(self, slices: dict[TopicPartitionId, list[Message]]) -> None:
         started = time.perf_counter()
         producer = self._producer
-        assert producer is not None and self._consumer is not None
+        assert producer is not None
         decoded = decode_slices(
             {key: self._events(key, records) for key, records in slices.items()},
             self._columnar_inputs,
         )
-        producer.begin_transaction()
-        produced = dead = consumed = 0
-        offsets = []
+        open_ = self._open
         try:
+            if open_ is None:
+                producer.begin_transaction()
+                open_ = self._open = _OpenTransaction(began=time.monotonic())
+            emitted = 0
             for key, slice_ in slices.items():
-                consumed += len(slice_)
+                open_.consumed += len(slice_)
                 good = decoded[key].good
                 for record, error in decoded[key].failures:
                     self.dead_letter(record, str(error))
-                dead += len(decoded[key].failures)
+                open_.dead_lettered += len(decoded[key].failures)
                 result = self._apply(key, decoded[key])
                 for message in result.outputs:
                     self._emit(message)
-                produced += len(result.outputs)
+                emitted += len(result.outputs)
                 for rejected in result.rejected:
                     self.dead_letter(good[rejected.index], rejected.reason)
-                dead += len(result.rejected)
-                offsets.append(
-                    TopicPartition(
-                        self.config.physical(key[0]),
-                        key[1],
-                        slice_[-1].offset() + 1,
-                        metadata=encode_watermark(self.app.watermark_ms(key)),
-                    )
+                open_.dead_lettered += len(result.rejected)
+                open_.offsets[key] = TopicPartition(
+                    self.config.physical(key[0]),
+                    key[1],
+                    slice_[-1].offset() + 1,
+                    metadata=encode_watermark(self.app.watermark_ms(key)),
                 )
-            committing = time.perf_counter()
+            open_.produced += emitted
+        except KafkaException as exc:
+            self._recover(exc)
+            return
+        open_.busy_s += time.perf_counter() - started
+        if (
+            emitted
+            or open_.consumed >= self.config.batch_size
+            or time.monotonic() - open_.began >= self.config.commit_interval_s
+        ):
+            self._commit_open()
+
+    def _commit_open(self) -> None:
+        """Commit the open transaction, if any: its offsets with everything it produced."""
+        open_ = self._open
+        if open_ is None:
+            return
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None
+        committing = time.perf_counter()
+        offsets = list(open_.offsets.values())
+        try:
             producer.send_offsets_to_transaction(
-                offsets, self._consumer.consumer_group_metadata(), self.config.commit_timeout_s
+                offsets, consumer.consumer_group_metadata(), self.config.commit_timeout_s
             )
             self._commit(producer)
         except KafkaException as exc:
             self._recover(exc)
             return
+        self._open = None
         done = time.perf_counter()
         self.metrics.commit_seconds.observe(done - committing)
-        self.metrics.consumed += consumed
-        self.metrics.produced += produced
-        self.metrics.dead_lettered += dead
+        self.metrics.consumed += open_.consumed
+        self.metrics.produced += open_.produced
+        self.metrics.dead_lettered += open_.dead_lettered
         for tp in offsets:
             self.metrics.committed[f"{tp.topic}[{tp.partition}]"] = tp.offset
-        self.metrics.record_batch(done - started)
+        self.metrics.record_batch(open_.busy_s + done - committing)
 
     def _commit(self, producer: Producer) -> None:
         while True:
@@ -269,11 +338,19 @@ class TransactionalWorker(GroupMember):
             raise WorkerStopped(
                 f"{self.group_id}: transaction failed and cannot be retried: {err.str()}"
             ) from None
-        log.warning("%s: aborting the batch and rewinding: %s", self.group_id, err.str())
+        self._abort_open(err.str(), keep=sorted(self._owned))
+
+    def _abort_open(self, reason: str, keep: Sequence[TopicPartitionId]) -> None:
+        """Abort the open transaction and rewind the partitions of ``keep`` to their committed
+        offsets, their state rebuilt from there: the aborted batches are read again."""
+        log.warning("%s: aborting the open transaction and rewinding: %s", self.group_id, reason)
         assert self._producer is not None and self._consumer is not None
+        self._open = None
         self._producer.abort_transaction(self.config.commit_timeout_s)
         self.metrics.aborted_transactions += 1
-        assigned = self.physical_assignment()
+        assigned = [TopicPartition(self.config.physical(t), p) for t, p in keep]
+        if not assigned:
+            return
         committed = self._consumer.committed(assigned, timeout=self.config.commit_timeout_s)
         for tp in committed:
             # No committed offset yet: start where a fresh group would (auto.offset.reset).
