@@ -8,7 +8,7 @@ dead-letter topic and consumer groups):
 * an **input** process produces the simulator's ``market.prices`` ticks at ``--rate`` msg/s for
   ``--duration`` s, each at the wall time of its event time (event time = wall time, so windows
   close in real time), with the platform's producer settings (``PRODUCER_DEFAULTS``: linger
-  100 ms, unless ``--input-linger-ms``);
+  20 ms, unless ``--input-linger-ms``);
 * the **processor** — ``TransactionalWorker`` + the ``price-aggregation-processor`` app, as
   deployed (``build_worker``) — runs in this process;
 * a **reader** process consumes ``market.analytics`` with the platform's consumer settings
@@ -67,7 +67,7 @@ from confluent_kafka.admin import OffsetSpec
 
 from ys_platform.catalog.codec import CONTENT_TYPE, decode, timestamp_ms
 from ys_platform.catalog.models import MODELS
-from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.clients.kafka import PRODUCER_DEFAULTS, KafkaConnection
 from ys_platform.processing.windows import DEFAULT_EMIT_INTERVAL_MS, DEFAULT_GRACE_MS
 from ys_platform.processors.price_aggregation import GROUP
 from ys_platform.processors.registry import build_processor
@@ -609,7 +609,8 @@ def settings_text(args: argparse.Namespace) -> str:
     if args.replicas > 1:
         parts.append(f"{args.replicas} replicas")
     linger = args.input_linger_ms
-    parts.append(f"input linger {'100 (default)' if linger is None else linger} ms")
+    default_linger = PRODUCER_DEFAULTS["linger.ms"]
+    parts.append(f"input linger {f'{default_linger} (default)' if linger is None else linger} ms")
     if args.reader_fetch_wait_ms is not None:
         parts.append(f"reader fetch.wait.max.ms {args.reader_fetch_wait_ms}")
     return ", ".join(parts)

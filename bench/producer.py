@@ -10,7 +10,7 @@ validated pydantic models, built before any timing) are produced ``--repeats`` t
   go to this run's topic): per message ``codec.encode`` (pydantic ``to_json``, the key from the
   catalog, the schema-version and content-type headers) and ``produce`` with the event time as
   the record timestamp; then ``flush``. The producer settings are the platform's defaults
-  (``PRODUCER_DEFAULTS``: idempotent, acks=all, snappy, linger 100 ms, batch 64 KiB, 5 in
+  (``PRODUCER_DEFAULTS``: idempotent, acks=all, snappy, linger 20 ms, batch 64 KiB, 5 in
   flight).
 * **java** — Kafka's ``org.apache.kafka.tools.ProducerPerformance`` from the local stack's
   classpath, with the same settings, ``--payload-file`` holding our encoded values (so snappy
@@ -239,7 +239,8 @@ def summary(args: argparse.Namespace, runs: dict[str, list[Run]], value_bytes: f
         parts.append(f"pre-encoded confluent-kafka {rate['raw']:,.0f} msg/s{share}")
     setup = (
         f"{args.messages:,} market.prices ticks ({value_bytes:.0f}-byte values), 12 partitions, "
-        f"acks=all, idempotent, snappy, linger 100 ms, batch 64 KiB, median of {args.repeats}"
+        f"acks=all, idempotent, snappy, linger {PRODUCER_DEFAULTS['linger.ms']} ms, batch 64 KiB, "
+        f"median of {args.repeats}"
     )
     return f"producer: {' | '.join(parts)} | {setup}"
 

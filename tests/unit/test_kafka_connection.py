@@ -28,7 +28,7 @@ def test_producer_has_the_seed_reliability_defaults():
     assert conf["acks"] == "all"
     assert conf["compression.type"] == "snappy"
     assert conf["batch.size"] == 65536
-    assert conf["linger.ms"] == 100
+    assert conf["linger.ms"] == 20
     assert conf["bootstrap.servers"] == "127.0.0.1:9092"
 
 

@@ -40,9 +40,9 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
 
-# The seed's producer settings, in librdkafka's names. `max.in.flight` is 5, not the seed's 1:
-# with the idempotent producer librdkafka keeps per-partition order for up to 5 in-flight
-# requests, so 1 would only cost throughput.
+# The seed's producer settings, in librdkafka's names, with a shorter linger (below).
+# `max.in.flight` is 5, not the seed's 1: with the idempotent producer librdkafka keeps
+# per-partition order for up to 5 in-flight requests, so 1 would only cost throughput.
 PRODUCER_DEFAULTS: Mapping[str, Any] = {
     "enable.idempotence": True,
     "acks": "all",
@@ -50,7 +50,14 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
     "max.in.flight.requests.per.connection": 5,
     "compression.type": "snappy",
     "batch.size": 65536,
-    "linger.ms": 100,
+    # Departure from the seed's 100 ms: a record waits in its batch for at most linger.ms, and
+    # at the platform's real-time rates that wait is the first part of every record's latency.
+    # At bulk rates the 64 KiB batches fill first (~17 ms per partition at 170k msg/s of
+    # 263-byte ticks over 12 partitions), so bulk throughput does not depend on it. Kafka 4.0
+    # moved the Java client's default to 5 ms (KIP-1030); librdkafka's is 5 ms. 5 ms cost this
+    # machine more broker requests than it saved (bench/README.md, latency); 20 ms measured
+    # p99 225 ms against 258 ms with 100 ms (bench/latency.py, 20,000 msg/s, medians of 3).
+    "linger.ms": 20,
     # librdkafka's counterpart of the seed's 64 MiB `buffer.memory`.
     "queue.buffering.max.kbytes": 65536,
     # Delivery callbacks for failures only: every producer of the platform counts what it sent
