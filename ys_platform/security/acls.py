@@ -174,3 +174,78 @@ def _code(exc: KafkaException) -> int | None:
 def _reason(exc: KafkaException) -> str:
     err = exc.args[0] if exc.args else None
     return err.str() if isinstance(err, KafkaError) else str(exc)
+
+
+# --- the principal × operation matrix of `ys-platform acls check` ------------------------------
+ALLOWED = "allow"
+DENIED = "-"
+MISSING = "MISSING"
+"""The catalog grants it, the cluster does not: the component will be refused."""
+EXTRA = "EXTRA"
+"""The cluster grants it, the catalog does not: more access than the catalog says."""
+
+# Kafka's own names of the operations (kafka-acls --operation), in the order of the columns.
+_OPERATION_NAMES: dict[AclOperation, str] = {
+    AclOperation.READ: "Read",
+    AclOperation.WRITE: "Write",
+    AclOperation.DESCRIBE: "Describe",
+    AclOperation.CREATE: "Create",
+    AclOperation.ALTER: "Alter",
+    AclOperation.DELETE: "Delete",
+    AclOperation.ALTER_CONFIGS: "AlterConfigs",
+    AclOperation.DESCRIBE_CONFIGS: "DescribeConfigs",
+    AclOperation.IDEMPOTENT_WRITE: "IdempotentWrite",
+    AclOperation.CLUSTER_ACTION: "ClusterAction",
+    AclOperation.ALL: "All",
+}
+
+
+@dataclass(frozen=True)
+class MatrixRow:
+    """One principal on one resource: a cell per operation column."""
+
+    principal: str
+    resource: str
+    """``TOPIC market.prices``, ``GROUP risk-assessment-processor.*`` (a prefix), ``CLUSTER``."""
+    cells: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AclMatrix:
+    operations: tuple[str, ...]
+    rows: tuple[MatrixRow, ...]
+
+    @property
+    def disagreements(self) -> int:
+        return sum(c in (MISSING, EXTRA) for r in self.rows for c in r.cells)
+
+
+def _resource(binding: AclBinding) -> str:
+    if binding.restype == ResourceType.BROKER:
+        return "CLUSTER"
+    star = "*" if binding.resource_pattern_type == ResourcePatternType.PREFIXED else ""
+    return f"{binding.restype.name} {binding.name}{star}"
+
+
+def acl_matrix(acl_plan: AclPlan) -> AclMatrix:
+    """What the catalog grants against what the cluster has, per principal and resource.
+
+    A cell is ``allow`` (both grant), ``-`` (neither: denied), ``MISSING`` (the catalog grants,
+    the cluster does not) or ``EXTRA`` (the cluster grants, the catalog does not). Only ALLOW
+    bindings are shown as grants; an extra DENY binding shows as EXTRA too.
+    """
+    wanted = set(acl_plan.create) | set(acl_plan.unchanged)
+    live = set(acl_plan.unchanged) | set(acl_plan.extra)
+    every = wanted | live
+    used = {b.operation for b in every}
+    operations = [op for op in _OPERATION_NAMES if op in used]
+    keys: dict[tuple[str, str], dict[AclOperation, str]] = {}
+    for binding in sorted(every):
+        cells = keys.setdefault((binding.principal.removeprefix("User:"), _resource(binding)), {})
+        granted, present = binding in wanted, binding in live
+        cells[binding.operation] = ALLOWED if granted and present else MISSING if granted else EXTRA
+    rows = tuple(
+        MatrixRow(principal, resource, tuple(cells.get(op, DENIED) for op in operations))
+        for (principal, resource), cells in sorted(keys.items())
+    )
+    return AclMatrix(tuple(_OPERATION_NAMES[op] for op in operations), rows)
