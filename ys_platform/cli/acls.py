@@ -77,12 +77,13 @@ def _apply(args: argparse.Namespace, settings: Settings) -> ExitCode:
     verb = "would create" if args.dry_run else "created"
     for binding in acl_plan.create:
         print(f"{verb}: {describe(binding)}")
+    created = "to create" if args.dry_run else "created"
     removing = args.remove_extra and not args.dry_run
     extra_verb = "removed" if removing else "would remove" if args.remove_extra else "extra"
     for binding in acl_plan.extra:
         print(f"{extra_verb}: {describe(binding)}")
     print(
-        f"{len(found)} principals, {len(acl_plan.create)} {verb.split()[-1]}, "
+        f"{len(found)} principals, {len(acl_plan.create)} {created}, "
         f"{len(acl_plan.unchanged)} unchanged, {len(acl_plan.extra)} extra"
         + (f" ({len(result.removed)} removed)" if removing else "")
     )
@@ -118,22 +119,21 @@ def _check(args: argparse.Namespace, settings: Settings) -> ExitCode:
         raise CommandError(
             f"could not read the ACLs of {settings.kafka_bootstrap_servers}: {exc}"
         ) from exc
-    acl_plan = plan(desired, live)
-    if disabled:
-        # Show what the catalog grants; the cluster has nothing to compare.
-        acl_plan = plan(desired, desired)
+    # On an open cluster there is nothing to compare: the matrix shows the catalog's grants.
+    acl_plan = plan(desired, desired if disabled else live)
     matrix = acl_matrix(acl_plan)
     print_table(
         [("PRINCIPAL", "RESOURCE", *matrix.operations)]
         + [(r.principal, r.resource, *r.cells) for r in matrix.rows]
     )
+    if disabled:
+        print("allow: granted by the catalog; -: not granted")
+        print(f"{AUTHORIZER_DISABLED}: the cluster enforces none of these, every client may do all")
+        return ExitCode.FAILED
     print(
         f"allow: granted by the catalog and the cluster; -: denied; {MISSING}: granted by the "
         f"catalog only (the component will be refused); {EXTRA}: granted by the cluster only"
     )
-    if disabled:
-        print(f"{AUTHORIZER_DISABLED}: the cluster enforces none of these, every client may do all")
-        return ExitCode.FAILED
     print(
         f"{len(found)} principals, {len(acl_plan.unchanged)} grants in place, "
         f"{len(acl_plan.create)} missing, {len(acl_plan.extra)} extra"
