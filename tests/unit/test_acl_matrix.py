@@ -63,3 +63,16 @@ def test_risk_processor_matrix_when_the_cluster_matches():
 def test_describe_names_a_binding_in_kafkas_words():
     binding = _acl("x", "kafka-cluster", AclOperation.IDEMPOTENT_WRITE, ResourceType.BROKER)
     assert describe(binding) == "User:x ALLOW IDEMPOTENT_WRITE on CLUSTER kafka-cluster (LITERAL)"
+
+
+def test_acls_check_of_an_unknown_principal_exits_2_before_any_connection(
+    monkeypatch, tmp_path, capsys
+):
+    from ys_platform.cli import main
+    from ys_platform.cli.core import ExitCode
+
+    monkeypatch.delenv("YS_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("YS_HOME", str(tmp_path))
+    monkeypatch.setenv("YS_LOCAL_KAFKA_PORT", "29392")  # nothing listens there
+    assert main(["acls", "check", "--principal", "nobody"]) == ExitCode.CONFIG
+    assert capsys.readouterr().err == "ys-platform: no principal named 'nobody'\n"
