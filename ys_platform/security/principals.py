@@ -45,6 +45,8 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from ys_platform.catalog.codec import topic_of_model
+from ys_platform.catalog.models import SystemAlert, SystemMetric
 from ys_platform.catalog.topics import ALL_TOPICS, CONSUMER_GROUPS, TOPICS, ConsumerGroupSpec
 from ys_platform.connectors import ConnectorFile, heartbeat_topic, namespaced, output_topics
 from ys_platform.local.config import (
@@ -69,8 +71,8 @@ MONITOR_NAME = "ys-monitor"
 DAGSTER_NAME = "ys-dagster"
 CONNECT_WORKER_NAME = CONNECT_GROUP_ID
 
-# The monitor publishes these: nobody else writes them.
-MONITOR_OUTPUTS: tuple[str, ...] = ("system.alerts", "system.metrics")
+# The monitor publishes these (ys_platform.monitoring.alerts): nobody else writes them.
+MONITOR_OUTPUTS: tuple[str, ...] = (topic_of_model(SystemAlert), topic_of_model(SystemMetric))
 
 
 class Role(StrEnum):
