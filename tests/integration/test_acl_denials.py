@@ -34,6 +34,7 @@ from secure_helpers import SecureCluster
 from ys_platform.catalog.topics import topic
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.connectors import connector_files
+from ys_platform.monitoring.lag import GroupFilter, LagReader
 from ys_platform.security.acls import plan_acls, reconcile
 from ys_platform.security.principals import principals
 from ys_platform.streaming.topics import TopicAdminError, apply_plans, plan_topics
@@ -279,3 +280,26 @@ def test_a_describe_only_principal_sees_the_topic_but_cannot_consume(granted, se
         assert error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     finally:
         secure_cluster.forget([name])
+
+
+def test_the_monitor_reads_a_groups_lag_with_its_own_grants(granted):
+    """The lag monitor's principal reads committed offsets, end offsets and probes the input
+    (records it may read, in a group of its own), with nothing refused."""
+    namespace, users = granted
+    source, group = f"{namespace}defi.transactions", f"{namespace}{RISK}"
+    _produce(users["ys-producer"], source, [b"t0", b"t1", b"t2", b"t3", b"t4"])
+    consumer = users[RISK].consumer(group)
+    consumer.commit(offsets=[TopicPartition(source, 0, 2)], asynchronous=False)
+    consumer.close()
+
+    reader = LagReader(users["ys-monitor"], GroupFilter.exactly([group]), inputs={group: [source]})
+    try:
+        reading = reader.read()
+    finally:
+        reader.close()
+    (offsets,) = reading.groups
+    assert offsets.group_id == group
+    assert [(p.topic, p.partition, p.committed, p.readable) for p in offsets.partitions] == [
+        (source, 0, 2, 3)
+    ]
+    assert reading.offsets[source, 0].latest == 5
