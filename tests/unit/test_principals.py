@@ -241,3 +241,16 @@ def test_connector_named_like_a_group_is_refused() -> None:
     clash = type(file)("vector-sink", file.config, file.desired_state, file.path)
     with pytest.raises(ValueError, match=r"\['vector-sink'\] are taken twice"):
         principals([clash])
+
+
+def test_monitor_reads_what_it_measures_joins_no_group_and_writes_only_system_topics():
+    monitor = {p.name: p for p in principals(connector_files())}["ys-monitor"]
+    reads = {b.name for b in monitor.bindings if b.restype == TOPIC and b.operation == R}
+    writes = {b.name for b in monitor.bindings if b.operation == W}
+    assert writes == {"system.alerts", "system.metrics"}
+    assert not [n for n in reads if n.startswith("dlq.")]
+    assert "__debezium-heartbeat.ys" in reads and "defi.liquidity-pools" in reads
+    assert {b.operation for b in monitor.bindings if b.restype == GROUP} == {D}
+    # Each topic once: read where measured, else described.
+    topics = [b.name for b in monitor.bindings if b.restype == TOPIC and b.operation in (R, D)]
+    assert len(topics) == len(set(topics))

@@ -21,7 +21,8 @@ needs Write on the topic, the idempotent InitProducerId IdempotentWrite on the c
 transactional one Write on the transactional id (FindCoordinator: Describe); Fetch needs Read on
 the topic; JoinGroup/SyncGroup/Heartbeat/OffsetCommit and TxnOffsetCommit Read on the group, and a
 librdkafka consumer that only assigns still looks up its group's coordinator, which needs Describe
-on the group. Read and Write imply Describe, so topics carry no separate Describe.
+on the group. Read and Write imply Describe: a topic gets Describe of its own only where
+nothing implying it is granted, or where an API is named by it (the topic reconcile).
 
 ``namespace`` prefixes every name the platform's code prefixes (topics, groups, transactional ids)
 and every principal, so a test owns a whole copy of the grants on a shared cluster. The monitor's
@@ -248,8 +249,11 @@ def _measured_topics(connectors: Sequence[ConnectorFile], namespace: str) -> lis
 
 
 def _monitoring(grants: _Grants, connectors: Sequence[ConnectorFile], namespace: str) -> None:
-    grants.topics(_physical(namespace, (t.name for t in ALL_TOPICS)), AclOperation.DESCRIBE)
-    grants.topics(_measured_topics(connectors, namespace), AclOperation.READ)
+    measured = _measured_topics(connectors, namespace)
+    grants.topics(measured, AclOperation.READ)
+    # The other topics' metadata and end offsets (health, dead-letter counts): Describe.
+    others = [n for n in _physical(namespace, (t.name for t in ALL_TOPICS)) if n not in measured]
+    grants.topics(others, AclOperation.DESCRIBE)
     for group in CONSUMER_GROUPS:  # committed offsets and members (OffsetFetch, DescribeGroups)
         grants.group(f"{namespace}{group.group_id}", AclOperation.DESCRIBE)
     grants.group(PROBE_GROUP, AclOperation.DESCRIBE)
