@@ -101,23 +101,11 @@ class Principal:
         return f"{USER_PREFIX}{self.name}"
 
 
-def _allow(
-    principal: str,
-    resource: ResourceType,
-    name: str,
-    operation: AclOperation,
-    pattern: ResourcePatternType = ResourcePatternType.LITERAL,
-) -> AclBinding:
-    return AclBinding(
-        resource, name, pattern, principal, ANY_HOST, operation, AclPermissionType.ALLOW
-    )
-
-
 class _Grants:
     """Collects one principal's bindings in the order they are granted, without repeats."""
 
     def __init__(self, name: str) -> None:
-        self.principal = f"{USER_PREFIX}{name}"
+        self.name = name
         self._bindings: dict[AclBinding, None] = {}
 
     def topics(self, names: Iterable[str], *operations: AclOperation) -> None:
@@ -141,10 +129,19 @@ class _Grants:
         self, resource: ResourceType, name: str, operation: AclOperation, prefixed: bool = False
     ) -> None:
         pattern = ResourcePatternType.PREFIXED if prefixed else ResourcePatternType.LITERAL
-        self._bindings[_allow(self.principal, resource, name, operation, pattern)] = None
+        binding = AclBinding(
+            resource,
+            name,
+            pattern,
+            f"{USER_PREFIX}{self.name}",
+            ANY_HOST,
+            operation,
+            AclPermissionType.ALLOW,
+        )
+        self._bindings[binding] = None
 
-    def bindings(self) -> tuple[AclBinding, ...]:
-        return tuple(self._bindings)
+    def principal(self, role: Role, description: str) -> Principal:
+        return Principal(self.name, role, description, tuple(self._bindings))
 
 
 def _physical(namespace: str, names: Iterable[str]) -> list[str]:
@@ -164,7 +161,7 @@ def processor_principal(group: ConsumerGroupSpec, namespace: str = "") -> Princi
     grants.group(f"{group_id}.", AclOperation.DESCRIBE, prefixed=True)
     grants.transactional_ids(f"{group_id}.")
     grants.cluster(AclOperation.IDEMPOTENT_WRITE)
-    return Principal(group_id, Role.PROCESSOR, group.description, grants.bindings())
+    return grants.principal(Role.PROCESSOR, group.description)
 
 
 def sink_principal(group: ConsumerGroupSpec, namespace: str = "") -> Principal:
@@ -174,9 +171,7 @@ def sink_principal(group: ConsumerGroupSpec, namespace: str = "") -> Principal:
     grants.group(f"{namespace}{group.group_id}", AclOperation.READ)
     # Dead letters go through an idempotent (not transactional) producer.
     grants.cluster(AclOperation.IDEMPOTENT_WRITE)
-    return Principal(
-        f"{namespace}{group.group_id}", Role.SINK, group.description, grants.bindings()
-    )
+    return grants.principal(Role.SINK, group.description)
 
 
 def connector_principal(file: ConnectorFile, namespace: str = "") -> Principal:
@@ -187,31 +182,29 @@ def connector_principal(file: ConnectorFile, namespace: str = "") -> Principal:
     heartbeat = heartbeat_topic(copy)
     grants.topics([*output_topics(copy), *([heartbeat] if heartbeat else [])], AclOperation.WRITE)
     grants.cluster(AclOperation.IDEMPOTENT_WRITE)
-    return Principal(
-        f"{namespace}{file.name}",
+    return grants.principal(
         Role.CONNECTOR,
         f"Kafka Connect connector {file.name}: writes its routed topics and heartbeats.",
-        grants.bindings(),
     )
 
 
 def connect_worker_principal(namespace: str = "") -> Principal:
     grants = _Grants(f"{namespace}{CONNECT_WORKER_NAME}")
-    # The worker creates its internal topics when missing and checks they are compacted.
+    # The worker creates its internal topics when missing (Create, then Metadata: Describe)
+    # and checks they are compacted (DescribeConfigs).
     grants.topics(
         _physical(namespace, (CONNECT_CONFIG_TOPIC, CONNECT_OFFSET_TOPIC, CONNECT_STATUS_TOPIC)),
+        AclOperation.CREATE,
+        AclOperation.DESCRIBE,
+        AclOperation.DESCRIBE_CONFIGS,
         AclOperation.READ,
         AclOperation.WRITE,
-        AclOperation.CREATE,
-        AclOperation.DESCRIBE_CONFIGS,
     )
     grants.group(f"{namespace}{CONNECT_GROUP_ID}", AclOperation.READ)
     grants.cluster(AclOperation.IDEMPOTENT_WRITE)
-    return Principal(
-        f"{namespace}{CONNECT_WORKER_NAME}",
+    return grants.principal(
         Role.CONNECT_WORKER,
         "The Kafka Connect worker: its group and its config, offset and status topics.",
-        grants.bindings(),
     )
 
 
@@ -225,11 +218,9 @@ def producer_principal(namespace: str = "") -> Principal:
     grants = _Grants(f"{namespace}{PRODUCER_NAME}")
     grants.topics(_physical(namespace, source_topics()), AclOperation.WRITE)
     grants.cluster(AclOperation.IDEMPOTENT_WRITE)
-    return Principal(
-        f"{namespace}{PRODUCER_NAME}",
+    return grants.principal(
         Role.PRODUCER,
         "The simulator, the load generator and the collectors: the source topics.",
-        grants.bindings(),
     )
 
 
@@ -267,11 +258,9 @@ def monitor_principal(connectors: Sequence[ConnectorFile] = (), namespace: str =
     _monitoring(grants, connectors, namespace)
     grants.topics(_physical(namespace, MONITOR_OUTPUTS), AclOperation.WRITE)
     grants.cluster(AclOperation.IDEMPOTENT_WRITE)
-    return Principal(
-        f"{namespace}{MONITOR_NAME}",
+    return grants.principal(
         Role.MONITOR,
         "The lag monitor: offsets, lag probes, source freshness; publishes alerts and metrics.",
-        grants.bindings(),
     )
 
 
@@ -295,11 +284,9 @@ def dagster_principal(connectors: Sequence[ConnectorFile] = (), namespace: str =
     # and DescribeUserScramCredentials: Describe. Whoever may alter ACLs may grant itself
     # anything: this principal is as powerful as an administrator, and kept to Dagster.
     grants.cluster(AclOperation.ALTER)
-    return Principal(
-        f"{namespace}{DAGSTER_NAME}",
+    return grants.principal(
         Role.CONTROL_PLANE,
         "Dagster: reconciles topics, ACLs and SCRAM users; runs the lag and freshness checks.",
-        grants.bindings(),
     )
 
 
