@@ -32,7 +32,9 @@ def test_asset_materializes_with_authorizer_disabled_and_check_warns(plaintext):
         selection=[ACLS_KEY],
     )
     assert result.success
-    (materialization,) = result.asset_materializations_for_node("kafka_acls")
+    (event,) = result.get_asset_materialization_events()
+    materialization = event.materialization
+    assert materialization.asset_key == ACLS_KEY
     assert materialization.metadata["authorizer"].value == AUTHORIZER_DISABLED
     assert materialization.metadata["principals"].value == 9  # no connector files given
 

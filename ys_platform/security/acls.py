@@ -5,9 +5,10 @@ The pure half is :mod:`ys_platform.security.principals` (who is granted what, an
 (``describe_acls``), creates the missing ones (``create_acls``) and, only when asked, deletes the
 extra ones (``delete_acls``, one exact filter per binding).
 
-A cluster without an authorizer (the PLAINTEXT local stack) answers ``describe_acls`` with
-SECURITY_DISABLED: that is :class:`AuthorizerDisabled`, which callers report as such ("no ACLs
-applied"), not as a failure of the reconcile.
+A cluster without an authorizer (the PLAINTEXT local stack) answers the ACL requests with
+SECURITY_DISABLED (see :func:`live_bindings` for how it is found): that is
+:class:`AuthorizerDisabled`, which callers report as such ("no ACLs applied"), not as a failure
+of the reconcile.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from ys_platform.security.principals import AclPlan, Principal, desired_bindings, plan
+from ys_platform.security.principals import (
+    ANY_HOST,
+    AclPlan,
+    Principal,
+    desired_bindings,
+    plan,
+)
 
 ADMIN_TIMEOUT_S = 30.0
 
@@ -66,12 +73,34 @@ class AclReconcile:
     """The extra bindings deleted (only with ``remove_extra``)."""
 
 
+# Matches no binding: no SCRAM user can be named with spaces (nor a platform principal).
+_MATCHES_NOTHING = AclBindingFilter(
+    ResourceType.TOPIC,
+    "ys authorizer probe",
+    ResourcePatternType.LITERAL,
+    "User:ys authorizer probe",
+    ANY_HOST,
+    AclOperation.READ,
+    AclPermissionType.ALLOW,
+)
+
+
 def live_bindings(admin: AdminClient, timeout_s: float = ADMIN_TIMEOUT_S) -> tuple[AclBinding, ...]:
-    """Every binding on the cluster (DescribeAcls needs Describe on the cluster)."""
+    """Every binding on the cluster (DescribeAcls needs Describe on the cluster).
+
+    Raises :class:`AuthorizerDisabled` on a cluster without an authorizer. DescribeAcls does
+    not say so: measured on the PLAINTEXT local stack (Kafka 4.x, librdkafka 2.16) it answers
+    an empty list, while CreateAcls and DeleteAcls answer SECURITY_DISABLED. So an empty answer
+    is confirmed by deleting a filter that matches nothing (DeleteAcls: Alter on the cluster).
+    """
     try:
-        return tuple(
+        found = tuple(
             admin.describe_acls(_EVERY_BINDING, request_timeout=timeout_s).result(timeout=timeout_s)
         )
+        if not found:
+            (probe,) = admin.delete_acls([_MATCHES_NOTHING], request_timeout=timeout_s).values()
+            probe.result(timeout=timeout_s)
+        return found
     except KafkaException as exc:
         if _code(exc) == KafkaError.SECURITY_DISABLED:
             raise AuthorizerDisabled() from None
