@@ -10,6 +10,7 @@ from ys_platform.cli.core import CommandError, ExitCode, with_settings
 from ys_platform.local import stack
 from ys_platform.local.config import SUPPORTED_BROKER_COUNTS
 from ys_platform.local.procs import tail_lines
+from ys_platform.local.secrets import ADMIN_PRINCIPAL, credential_file, secrets_dir
 from ys_platform.local.state import ServiceStatus
 from ys_platform.settings import Settings
 
@@ -44,6 +45,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="do not start (or check) the Kafka Connect worker (YS_CONNECT_URL, default :8083)",
     )
     up.add_argument("--no-postgres", action="store_true", help="do not start (or check) PostgreSQL")
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="SASL_SSL with SCRAM-SHA-512, TLS from a local CA and the StandardAuthorizer; "
+        "credentials in YS_HOME/secrets/ (a state folder keeps the mode of its first up)",
+    )
     up.set_defaults(func=with_settings(_up))
 
     sub.add_parser("down", help="stop the services; their data stays").set_defaults(
@@ -62,9 +69,20 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _up(args: argparse.Namespace, settings: Settings) -> ExitCode:
     services = stack.up(
-        settings, brokers=args.brokers, postgres=not args.no_postgres, connect=not args.no_connect
+        settings,
+        brokers=args.brokers,
+        postgres=not args.no_postgres,
+        connect=not args.no_connect,
+        secure=args.secure,
     )
     _print_table(services)
+    if args.secure:
+        print(
+            "secure stack: credentials are in "
+            f"{secrets_dir(settings.home_dir)}; to use it as the administrator: "
+            f"set -a; . {credential_file(settings.home_dir, ADMIN_PRINCIPAL)}; set +a",
+            file=sys.stderr,
+        )
     bootstrap = stack.kafka_bootstrap(settings)
     if bootstrap != settings.kafka_bootstrap_servers:
         print(
