@@ -9,6 +9,7 @@ import sys
 from ys_platform.cli.core import CommandError, ExitCode, with_settings
 from ys_platform.local import stack
 from ys_platform.local.config import SUPPORTED_BROKER_COUNTS
+from ys_platform.local.postgres_secrets import ENV_FILE as POSTGRES_ENV_FILE
 from ys_platform.local.procs import tail_lines
 from ys_platform.local.secrets import ADMIN_PRINCIPAL, credential_file, secrets_dir
 from ys_platform.local.state import ServiceStatus
@@ -77,10 +78,13 @@ def _up(args: argparse.Namespace, settings: Settings) -> ExitCode:
     )
     _print_table(services)
     if args.secure:
+        home = settings.home_dir
+        sources = [credential_file(home, ADMIN_PRINCIPAL)]
+        if not args.no_postgres and settings.uses_local_postgres:
+            sources.append(secrets_dir(home) / POSTGRES_ENV_FILE)
         print(
-            "secure stack: credentials are in "
-            f"{secrets_dir(settings.home_dir)}; to use it as the administrator: "
-            f"set -a; . {credential_file(settings.home_dir, ADMIN_PRINCIPAL)}; set +a",
+            f"secure stack: credentials are in {secrets_dir(home)} (files 0600); to use it as "
+            f"the administrator: set -a; {' '.join(f'. {p};' for p in sources)} set +a",
             file=sys.stderr,
         )
     bootstrap = stack.kafka_bootstrap(settings)

@@ -110,7 +110,7 @@ class BrokerSecurity:
     """User names (without "User:") the authorizer lets do everything."""
 
 
-def broker_jaas_config(username: str, password: str) -> str:
+def scram_jaas_config(username: str, password: str) -> str:
     """The JAAS line of a SCRAM client (a broker toward the other brokers, or Connect)."""
     return f'{SCRAM_LOGIN_MODULE} required username="{username}" password="{password}";'
 
@@ -217,17 +217,19 @@ def postgresql_conf(port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pg_hba_conf() -> str:
-    """Client authentication: trust, but only from the loopback address.
+def pg_hba_conf(secure: bool = False) -> str:
+    """Client authentication, from the loopback address only: trust, or on the secure stack
+    SCRAM-SHA-256 passwords for every role, replication included.
 
-    This is a private development cluster that listens on 127.0.0.1 only and holds no real data;
-    passwords would only add a secret to every developer's configuration. A shared machine should
-    point YS_POSTGRES_DSN at a properly secured server instead.
+    Trust is for the plaintext development cluster, which listens on 127.0.0.1 only and holds no
+    real data; passwords would only add a secret to every developer's configuration. A shared
+    machine runs the secure stack, or points YS_POSTGRES_DSN at a properly secured server.
     """
+    method = "scram-sha-256" if secure else "trust"
     return (
         "# TYPE  DATABASE     USER  ADDRESS       METHOD\n"
-        f"host    all          all   {LOOPBACK}/32  trust\n"
-        f"host    replication  all   {LOOPBACK}/32  trust\n"
+        f"host    all          all   {LOOPBACK}/32  {method}\n"
+        f"host    replication  all   {LOOPBACK}/32  {method}\n"
     )
 
 
@@ -255,8 +257,31 @@ CONNECT_OFFSET_FLUSH_INTERVAL_MS = 1000
 CONNECT_ENV_ALLOWLIST = "^YS_CONNECT_.*"
 
 
-def connect_worker_properties(*, bootstrap: str, port: int, brokers: int, plugin_path: Path) -> str:
-    """worker.properties of the local Connect worker, a one-worker distributed cluster."""
+# The secure worker's Kafka password: an environment variable of the worker, read by its env
+# config provider into the JAAS lines below (so the properties file holds no secret).
+CONNECT_PASSWORD_VARIABLE = "YS_CONNECT_KAFKA_PASSWORD"
+# The worker's own clients and those it makes for connectors: the same settings, prefixed.
+CONNECT_CLIENT_PREFIXES = ("", "producer.", "consumer.", "admin.")
+
+
+@dataclass(frozen=True)
+class ConnectSecurity:
+    """The secure worker's principal and the CA its clients trust."""
+
+    username: str
+    truststore: Path
+
+
+def connect_worker_properties(
+    *,
+    bootstrap: str,
+    port: int,
+    brokers: int,
+    plugin_path: Path,
+    security: ConnectSecurity | None = None,
+) -> str:
+    """worker.properties of the local Connect worker, a one-worker distributed cluster; with
+    ``security``, its clients (and its connectors' by default) on SASL_SSL as its principal."""
     rf = replication_factor(brokers)
     json_converter = "org.apache.kafka.connect.json.JsonConverter"
     lines = [
@@ -301,4 +326,26 @@ def connect_worker_properties(*, bootstrap: str, port: int, brokers: int, plugin
         "config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider",
         f"config.providers.env.param.allowlist.pattern={CONNECT_ENV_ALLOWLIST}",
     ]
+    if security is not None:
+        lines += _connect_security_lines(security)
     return "\n".join(lines) + "\n"
+
+
+def _connect_security_lines(security: ConnectSecurity) -> list[str]:
+    jaas = scram_jaas_config(security.username, f"${{env:{CONNECT_PASSWORD_VARIABLE}}}")
+    client = [
+        "security.protocol=SASL_SSL",
+        f"sasl.mechanism={SCRAM_MECHANISM}",
+        f"sasl.jaas.config={jaas}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={security.truststore}",
+        "ssl.endpoint.identification.algorithm=https",
+    ]
+    return [
+        # The worker (group membership, internal topics) and, unless a connector overrides
+        # them, the producers, consumers and admin clients of its connectors.
+        *(prefix + line for prefix in CONNECT_CLIENT_PREFIXES for line in client),
+        # A connector may bring its own principal (producer.override.sasl.jaas.config, ...):
+        # the Principal policy allows exactly the SASL settings and nothing else.
+        "connector.client.config.override.policy=Principal",
+    ]

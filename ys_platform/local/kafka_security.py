@@ -16,7 +16,7 @@ from ys_platform.local.config import (
     JAAS_KEY,
     SCRAM_MECHANISM,
     BrokerSecurity,
-    broker_jaas_config,
+    scram_jaas_config,
 )
 from ys_platform.local.secrets import (
     ADMIN_PRINCIPAL,
@@ -91,7 +91,7 @@ def prepare(layout: Layout, bootstrap_servers: str, formatted: bool) -> SecureKa
 
 
 def _jaas(credential: Credential) -> str:
-    return broker_jaas_config(credential.principal, credential.password.get_secret_value())
+    return scram_jaas_config(credential.principal, credential.password.get_secret_value())
 
 
 @contextlib.contextmanager
