@@ -52,7 +52,9 @@ def local_stack() -> Iterator[Settings]:
 @pytest.fixture(scope="session")
 def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
     """A secure 1-broker stack (`local up --secure`: SASL_SSL, SCRAM-SHA-512, StandardAuthorizer)
-    in a fresh state folder on ports of its own (from 19092), taken down at the end of the session.
-    Its ``settings`` are the administrator's (a super user); ``home``/secrets holds the files."""
-    with start_secure_stack(tmp_path_factory.mktemp("secure") / ".ys") as stack:
+    with its PostgreSQL (scram-sha-256), in a fresh state folder on ports of its own (Kafka from
+    19092, PostgreSQL from 15433, Connect's URL from 18083: the worker only starts on request),
+    taken down at the end of the session. Its ``settings`` are the administrator's (a super
+    user); ``home / "secrets"`` holds the credentials."""
+    with start_secure_stack(tmp_path_factory.mktemp("secure") / ".ys", postgres=True) as stack:
         yield stack

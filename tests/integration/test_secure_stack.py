@@ -14,6 +14,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -41,6 +42,7 @@ def _errors_of(config: dict[str, object]) -> tuple[KafkaException | None, list[K
     try:
         admin.list_topics(timeout=REFUSED_TIMEOUT_S)
     except KafkaException as exc:
+        admin.poll(0.5)  # serves error_cb
         return exc, errors
     return None, errors
 
@@ -214,3 +216,67 @@ def test_a_plaintext_state_folder_refuses_to_turn_secure(tmp_path: Path) -> None
     with pytest.raises(LocalStackError, match=r"holds a PLAINTEXT stack, .* cannot turn secure"):
         up(settings, postgres=False, secure=True)
     assert not (home / "secrets").exists()
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+def _pg(stack: SecureStack, user: str, *, passfile: Path | None = None, password: str = "") -> str:
+    conninfo = (
+        f"host=127.0.0.1 port={stack.settings.postgres_port} dbname=yieldsensei user={user} "
+        f"connect_timeout=5 passfile={passfile or '/nonexistent'}"
+    )
+    return f"{conninfo} password={password}" if password else conninfo
+
+
+def _passfile(stack: SecureStack) -> Path:
+    return stack.home / "secrets" / "pgpass"
+
+
+@pytest.mark.parametrize("user", ["postgres", "yieldsensei", "ys_debezium"])
+def test_postgres_refuses_a_role_without_its_password(secure_stack: SecureStack, user: str) -> None:
+    with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+        psycopg.connect(_pg(secure_stack, user))
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(_pg(secure_stack, user, password="wrong"))
+    with psycopg.connect(_pg(secure_stack, user, passfile=_passfile(secure_stack))) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (user,)
+
+
+def test_postgres_roles_have_the_least_they_need(secure_stack: SecureStack) -> None:
+    from ys_platform.local import postgres as local_postgres
+    from ys_platform.local.state import Layout
+    from ys_platform.postgres import CAPTURED, TABLES, migrate
+
+    settings = secure_stack.settings
+    app = _pg(secure_stack, "yieldsensei", passfile=_passfile(secure_stack))
+    migrate(app)
+    secrets = local_postgres.postgres_secrets(settings, Layout(secure_stack.home))
+    assert secrets is not None
+    granted = local_postgres.grant_capture(settings, secrets)
+    captured = sorted(c.table for c in CAPTURED)
+    assert granted == captured
+    with psycopg.connect(app) as conn:
+        roles = dict(
+            conn.execute(
+                "SELECT rolname, (rolreplication, rolsuper, rolcanlogin) FROM pg_roles "
+                "WHERE rolname IN ('yieldsensei', 'ys_debezium')"
+            ).fetchall()
+        )
+        assert roles == {"yieldsensei": (False, False, True), "ys_debezium": (True, False, True)}
+        rows = conn.execute(
+            "SELECT t, has_table_privilege('ys_debezium', 'public.' || t, 'SELECT'), "
+            "has_table_privilege('ys_debezium', 'public.' || t, 'INSERT,UPDATE,DELETE') "
+            "FROM unnest(%s::text[]) AS t ORDER BY t",
+            [list(TABLES)],
+        ).fetchall()
+    assert rows == [(t, t in captured, False) for t in sorted(TABLES)]
+
+
+def test_no_password_in_the_postgres_log(secure_stack: SecureStack) -> None:
+    log = (secure_stack.home / "logs" / "postgres.log").read_text()
+    passwords = [
+        line.rsplit(":", 1)[1]
+        for line in _passfile(secure_stack).read_text().splitlines()
+        if not line.startswith("#")
+    ]
+    assert len(passwords) == 3
+    assert not [p for p in passwords if p in log]

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import stat
 from pathlib import Path
 
 import pytest
 
+from ys_platform.local import connect as local_connect
 from ys_platform.local import kafka_security
-from ys_platform.local.config import BrokerSecurity, kafka_nodes, server_properties
+from ys_platform.local.config import (
+    CONNECT_ENV_ALLOWLIST,
+    BrokerSecurity,
+    ConnectSecurity,
+    connect_worker_properties,
+    kafka_nodes,
+    pg_hba_conf,
+    server_properties,
+)
+from ys_platform.local.postgres_secrets import ensure_postgres_secrets, scram_sha_256_verifier
 from ys_platform.local.secrets import (
     ensure_credential,
     format_env_file,
@@ -236,3 +248,104 @@ def test_a_folder_from_before_the_mode_was_recorded_is_plaintext(tmp_path: Path)
     assert read_secure(layout) is False
     with pytest.raises(LocalStackError, match="cannot turn secure"):
         check_secure(layout, True)
+
+
+def test_secure_connect_worker_properties_add_sasl_ssl_for_every_client() -> None:
+    args = {"bootstrap": "127.0.0.1:19092", "port": 18083, "brokers": 1, "plugin_path": Path("/p")}
+    plain = _properties(connect_worker_properties(**args))
+    secure = _properties(
+        connect_worker_properties(
+            **args,
+            security=ConnectSecurity(username="ys-connect", truststore=SECRETS / "ca.pem"),
+        )
+    )
+    jaas = (
+        'org.apache.kafka.common.security.scram.ScramLoginModule required username="ys-connect" '
+        'password="${env:YS_CONNECT_KAFKA_PASSWORD}";'
+    )
+    client = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.jaas.config": jaas,
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": "/state/secrets/ca.pem",
+        "ssl.endpoint.identification.algorithm": "https",
+    }
+    assert {k: v for k, v in secure.items() if k not in plain} == {
+        **{
+            prefix + key: value
+            for prefix in ("", "producer.", "consumer.", "admin.")
+            for key, value in client.items()
+        },
+        "connector.client.config.override.policy": "Principal",
+    }
+    assert {k: secure[k] for k in plain} == plain
+    # The password variable is one the worker's env provider may read.
+    assert re.fullmatch(CONNECT_ENV_ALLOWLIST, "YS_CONNECT_KAFKA_PASSWORD")
+
+
+def test_worker_acls_cover_its_internal_topics_and_group_only() -> None:
+    bindings = {
+        (str(b.restype), b.name, str(b.resource_pattern_type), b.principal, str(b.operation))
+        for b in local_connect.worker_acls("ys-connect")
+    }
+    topics = ("ys-connect-configs", "ys-connect-offsets", "ys-connect-status")
+    operations = ("CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "READ", "WRITE")
+    assert bindings == {
+        *(
+            (
+                "ResourceType.TOPIC",
+                t,
+                "ResourcePatternType.LITERAL",
+                "User:ys-connect",
+                f"AclOperation.{o}",
+            )
+            for t in topics
+            for o in operations
+        ),
+        (
+            "ResourceType.GROUP",
+            "ys-connect",
+            "ResourcePatternType.LITERAL",
+            "User:ys-connect",
+            "AclOperation.READ",
+        ),
+    }
+
+
+def test_secure_pg_hba_asks_every_role_for_a_scram_password() -> None:
+    rules = [line.split() for line in pg_hba_conf(secure=True).splitlines() if line[0] != "#"]
+    assert rules == [
+        ["host", "all", "all", "127.0.0.1/32", "scram-sha-256"],
+        ["host", "replication", "all", "127.0.0.1/32", "scram-sha-256"],
+    ]
+
+
+def test_scram_verifier_format_and_salt() -> None:
+    salt = bytes(range(16))
+    verifier = scram_sha_256_verifier("pencil", salt=salt)
+    method, rest = verifier.split("$", 1)
+    params, keys = rest.split("$")
+    iterations, salt_b64 = params.split(":")
+    stored, server = keys.split(":")
+    assert (method, iterations, base64.b64decode(salt_b64)) == ("SCRAM-SHA-256", "4096", salt)
+    assert len(base64.b64decode(stored)) == len(base64.b64decode(server)) == 32
+    assert scram_sha_256_verifier("pencil", salt=salt) == verifier
+    assert scram_sha_256_verifier("pencil") != scram_sha_256_verifier("pencil")
+    assert "pencil" not in verifier
+
+
+def test_postgres_passwords_live_in_a_libpq_password_file(tmp_path: Path) -> None:
+    roles = ("postgres", "yieldsensei", "ys_debezium")
+    first = ensure_postgres_secrets(tmp_path, 15433, roles)
+    lines = first.passfile.read_text().splitlines()
+    assert lines[1:] == [
+        f"127.0.0.1:15433:*:{role}:{first.password(role).get_secret_value()}" for role in roles
+    ]
+    assert stat.S_IMODE(first.passfile.stat().st_mode) == 0o600
+    assert load_env_file(first.env_file) == {"PGPASSFILE": str(first.passfile)}
+    moved = ensure_postgres_secrets(tmp_path, 15434, roles)
+    assert {r: p.get_secret_value() for r, p in moved.passwords.items()} == {
+        r: p.get_secret_value() for r, p in first.passwords.items()
+    }
+    assert moved.passfile.read_text().splitlines()[1].startswith("127.0.0.1:15434:*:postgres:")
