@@ -280,3 +280,38 @@ def test_no_password_in_the_postgres_log(secure_stack: SecureStack) -> None:
     ]
     assert len(passwords) == 3
     assert not [p for p in passwords if p in log]
+
+
+# --- principals created through the admin API ----------------------------------------------------
+def test_a_new_principal_logs_in_and_is_allowed_nothing(secure_stack: SecureStack) -> None:
+    from ys_platform.local.secrets import ensure_credential
+    from ys_platform.security.users import ensure_scram_users
+
+    principal = f"ys-test-{uuid.uuid4().hex[:6]}"
+    credential = ensure_credential(
+        secure_stack.home, principal, bootstrap_servers=secure_stack.bootstrap_servers
+    )
+    admin = secure_stack.settings.kafka.admin()
+    assert ensure_scram_users(admin, [credential]) == [principal]
+    # A second call finds it and sets the same password again.
+    assert ensure_scram_users(admin, [credential]) == []
+
+    topic = f"secure-deny-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(CLIENT_TIMEOUT_S)
+    user = credential.connection()
+    # Authenticated (metadata answers), but no ACL names it: it sees no topic ...
+    metadata = user.admin().list_topics(timeout=CLIENT_TIMEOUT_S)
+    assert topic not in metadata.topics
+    # ... and may not write one (StandardAuthorizer, allow.everyone.if.no.acl.found=false).
+    errors: list[KafkaError] = []
+    # Not idempotent: its InitProducerId would fail first, on the cluster rather than the topic.
+    producer = user.producer(
+        **{
+            "enable.idempotence": False,
+            "on_delivery": lambda err, _msg: errors.append(err),
+            "message.timeout.ms": 10000,
+        }
+    )
+    producer.produce(topic, value=b"x")
+    producer.flush(CLIENT_TIMEOUT_S)
+    assert [e.code() for e in errors] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]

@@ -110,10 +110,7 @@ def issue_certificate(
     the TLS client of the other nodes' controller listeners (mutual TLS)."""
     key = _new_key()
     not_after = min(now + CERT_VALIDITY, ca_cert.not_valid_after_utc)
-    alt_names: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address(host)) if host[0].isdigit() else x509.DNSName(host)
-        for host in LOCAL_HOSTS
-    ]
+    alt_names = [_alt_name(host) for host in LOCAL_HOSTS]
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
@@ -151,6 +148,14 @@ def issue_certificate(
         .sign(ca_key, hashes.SHA256())
     )
     return key, cert
+
+
+def _alt_name(host: str) -> x509.GeneralName:
+    """An IP address SAN for an address (what TLS clients match an IP against), else a DNS one."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 def needs_renewal(cert: x509.Certificate, now: dt.datetime) -> bool:
