@@ -1,1 +1,1 @@
-"""Who may do what on the cluster: TLS material, SCRAM users, principals and ACLs."""
+"""Kafka security of the platform: SCRAM users, principals and ACLs derived from the catalog."""
