@@ -26,9 +26,13 @@ promtool:
 # The Dagster UI's port: `make dev PORT=3300`.
 PORT ?= 3000
 
+# `make dev SECURE=1`: the secure stack (SASL_SSL, SCRAM-SHA-512, ACLs; credentials in
+# $(YS_HOME)/secrets/). A state folder keeps the mode of its first start.
+SECURE ?=
+
 ## dev: local Kafka, Connect and PostgreSQL, topics and CDC applied, simulator, then Dagster (`dg dev`) on http://127.0.0.1:$(PORT)
 dev: install prereqs
-	$(BIN)/ys-platform dev --port $(PORT)
+	$(BIN)/ys-platform dev --port $(PORT)$(if $(SECURE), --secure)
 
 ## test: install, start the services the tests need, run the whole suite
 test: install prereqs promtool

@@ -6,6 +6,7 @@ and the connector files parsed then, and a bad value fails the load with a sente
 
 import dagster as dg
 
+from ys_platform.assets.acls import build_acl_assets
 from ys_platform.assets.analytics import analytics_assets, analytics_checks, analytics_schedules
 from ys_platform.assets.backfills import market_analytics_backfill
 from ys_platform.assets.clickhouse_sink import clickhouse_sink_definitions
@@ -33,6 +34,7 @@ def defs() -> dg.Definitions:
     kafka_topics, kafka_topics_match_catalog = build_topic_assets(
         connector_topic_deps(connectors.files)
     )
+    kafka_acls, kafka_acls_match_catalog = build_acl_assets(connectors.files)
     clickhouse_mapping = clickhouse.load_mapping(settings.connectors_dir / clickhouse.MAPPING_FILE)
     vector_mapping = vector.load_mapping(settings.connectors_dir / vector.MAPPING_FILE)
     sink_assets, sink_jobs = clickhouse_sink_definitions(clickhouse_mapping)
@@ -52,6 +54,7 @@ def defs() -> dg.Definitions:
             postgres_tables,
             *connectors.assets,
             kafka_topics,
+            kafka_acls,
             *processor_assets,
             *sink_assets,
             *vector_assets,
@@ -59,6 +62,7 @@ def defs() -> dg.Definitions:
         ],
         asset_checks=[
             kafka_topics_match_catalog,
+            kafka_acls_match_catalog,
             *connectors.checks,
             *connectors.freshness_checks,
             *lag_checks,

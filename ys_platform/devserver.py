@@ -125,9 +125,17 @@ def _prepare_cdc(settings: Settings) -> bool:
 
     from ys_platform.cli import connectors, db
     from ys_platform.cli.core import run
+    from ys_platform.local import postgres as local_postgres
+    from ys_platform.local.state import Layout
 
     no_args = argparse.Namespace(names=[])
-    if run(db.migrate, no_args, settings) or run(connectors.apply, no_args, settings):
+    failed = run(db.migrate, no_args, settings)
+    # The secure stack's Debezium role reads only the captured tables, which the migrations
+    # may just have made.
+    secrets = local_postgres.postgres_secrets(settings, Layout(settings.home_dir))
+    if not failed and secrets:
+        local_postgres.grant_capture(settings, secrets)
+    if failed or run(connectors.apply, no_args, settings):
         print(
             "CDC is not running: see above, then `ys-platform db migrate` and "
             "`ys-platform connectors apply`",
@@ -135,6 +143,25 @@ def _prepare_cdc(settings: Settings) -> bool:
         )
         return False
     return True
+
+
+def _adopt_secure_environment(settings: Settings) -> Settings:
+    """Put the secure stack's administrator variables into our environment (inherited by the
+    children, never on their command lines) and read the settings again with them."""
+    from ys_platform.local.postgres_secrets import ENV_FILE
+    from ys_platform.local.secrets import (
+        ADMIN_PRINCIPAL,
+        credential_file,
+        load_env_file,
+        secrets_dir,
+    )
+    from ys_platform.settings import load_settings
+
+    home = settings.home_dir
+    for path in (credential_file(home, ADMIN_PRINCIPAL), secrets_dir(home) / ENV_FILE):
+        if path.exists():
+            os.environ.update(load_env_file(path))
+    return load_settings()
 
 
 def _start_simulator(
@@ -186,16 +213,24 @@ def run_dev(
     port: int = 3000,
     simulate_rate: float = SIMULATOR_RATE,
     dagster_home: Path | None = None,
+    secure: bool = False,
 ) -> ExitCode:
     """Run the platform in the foreground until Ctrl-C/SIGTERM; ``dagster_home`` (default:
-    ``YS_HOME/dagster``) is Dagster's instance folder, the stack's state stays under ``YS_HOME``."""
+    ``YS_HOME/dagster``) is Dagster's instance folder, the stack's state stays under ``YS_HOME``.
+
+    ``secure``: the secure stack (`local up --secure`); this process, and through their
+    environment Dagster, the monitor and the simulator, use the administrator's credentials
+    (secrets/ys-admin.env, secrets/postgres.env) until the principals of issue 10 replace them.
+    """
     from ys_platform.catalog.topics import ALL_TOPICS
     from ys_platform.local.stack import up
     from ys_platform.local.state import LocalStackError
     from ys_platform.streaming.topics import TopicAdminError, apply_plans, plan_topics
 
     try:
-        up(settings, brokers=brokers, connect=True)
+        up(settings, brokers=brokers, connect=True, secure=secure)
+        if secure:
+            settings = _adopt_secure_environment(settings)
         admin = settings.kafka.admin()
         plans = plan_topics(admin, list(ALL_TOPICS))
         apply_plans(admin, plans)

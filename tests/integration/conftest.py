@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from secure_stack import SecureStack, start_secure_stack
 
 from ys_platform.local import LocalStackError, up
 from ys_platform.settings import Settings, SettingsError, load_settings
@@ -46,3 +47,14 @@ def local_stack() -> Iterator[Settings]:
     # Unless YS_KAFKA_BOOTSTRAP_SERVERS says otherwise, the clients follow YS_LOCAL_KAFKA_PORT to
     # the stack (and `up` refuses the two naming different brokers).
     yield settings
+
+
+@pytest.fixture(scope="session")
+def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
+    """A secure 1-broker stack (`local up --secure`: SASL_SSL, SCRAM-SHA-512, StandardAuthorizer)
+    with its PostgreSQL (scram-sha-256), in a fresh state folder on ports of its own (Kafka from
+    19092, PostgreSQL from 15433, Connect's URL from 18083: the worker only starts on request),
+    taken down at the end of the session. Its ``settings`` are the administrator's (a super
+    user); ``home / "secrets"`` holds the credentials."""
+    with start_secure_stack(tmp_path_factory.mktemp("secure") / ".ys", postgres=True) as stack:
+        yield stack

@@ -28,8 +28,8 @@ from ys_platform.streaming.topics import TopicAdminError
 from ys_platform.streaming.worker import WorkerStopped
 
 CLI = Path(sys.executable).with_name("ys-platform")
-GROUPS = ["local", "topics", "groups", "dlq", "schemas", "db", "connectors", "processor", "sink"]
-GROUPS += ["monitor", "health", "simulate", "search", "sql", "dev"]
+GROUPS = ["local", "topics", "acls", "groups", "dlq", "schemas", "db", "connectors", "processor"]
+GROUPS += ["sink", "monitor", "health", "simulate", "search", "sql", "dev"]
 
 
 @pytest.fixture

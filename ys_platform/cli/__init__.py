@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from ys_platform.cli import (
+    acls,
     connectors,
     db,
     dev,
@@ -27,7 +28,20 @@ from ys_platform.cli.core import PROG, ExitCode
 __all__ = ["ExitCode", "build_parser", "main"]
 
 # In the order `ys-platform --help` lists them.
-GROUPS = (local, topics, groups, dlq, schemas, db, connectors, processor, sink, monitor, health)
+GROUPS = (
+    local,
+    topics,
+    acls,
+    groups,
+    dlq,
+    schemas,
+    db,
+    connectors,
+    processor,
+    sink,
+    monitor,
+    health,
+)
 GROUPS += (simulate, search, sql, dev)
 
 

@@ -35,6 +35,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="Dagster's instance folder (runs, event log, schedules); default: YS_HOME/dagster",
     )
+    dev.add_argument(
+        "--secure",
+        action="store_true",
+        help="the secure stack (`local up --secure`): SASL_SSL, SCRAM, ACLs, passwords",
+    )
     dev.set_defaults(func=with_settings(_dev))
 
 
@@ -47,4 +52,5 @@ def _dev(args: argparse.Namespace, settings: Settings) -> ExitCode:
         port=args.port,
         simulate_rate=args.simulate,
         dagster_home=args.dagster_home,
+        secure=args.secure,
     )

@@ -9,7 +9,9 @@ import sys
 from ys_platform.cli.core import CommandError, ExitCode, with_settings
 from ys_platform.local import stack
 from ys_platform.local.config import SUPPORTED_BROKER_COUNTS
+from ys_platform.local.postgres_secrets import ENV_FILE as POSTGRES_ENV_FILE
 from ys_platform.local.procs import tail_lines
+from ys_platform.local.secrets import ADMIN_PRINCIPAL, credential_file, secrets_dir
 from ys_platform.local.state import ServiceStatus
 from ys_platform.settings import Settings
 
@@ -44,6 +46,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="do not start (or check) the Kafka Connect worker (YS_CONNECT_URL, default :8083)",
     )
     up.add_argument("--no-postgres", action="store_true", help="do not start (or check) PostgreSQL")
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="SASL_SSL with SCRAM-SHA-512, TLS from a local CA and the StandardAuthorizer; "
+        "credentials in YS_HOME/secrets/ (a state folder keeps the mode of its first up)",
+    )
     up.set_defaults(func=with_settings(_up))
 
     sub.add_parser("down", help="stop the services; their data stays").set_defaults(
@@ -62,9 +70,23 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _up(args: argparse.Namespace, settings: Settings) -> ExitCode:
     services = stack.up(
-        settings, brokers=args.brokers, postgres=not args.no_postgres, connect=not args.no_connect
+        settings,
+        brokers=args.brokers,
+        postgres=not args.no_postgres,
+        connect=not args.no_connect,
+        secure=args.secure,
     )
     _print_table(services)
+    if args.secure:
+        home = settings.home_dir
+        sources = [credential_file(home, ADMIN_PRINCIPAL)]
+        if not args.no_postgres and settings.uses_local_postgres:
+            sources.append(secrets_dir(home) / POSTGRES_ENV_FILE)
+        print(
+            f"secure stack: credentials are in {secrets_dir(home)} (files 0600); to use it as "
+            f"the administrator: set -a; {' '.join(f'. {p};' for p in sources)} set +a",
+            file=sys.stderr,
+        )
     bootstrap = stack.kafka_bootstrap(settings)
     if bootstrap != settings.kafka_bootstrap_servers:
         print(

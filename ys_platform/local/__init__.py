@@ -4,13 +4,14 @@
 imports Dagster, so the CLI and the test fixtures start services without loading the platform.
 """
 
-from ys_platform.local.stack import down, kafka_bootstrap, log_path, status, up
+from ys_platform.local.stack import down, is_secure, kafka_bootstrap, log_path, status, up
 from ys_platform.local.state import LocalStackError, ServiceStatus
 
 __all__ = [
     "LocalStackError",
     "ServiceStatus",
     "down",
+    "is_secure",
     "kafka_bootstrap",
     "log_path",
     "status",

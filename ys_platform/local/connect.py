@@ -15,23 +15,36 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ys_platform.local import jmx_exporter, kafka, maven, procs
+from ys_platform.local import postgres as local_postgres
 from ys_platform.local.config import (
+    CONNECT_CONFIG_TOPIC,
+    CONNECT_GROUP_ID,
+    CONNECT_OFFSET_TOPIC,
+    CONNECT_PASSWORD_VARIABLE,
+    CONNECT_STATUS_TOPIC,
     LOCAL_HOSTS,
+    ConnectSecurity,
     bootstrap_servers,
     connect_worker_properties,
 )
+from ys_platform.local.secrets import ca_path, ensure_credential
 from ys_platform.local.state import (
     INSTALL_HINT,
     Layout,
     LocalStackError,
     ServiceStatus,
     read_cluster,
+    read_secure,
 )
 from ys_platform.package_files import LOCAL_DEPLOYMENT_DIR
 from ys_platform.settings import Settings
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AclBinding
 
 NAME = "connect"
 
@@ -211,17 +224,23 @@ def up(settings: Settings, layout: Layout) -> ServiceStatus:
     agent = jmx_exporter.agent_option(
         jmx_exporter.agent_jar(), exporter_port, jmx_exporter.CONNECT_RULES
     )
+    bootstrap = bootstrap_servers(settings.local_kafka_port, cluster.brokers)
+    env = worker_environment(settings, layout)
+    security = None
+    if read_secure(layout):
+        security, env[CONNECT_PASSWORD_VARIABLE] = _secure_worker(layout, bootstrap)
     layout.connect.mkdir(parents=True, exist_ok=True)
     layout.connect_properties.write_text(
         connect_worker_properties(
-            bootstrap=bootstrap_servers(settings.local_kafka_port, cluster.brokers),
+            bootstrap=bootstrap,
             port=rest_port,
             brokers=cluster.brokers,
             plugin_path=plugins,
+            security=security,
         )
     )
     layout.logs.mkdir(parents=True, exist_ok=True)
-    process = _spawn(java, cp, layout, agent, worker_environment(settings))
+    process = _spawn(java, cp, layout, agent, env)
     try:
         procs.wait_ready(
             NAME,
@@ -239,23 +258,87 @@ def up(settings: Settings, layout: Layout) -> ServiceStatus:
     return status(settings, layout)
 
 
-def worker_environment(settings: Settings) -> dict[str, str]:
+# The worker's principal on the secure stack; its connectors use it too unless they bring their
+# own (connector.client.config.override.policy=Principal).
+CONNECT_PRINCIPAL = "ys-connect"
+# What a distributed worker does on its own behalf: create and use its three internal topics
+# (compacted, checked through DescribeConfigs) and join its group. Topics its connectors read
+# or write are the connectors' ACLs, not the worker's.
+WORKER_TOPIC_OPERATIONS = ("CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "READ", "WRITE")
+# Creating a principal and its ACLs goes through the controller quorum: a few milliseconds here.
+ACL_TIMEOUT_S = 30.0
+
+
+def worker_acls(principal: str) -> list[AclBinding]:
+    """The ACLs a Connect worker needs for itself (its connectors' topics come on top)."""
+    from confluent_kafka.admin import AclBinding
+
+    user = f"User:{principal}"
+    topics = (CONNECT_CONFIG_TOPIC, CONNECT_OFFSET_TOPIC, CONNECT_STATUS_TOPIC)
+    bindings = [
+        AclBinding("TOPIC", topic, "LITERAL", user, "*", operation, "ALLOW")
+        for topic in topics
+        for operation in WORKER_TOPIC_OPERATIONS
+    ]
+    bindings.append(AclBinding("GROUP", CONNECT_GROUP_ID, "LITERAL", user, "*", "READ", "ALLOW"))
+    return bindings
+
+
+def _secure_worker(layout: Layout, bootstrap: str) -> tuple[ConnectSecurity, str]:
+    """The worker's SCRAM user and ACLs, created as the administrator; returns the worker's
+    security settings and the password its environment carries."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from ys_platform.security.users import ScramUserError, ensure_scram_users
+
+    credential = ensure_credential(layout.home, CONNECT_PRINCIPAL, bootstrap_servers=bootstrap)
+    admin = AdminClient(kafka.client_config(layout, bootstrap))
+    try:
+        ensure_scram_users(admin, [credential])
+        for binding, future in admin.create_acls(
+            worker_acls(CONNECT_PRINCIPAL), request_timeout=ACL_TIMEOUT_S
+        ).items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                raise LocalStackError(
+                    f"connect: the ACL {binding} for the worker could not be created: "
+                    f"{exc.args[0].str()}"
+                ) from None
+    except ScramUserError as exc:
+        raise LocalStackError(f"connect: {exc}") from None
+    security = ConnectSecurity(username=CONNECT_PRINCIPAL, truststore=ca_path(layout.home))
+    return security, credential.password.get_secret_value()
+
+
+def worker_environment(settings: Settings, layout: Layout) -> dict[str, str]:
     """The worker's environment: ours, plus — for the local stack's own PostgreSQL — the
     ``YS_CONNECT_PG_*`` values ``connectors/postgres-source.json`` refers to, unless set already.
 
-    The local cluster trusts loopback (see ``postgres.py``), so its password is a placeholder.
+    The plaintext cluster trusts loopback (see ``postgres.py``), so its password is a
+    placeholder; the secure one gives Debezium its own role and that role's password.
     """
     env = dict(os.environ)
-    if settings.uses_local_postgres:
-        defaults = {
-            "YS_CONNECT_PG_HOST": "127.0.0.1",
-            "YS_CONNECT_PG_PORT": str(settings.postgres_port),
-            "YS_CONNECT_PG_DBNAME": "yieldsensei",
-            "YS_CONNECT_PG_USER": "yieldsensei",
-            "YS_CONNECT_PG_PASSWORD": "local-trust-auth",
-        }
-        for name, value in defaults.items():
-            env.setdefault(name, value)
+    if not settings.uses_local_postgres:
+        return env
+    user, password = local_postgres.APP_ROLE, "local-trust-auth"
+    secrets = local_postgres.postgres_secrets(settings, layout)
+    if secrets:
+        user = local_postgres.DEBEZIUM_ROLE
+        password = secrets.password(user).get_secret_value()
+        # A shell that sourced an administrator's env file passes no Kafka password on.
+        for name in ("YS_KAFKA_SASL_PASSWORD", "YS_KAFKA_SSL_KEY_PASSWORD"):
+            env.pop(name, None)
+    defaults = {
+        "YS_CONNECT_PG_HOST": "127.0.0.1",
+        "YS_CONNECT_PG_PORT": str(settings.postgres_port),
+        "YS_CONNECT_PG_DBNAME": "yieldsensei",
+        "YS_CONNECT_PG_USER": user,
+        "YS_CONNECT_PG_PASSWORD": password,
+    }
+    for name, value in defaults.items():
+        env.setdefault(name, value)
     return env
 
 

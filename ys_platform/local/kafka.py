@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ys_platform.local import jmx_exporter, maven, procs
+from ys_platform.local import jmx_exporter, kafka_security, maven, procs
 from ys_platform.local.config import (
     CONTROLLER_PORT_OFFSET,
     KafkaNode,
+    bootstrap_servers,
     kafka_nodes,
     reaches_nodes,
     server_properties,
@@ -28,6 +29,7 @@ from ys_platform.local.state import (
     LocalStackError,
     ServiceStatus,
     read_cluster,
+    read_secure,
     write_cluster,
 )
 from ys_platform.package_files import LOCAL_DEPLOYMENT_DIR
@@ -137,8 +139,18 @@ def _java_command(
     ]
 
 
-def _format(java: str, cp: str, layout: Layout, todo: list[KafkaNode], cluster_id: str) -> None:
-    """Format the log dirs of the nodes in todo, all at once: each is a JVM start of ~2 s."""
+def _format(
+    java: str,
+    cp: str,
+    layout: Layout,
+    todo: list[KafkaNode],
+    cluster_id: str,
+    extra: Sequence[str] = (),
+) -> None:
+    """Format the log dirs of the nodes in todo, all at once: each is a JVM start of ~2 s.
+
+    ``extra``: more arguments, the secure stack's ``@file`` of SCRAM users to bootstrap.
+    """
     procs.progress(
         f"kafka: formatting storage of {', '.join(n.name for n in todo)} (cluster id {cluster_id})"
     )
@@ -152,6 +164,7 @@ def _format(java: str, cp: str, layout: Layout, todo: list[KafkaNode], cluster_i
                 cluster_id,
                 "--config",
                 str(layout.broker_properties(node.node_id)),
+                *extra,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -237,11 +250,28 @@ def check_clients_reach(settings: Settings, cluster_nodes: list[KafkaNode]) -> N
         )
 
 
-def up(settings: Settings, layout: Layout, brokers: int | None) -> list[ServiceStatus]:
+def up(
+    settings: Settings, layout: Layout, brokers: int | None, secure: bool = False
+) -> list[ServiceStatus]:
+    """Start the nodes not running. ``secure``: the state folder's mode (stack.check_secure has
+    refused a mismatch), SASL_SSL with the secrets of :mod:`kafka_security`."""
     cluster = read_cluster(layout)
     count = _resolve_brokers(layout, cluster, brokers)
     cluster_nodes = nodes(settings, count)
     check_clients_reach(settings, cluster_nodes)
+    secured = (
+        kafka_security.prepare(
+            layout,
+            bootstrap_servers(settings.local_kafka_port, count),
+            formatted=any(_is_formatted(layout, n.node_id) for n in cluster_nodes),
+        )
+        if secure
+        else None
+    )
+    if secured and secured.made:
+        procs.progress(
+            f"kafka: generated {', '.join(secured.made)} in {secured.security.truststore.parent}"
+        )
     to_start = [n for n in cluster_nodes if running_pid(layout, n.node_id) is None]
     if to_start:
         java, cp, agent_jar = java_binary(), classpath(), jmx_exporter.agent_jar()
@@ -257,10 +287,20 @@ def up(settings: Settings, layout: Layout, brokers: int | None) -> list[ServiceS
             properties = layout.broker_properties(node.node_id)
             properties.parent.mkdir(parents=True, exist_ok=True)
             properties.write_text(
-                server_properties(node, cluster_nodes, layout.broker_data(node.node_id))
+                server_properties(
+                    node,
+                    cluster_nodes,
+                    layout.broker_data(node.node_id),
+                    secured.security if secured else None,
+                )
             )
         unformatted = [n for n in to_start if not _is_formatted(layout, n.node_id)]
-        if unformatted:
+        if unformatted and secured:
+            # The SCRAM users go into the metadata log at format time (the only way to have a
+            # user before any broker runs); their passwords reach kafka-storage in a 0600 file.
+            with kafka_security.format_arguments(layout, secured) as scram_arguments:
+                _format(java, cp, layout, unformatted, cluster.cluster_id, scram_arguments)
+        elif unformatted:
             _format(java, cp, layout, unformatted, cluster.cluster_id)
         for node in to_start:
             agent = jmx_exporter.agent_option(
@@ -274,7 +314,7 @@ def up(settings: Settings, layout: Layout, brokers: int | None) -> list[ServiceS
                 procs.wait_ready(
                     node.name,
                     node.address,
-                    ready=lambda node=node: _lists_broker(node.address, node.node_id),
+                    ready=lambda node=node: _lists_broker(layout, node.address, node.node_id),
                     alive=lambda process=process: process.poll() is None,
                     timeout_s=START_TIMEOUT_S,
                     log=layout.log(node.name),
@@ -319,13 +359,26 @@ def _quiet_logger() -> logging.Logger:
     return logger
 
 
-def metadata(address: str, timeout_s: float = METADATA_TIMEOUT_S) -> ClusterMetadata:
-    """Cluster metadata as seen by the broker at address; raises KafkaException when it fails."""
+def client_config(layout: Layout, address: str) -> dict[str, str]:
+    """How the stack's own checks reach the broker at ``address``: PLAINTEXT, or on a secure
+    state folder as its administrator (secrets included: hand to a client, never print)."""
+    if read_secure(layout):
+        return kafka_security.admin_client_config(layout, address)
+    return {"bootstrap.servers": address}
+
+
+def metadata(
+    address: str, timeout_s: float = METADATA_TIMEOUT_S, config: dict[str, str] | None = None
+) -> ClusterMetadata:
+    """Cluster metadata as seen by the broker at address; raises KafkaException when it fails.
+
+    ``config``: the connection settings (:func:`client_config`); unset, PLAINTEXT to address.
+    """
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(
         {
-            "bootstrap.servers": address,
+            **(config or {"bootstrap.servers": address}),
             "logger": _quiet_logger(),
             "error_cb": lambda _error: None,
         }
@@ -333,13 +386,13 @@ def metadata(address: str, timeout_s: float = METADATA_TIMEOUT_S) -> ClusterMeta
     return admin.list_topics(timeout=timeout_s)
 
 
-def _lists_broker(address: str, node_id: int) -> bool:
+def _lists_broker(layout: Layout, address: str, node_id: int) -> bool:
     from confluent_kafka import KafkaException
 
     if not procs.port_open(int(address.rsplit(":", 1)[1])):
         return False
     try:
-        return node_id in metadata(address).brokers
+        return node_id in metadata(address, config=client_config(layout, address)).brokers
     except KafkaException:
         return False
 
@@ -355,7 +408,7 @@ def status(settings: Settings, layout: Layout) -> list[ServiceStatus]:
             result.append(ServiceStatus(node.name, node.address, "stopped", healthy=False))
             continue
         try:
-            md = metadata(node.address)
+            md = metadata(node.address, config=client_config(layout, node.address))
             healthy = node.node_id in md.brokers
             detail = f"{len(md.brokers)} broker(s), {len(md.topics)} topic(s)"
         except KafkaException as exc:

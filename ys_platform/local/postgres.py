@@ -11,7 +11,20 @@ from pathlib import Path
 
 from ys_platform.local import procs
 from ys_platform.local.config import LOOPBACK, pg_hba_conf, postgresql_conf
-from ys_platform.local.state import INSTALL_HINT, Layout, LocalStackError, ServiceStatus
+from ys_platform.local.postgres_secrets import (
+    PGPASS_FILE,
+    PostgresSecrets,
+    ensure_postgres_secrets,
+    scram_sha_256_verifier,
+)
+from ys_platform.local.secrets import secrets_dir
+from ys_platform.local.state import (
+    INSTALL_HINT,
+    Layout,
+    LocalStackError,
+    ServiceStatus,
+    read_secure,
+)
 from ys_platform.settings import Settings
 
 NAME = "postgres"
@@ -24,6 +37,12 @@ MIN_VERSION = 13
 SERVICE_USER = "postgres"
 APP_ROLE = "yieldsensei"
 APP_DATABASE = "yieldsensei"
+# The secure stack's role for the Debezium connector: LOGIN, REPLICATION and SELECT on the
+# captured tables only (the plaintext stack's connector logs in as APP_ROLE).
+DEBEZIUM_ROLE = "ys_debezium"
+SECURE_ROLES = (SERVICE_USER, APP_ROLE, DEBEZIUM_ROLE)
+# initdb reads the superuser's password from a file: here its SCRAM verifier, not the password.
+INITDB_PWFILE = ".initdb-superuser.verifier"
 INCLUDE_FILE = "ys_platform.conf"
 
 # pg_ctl -w waits this long; a fresh cluster starts in about a second, crash recovery of a dev
@@ -121,7 +140,7 @@ def _run(command: list[str], what: str, log: Path | None = None) -> None:
         )
 
 
-def _prepare(layout: Layout, bindir: Path) -> None:
+def _prepare(layout: Layout, bindir: Path, secrets: PostgresSecrets | None) -> None:
     data, log = layout.postgres_data, layout.log(NAME)
     layout.logs.mkdir(parents=True, exist_ok=True)
     log.touch()
@@ -138,23 +157,37 @@ def _prepare(layout: Layout, bindir: Path) -> None:
         os.chown(data, account.pw_uid, account.pw_gid)
     data.chmod(0o700)
     procs.progress(f"postgres: creating a cluster in {data}")
-    _run(
-        # C collation with UTF8 encoding: available on every machine (no locale package needed)
-        # and sorts by code point, the same on a laptop and in CI.
-        [
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            SERVICE_USER,
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--auth=trust",
-        ],
-        "initdb",
-    )
-    _write_owned(data / "pg_hba.conf", pg_hba_conf())
+    auth = ["--auth=trust"]
+    pwfile = layout.home / INITDB_PWFILE
+    if secrets:
+        # The service user must read it (initdb runs as postgres when we are root), so it is
+        # not in the root-only secrets folder; it holds a verifier, useless for logging in.
+        verifier = scram_sha_256_verifier(secrets.password(SERVICE_USER).get_secret_value())
+        pwfile.write_text(verifier + "\n")
+        pwfile.chmod(0o600)
+        if account:
+            os.chown(pwfile, account.pw_uid, account.pw_gid)
+        auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+    try:
+        _run(
+            # C collation with UTF8 encoding: available on every machine (no locale package
+            # needed) and sorts by code point, the same on a laptop and in CI.
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                SERVICE_USER,
+                "-E",
+                "UTF8",
+                "--locale=C",
+                *auth,
+            ],
+            "initdb",
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
+    _write_owned(data / "pg_hba.conf", pg_hba_conf(secure=secrets is not None))
     with (data / "postgresql.conf").open("a") as conf:
         conf.write(
             f"\n# Settings of the ys-platform local stack (port, WAL):\ninclude = "
@@ -183,13 +216,27 @@ def up(settings: Settings, layout: Layout) -> ServiceStatus:
         if not found.healthy:
             raise LocalStackError(f"YS_POSTGRES_DSN does not answer: {found.detail}")
         return found
+    secrets = (
+        ensure_postgres_secrets(layout.home, settings.postgres_port, SECURE_ROLES)
+        if read_secure(layout)
+        else None
+    )
     if running_pid(layout) is None:
-        _start(settings, layout)
-    _ensure_app_database(settings)
+        _start(settings, layout, secrets)
+    _ensure_app_database(settings, secrets)
+    if secrets:
+        grant_capture(settings, secrets)
     return status(settings, layout)
 
 
-def _start(settings: Settings, layout: Layout) -> None:
+def postgres_secrets(settings: Settings, layout: Layout) -> PostgresSecrets | None:
+    """The passwords of a secure state folder's cluster (None on a plaintext one)."""
+    if not settings.uses_local_postgres or not read_secure(layout):
+        return None
+    return ensure_postgres_secrets(layout.home, settings.postgres_port, SECURE_ROLES)
+
+
+def _start(settings: Settings, layout: Layout, secrets: PostgresSecrets | None) -> None:
     bindir = _bindir(layout.postgres_data)
     port, log = settings.postgres_port, layout.log(NAME)
     if procs.port_open(port):
@@ -197,7 +244,7 @@ def _start(settings: Settings, layout: Layout) -> None:
             f"postgres: {LOOPBACK}:{port} is already in use by another process; stop it, or set "
             "YS_POSTGRES_PORT to a free port."
         )
-    _prepare(layout, bindir)
+    _prepare(layout, bindir, secrets)
     # Rewritten on every start so a changed YS_POSTGRES_PORT takes effect.
     _write_owned(layout.postgres_data / INCLUDE_FILE, postgresql_conf(port))
     procs.progress(f"postgres: waiting for {LOOPBACK}:{port} ...", end=" ")
@@ -226,20 +273,39 @@ def _start(settings: Settings, layout: Layout) -> None:
     procs.progress(f"ready in {time.monotonic() - start:.1f} s")
 
 
-def _ensure_app_database(settings: Settings) -> None:
-    """The application's role (LOGIN for the platform, REPLICATION for Debezium) and database."""
+def _superuser_conninfo(
+    settings: Settings, secrets: PostgresSecrets | None, dbname: str = "postgres"
+) -> str:
+    conninfo = (
+        f"host={LOOPBACK} port={settings.postgres_port} dbname={dbname} "
+        f"user={SERVICE_USER} connect_timeout={CONNECT_TIMEOUT_S}"
+    )
+    # libpq reads the password from the file itself: none in this string.
+    return f"{conninfo} passfile={secrets.passfile}" if secrets else conninfo
+
+
+def _ensure_app_database(settings: Settings, secrets: PostgresSecrets | None) -> None:
+    """The application's role and database. Plaintext: one role, LOGIN for the platform and
+    REPLICATION for Debezium. Secure: the platform's role LOGIN only, Debezium's its own, each
+    with its password (sent as a SCRAM verifier), set again on every `up` from the secrets."""
     import psycopg
     from psycopg import sql
 
-    superuser = (
-        f"host={LOOPBACK} port={settings.postgres_port} dbname=postgres "
-        f"user={SERVICE_USER} connect_timeout={CONNECT_TIMEOUT_S}"
-    )
-    with psycopg.connect(superuser, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [APP_ROLE]).fetchone():
-            conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN REPLICATION").format(sql.Identifier(APP_ROLE))
-            )
+    with psycopg.connect(_superuser_conninfo(settings, secrets), autocommit=True) as conn:
+        roles = {APP_ROLE: "LOGIN REPLICATION"}
+        if secrets:
+            roles = {SERVICE_USER: "", APP_ROLE: "LOGIN", DEBEZIUM_ROLE: "LOGIN REPLICATION"}
+        for role, attributes in roles.items():
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE ROLE {} " + attributes).format(sql.Identifier(role)))
+            if secrets:
+                verifier = scram_sha_256_verifier(secrets.password(role).get_secret_value())
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(verifier)
+                    )
+                )
         if not conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", [APP_DATABASE]
         ).fetchone():
@@ -248,6 +314,34 @@ def _ensure_app_database(settings: Settings) -> None:
                     sql.Identifier(APP_DATABASE), sql.Identifier(APP_ROLE)
                 )
             )
+
+
+def grant_capture(settings: Settings, secrets: PostgresSecrets) -> list[str]:
+    """SELECT on the captured tables (those the migrations have made so far) for Debezium's
+    role; returns the tables granted. Run by `up` and after the migrations on a secure stack."""
+    import psycopg
+    from psycopg import sql
+
+    from ys_platform.postgres import CAPTURED
+
+    names = [c.table for c in CAPTURED]
+    conninfo = _superuser_conninfo(settings, secrets, dbname=APP_DATABASE)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        existing = [
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename = ANY(%s) ORDER BY tablename",
+                [names],
+            ).fetchall()
+        ]
+        for table in existing:
+            conn.execute(
+                sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(
+                    sql.Identifier("public", table), sql.Identifier(DEBEZIUM_ROLE)
+                )
+            )
+    return existing
 
 
 def _endpoint(settings: Settings) -> str:
@@ -266,8 +360,12 @@ def status(settings: Settings, layout: Layout) -> ServiceStatus:
     pid = running_pid(layout) if settings.uses_local_postgres else None
     if settings.uses_local_postgres and pid is None:
         return ServiceStatus(NAME, endpoint, "stopped", healthy=False)
+    conninfo = settings.postgres_conninfo()
+    passfile = secrets_dir(layout.home) / PGPASS_FILE
+    if settings.uses_local_postgres and read_secure(layout) and passfile.exists():
+        conninfo = f"{conninfo} passfile={passfile}"
     try:
-        with psycopg.connect(settings.postgres_conninfo(), connect_timeout=CONNECT_TIMEOUT_S) as c:
+        with psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT_S) as c:
             row = c.execute(
                 "SELECT current_setting('server_version'), current_setting('wal_level')"
             ).fetchone()

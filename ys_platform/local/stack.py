@@ -8,7 +8,14 @@ from ys_platform.local import connect as connect_service
 from ys_platform.local import jmx_exporter, kafka
 from ys_platform.local import postgres as pg
 from ys_platform.local.config import SUPPORTED_BROKER_COUNTS, bootstrap_servers
-from ys_platform.local.state import Layout, ServiceStatus, locked, read_cluster
+from ys_platform.local.state import (
+    Layout,
+    ServiceStatus,
+    check_secure,
+    locked,
+    read_cluster,
+    read_secure,
+)
 from ys_platform.settings import Settings
 
 
@@ -21,9 +28,13 @@ def up(
     brokers: int | None = None,
     postgres: bool = True,
     connect: bool = False,
+    secure: bool = False,
 ) -> list[ServiceStatus]:
     """Start whatever is not running yet and return the status of every service started.
 
+    secure=True runs the secure stack (`local up --secure`): SASL_SSL with SCRAM-SHA-512, the
+    StandardAuthorizer, credentials in $YS_HOME/secrets/. A state folder keeps the mode of its
+    first `up`; the other mode is refused (LocalStackError) before anything starts.
     brokers=None keeps the broker count the state folder was formatted with (1 on a fresh one).
     connect=True also starts the Kafka Connect worker (after Kafka, whose topics hold its state).
     It is opt-in here, unlike on the command line, so that test fixtures which only need Kafka
@@ -34,7 +45,8 @@ def up(
         raise ValueError(f"brokers must be one of {SUPPORTED_BROKER_COUNTS}, not {brokers}")
     layout = _layout(settings)
     with locked(layout):
-        result = kafka.up(settings, layout, brokers)
+        check_secure(layout, secure)
+        result = kafka.up(settings, layout, brokers, secure=secure)
         if connect:
             result.append(connect_service.up(settings, layout))
         # What runs now, for Prometheus: a worker left running by an earlier `up` stays listed.
@@ -84,6 +96,11 @@ def log_path(settings: Settings, service: str) -> Path:
     if name not in valid:
         raise ValueError(f"unknown service {service!r}; one of {', '.join(valid)}")
     return _layout(settings).log(name)
+
+
+def is_secure(settings: Settings) -> bool:
+    """Whether the state folder holds a secure stack (False for one never started)."""
+    return bool(read_secure(_layout(settings)))
 
 
 def kafka_bootstrap(settings: Settings) -> str:

@@ -105,6 +105,11 @@ class Layout:
     def postgres_data(self) -> Path:
         return self.home / "postgres"
 
+    @property
+    def mode_file(self) -> Path:
+        """Whether the stack in this folder is secure; fixed by its first `up`."""
+        return self.home / "stack.json"
+
     def log(self, service: str) -> Path:
         return self.logs / f"{service}.log"
 
@@ -130,6 +135,45 @@ def write_cluster(layout: Layout, cluster: KafkaCluster) -> None:
     tmp = layout.kafka_cluster_file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"cluster_id": cluster.cluster_id, "brokers": cluster.brokers}))
     tmp.replace(layout.kafka_cluster_file)
+
+
+def read_secure(layout: Layout) -> bool | None:
+    """True for a secure stack, False for a PLAINTEXT one, None for a folder never started.
+
+    A folder from before the mode was recorded (Kafka storage or a PostgreSQL cluster but no
+    stack.json) is PLAINTEXT: nothing else existed then.
+    """
+    try:
+        return bool(json.loads(layout.mode_file.read_text())["secure"])
+    except FileNotFoundError:
+        pass
+    if layout.kafka_cluster_file.exists() or (layout.postgres_data / "PG_VERSION").exists():
+        return False
+    return None
+
+
+def check_secure(layout: Layout, secure: bool) -> None:
+    """Record the mode of a fresh folder; refuse to bring a folder up in the other mode."""
+    recorded = read_secure(layout)
+    if recorded is None:
+        layout.home.mkdir(parents=True, exist_ok=True)
+        tmp = layout.mode_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"secure": secure}))
+        tmp.replace(layout.mode_file)
+        return
+    if recorded and not secure:
+        raise LocalStackError(
+            f"The state folder {layout.home} holds a secure stack (made by `ys-platform local up "
+            "--secure`), which never comes up PLAINTEXT: run `ys-platform local up --secure` "
+            "(`make dev SECURE=1`), or set YS_HOME to another folder for a plaintext stack."
+        )
+    if secure and not recorded:
+        raise LocalStackError(
+            f"The state folder {layout.home} holds a PLAINTEXT stack, whose Kafka storage and "
+            "PostgreSQL have no credentials, so it cannot turn secure: set YS_HOME to another "
+            f"folder for the secure stack (e.g. YS_HOME={layout.home}-secure), or remove "
+            f"{layout.home} (its data is lost) and run `ys-platform local up --secure` again."
+        )
 
 
 def read_pid(path: Path) -> int | None:

@@ -31,6 +31,10 @@ from ys_platform.connectors import ConnectorFile, heartbeat_topic, output_topics
 from ys_platform.monitoring import names
 from ys_platform.monitoring.report_collector import DEFAULT_CLUSTER_NAME, ReportCollector
 
+# Each read takes a group id of its own under this prefix (librdkafka needs one even to assign;
+# the ACLs grant the monitor Describe on the prefix for the coordinator lookup).
+GROUP_PREFIX = "ys-monitor-freshness-"
+
 # Three missed heartbeats: one late heartbeat (a GC pause, a busy Connect worker) is not an
 # outage, three in a row are. With the connector's 10 s that is 30 s, inside the 60 s within
 # which issue 9 asks the PostgreSQL outage to alert.
@@ -114,7 +118,7 @@ def newest_timestamps(
     """The newest record timestamp (ms) of each topic over its partitions; None when empty."""
     newest: dict[str, int | None] = {t: None for t in topics}
     consumer = connection.consumer(
-        f"ys-monitor-freshness-{uuid.uuid4().hex[:8]}",
+        f"{GROUP_PREFIX}{uuid.uuid4().hex[:8]}",
         # Assigned, never subscribed: no group is joined and nothing is committed.
         **{"enable.partition.eof": True},
     )

@@ -17,6 +17,10 @@ from confluent_kafka import TopicPartition
 
 from ys_platform.clients.kafka import KafkaConnection, read_to_end
 
+# Each read takes a group id of its own under this prefix (librdkafka needs one even to assign;
+# the ACLs grant the monitor Describe on the prefix for the coordinator lookup).
+GROUP_PREFIX = "ys-lag-record-age-"
+
 # Measured on the local broker: the first record of a handful of partitions arrives in
 # 20-60 ms; 5 s bounds a slow cluster, after which the partitions not read have no age.
 READ_TIMEOUT_S = 5.0
@@ -33,7 +37,7 @@ def next_record_timestamps(
     if not positions:
         return {}
     consumer = connection.consumer(
-        f"ys-lag-record-age-{uuid.uuid4().hex[:8]}",
+        f"{GROUP_PREFIX}{uuid.uuid4().hex[:8]}",
         # Assigned, never subscribed: no group is joined and nothing is committed.
         **{
             "enable.partition.eof": True,

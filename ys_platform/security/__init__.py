@@ -1,0 +1,1 @@
+"""Kafka security of the platform: SCRAM users, principals and ACLs derived from the catalog."""
