@@ -236,6 +236,11 @@ class Settings(BaseSettings):
         return self
 
     # --- derived values --------------------------------------------------------------------------
+    def as_principal(self, principal: str) -> Settings:
+        """These settings with the Kafka connection of ``principal`` (see
+        ``KafkaConnection.as_principal``: unchanged unless YS_KAFKA_CREDENTIALS_DIR is set)."""
+        return self.model_copy(update={"kafka": self.kafka.as_principal(principal)})
+
     @property
     def kafka_bootstrap_servers(self) -> str:
         return self.kafka.bootstrap_servers

@@ -85,6 +85,7 @@ def test_resource_holds_the_connection_with_secrets_as_variables(monkeypatch):
             "ssl_certificate_location": None,
             "ssl_key_location": None,
             "ssl_key_password": None,
+            "credentials_dir": None,
             "expected_brokers": None,
         }
     }
@@ -137,3 +138,70 @@ def test_bindings_give_the_settings_connection_with_secrets_from_their_variables
     assert "secret" not in json.dumps(shown)
     with dg.build_resources({"kafka": kafka}) as resources:
         assert resources.kafka.connection == settings.kafka
+
+
+# --- one principal per component (YS_KAFKA_CREDENTIALS_DIR) -------------------------------------
+
+
+def _credential_file(folder, principal: str, password: str) -> None:
+    from ys_platform.clients.env_file import format_env_file
+
+    (folder / f"{principal}.env").write_text(
+        format_env_file(
+            {"YS_KAFKA_SASL_USERNAME": principal, "YS_KAFKA_SASL_PASSWORD": password}, "test"
+        )
+    )
+
+
+def test_without_a_credentials_folder_every_component_uses_the_connection_as_it_is():
+    connection = KafkaConnection(bootstrap_servers="h:1")
+    assert connection.as_principal("risk-assessment-processor") is connection
+
+
+def test_a_component_connects_as_its_own_principal_from_the_credentials_folder(tmp_path):
+    _credential_file(tmp_path, "risk-assessment-processor", "p4ss w'rd")
+    connection = KafkaConnection(
+        bootstrap_servers="h:1",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="ys-dagster",
+        sasl_password="dagster-secret",
+        credentials_dir=tmp_path,
+    )
+    risk = connection.as_principal("risk-assessment-processor")
+    conf = risk.config()
+    assert conf["sasl.username"] == "risk-assessment-processor"
+    assert conf["sasl.password"] == "p4ss w'rd"
+    assert conf["security.protocol"] == "SASL_SSL" and conf["bootstrap.servers"] == "h:1"
+    assert "p4ss" not in repr(risk) and "p4ss" not in str(risk)
+    assert connection.config()["sasl.username"] == "ys-dagster"  # the original is unchanged
+
+
+def test_a_component_without_a_credential_file_fails_naming_the_file(tmp_path):
+    from ys_platform.clients.kafka import CredentialsError
+
+    connection = KafkaConnection(bootstrap_servers="h:1", credentials_dir=tmp_path)
+    with pytest.raises(CredentialsError) as caught:
+        connection.as_principal("ys-monitor")
+    message = str(caught.value)
+    assert str(tmp_path / "ys-monitor.env") in message
+    assert "YS_KAFKA_CREDENTIALS_DIR" in message
+
+
+def test_a_worker_connects_as_the_principal_of_its_group(tmp_path, monkeypatch):
+    from ys_platform.processors.registry import build_processor
+    from ys_platform.streaming.worker import TransactionalWorker, WorkerConfig
+
+    monkeypatch.setenv("YS_KAFKA_CREDENTIALS_DIR", str(tmp_path))
+    monkeypatch.setenv("YS_HOME", str(tmp_path / "home"))
+    from ys_platform.settings import load_settings
+
+    settings = load_settings()
+    assert settings.kafka.credentials_dir == tmp_path
+    _credential_file(tmp_path, "t1.risk-assessment-processor", "risk-pw")
+    app = build_processor("risk-assessment-processor")
+    worker = TransactionalWorker(
+        settings.kafka, app, WorkerConfig(namespace="t1.", metrics=None, instance_id="0")
+    )
+    assert worker.connection.sasl_username == "t1.risk-assessment-processor"
+    assert worker.connection.sasl_password.get_secret_value() == "risk-pw"

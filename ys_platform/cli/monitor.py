@@ -86,7 +86,9 @@ def build_monitor(
     from ys_platform.monitoring.alerts import AlertPublisher, HealthWatch
     from ys_platform.monitoring.exporter import LagCollector, build_registry
     from ys_platform.monitoring.monitor import Monitor
+    from ys_platform.security.principals import MONITOR_NAME
 
+    settings = settings.as_principal(f"{namespace}{MONITOR_NAME}")
     cluster = settings.monitor_cluster_name
     lag = LagCollector()
     publisher = AlertPublisher(settings.kafka.producer(), cluster_name=cluster)

@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from ys_platform.clients.env_file import load_env_file
 from ys_platform.clients.kafka_logging import CLIENT_LOGGER
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,14 @@ class KafkaConnection(BaseModel):
     ssl_certificate_location: Path | None = None
     ssl_key_location: Path | None = None
     ssl_key_password: SecretStr | None = Field(default=None, description="Secret; never logged.")
+    credentials_dir: Path | None = Field(
+        default=None,
+        description="Folder of per-principal credential files, <principal>.env (the secure "
+        "local stack's $YS_HOME/secrets; a mounted secret elsewhere). Set: each component of "
+        "the platform (a processor or sink by its group id, the monitor, the producers) connects "
+        "as its own principal with the SASL username and password of its file. Unset: every "
+        "client uses YS_KAFKA_SASL_USERNAME and YS_KAFKA_SASL_PASSWORD.",
+    )
     expected_brokers: int | None = Field(
         default=None,
         ge=1,
@@ -150,6 +159,29 @@ class KafkaConnection(BaseModel):
             if not match or not 0 < int(match.group(2)) < 65536:
                 raise ValueError(f"{server!r} is not host:port")
         return ",".join(servers)
+
+    def as_principal(self, principal: str) -> KafkaConnection:
+        """This connection as ``principal`` when ``credentials_dir`` is set: its SASL username
+        and password read from ``<credentials_dir>/<principal>.env`` (when the component's
+        client is made, never at import); else this connection unchanged."""
+        if self.credentials_dir is None:
+            return self
+        path = self.credentials_dir / f"{principal}.env"
+        try:
+            variables = load_env_file(path)
+        except FileNotFoundError:
+            raise CredentialsError(
+                f"No credentials for principal {principal}: {path} does not exist "
+                "(YS_KAFKA_CREDENTIALS_DIR). `ys-platform local up --secure` writes one for every "
+                "principal of the catalog; elsewhere, mount the principal's file there."
+            ) from None
+        password = variables.get("YS_KAFKA_SASL_PASSWORD")
+        if not password:
+            raise CredentialsError(f"{path} has no YS_KAFKA_SASL_PASSWORD")
+        username = variables.get("YS_KAFKA_SASL_USERNAME", principal)
+        return self.model_copy(
+            update={"sasl_username": username, "sasl_password": SecretStr(password)}
+        )
 
     def config(self) -> dict[str, Any]:
         """The librdkafka connection properties, secrets included: hand to a client, never log."""
@@ -190,6 +222,10 @@ class KafkaConnection(BaseModel):
 
     def admin(self, **overrides: Any) -> AdminClient:
         return AdminClient({"logger": CLIENT_LOGGER, **self.config(), **_dotted(overrides)})
+
+
+class CredentialsError(ValueError):
+    """A component's principal has no usable credential file; the message names the file."""
 
 
 class KafkaUnreachableError(ConnectionError):

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import re
 import secrets as random_tokens
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
 
+from ys_platform.clients.env_file import format_env_file, load_env_file
 from ys_platform.clients.kafka import KafkaConnection
 
 SECRETS_DIR = "secrets"
@@ -36,7 +36,6 @@ PASSWORD_BYTES = 32
 # SCRAM user names travel inside SCRAM messages and JAAS strings, where ',' '=' and quotes need
 # escaping; principal names of the platform never need them, so they are refused outright.
 _PRINCIPAL = re.compile(r"^[a-z][a-z0-9._-]{0,99}$")
-_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 def secrets_dir(home: Path) -> Path:
@@ -81,38 +80,6 @@ def check_principal(principal: str) -> str:
             "start with a letter (at most 100 characters)"
         )
     return principal
-
-
-def format_env_file(variables: dict[str, str], header: str) -> str:
-    """``NAME=value`` lines, values shell-quoted, so the file can be sourced by a shell too."""
-    lines = [f"# {line}" for line in header.splitlines()]
-    for name, value in variables.items():
-        if not _ENV_NAME.match(name):
-            raise ValueError(f"{name!r} is not an environment variable name")
-        lines.append(f"{name}={shlex.quote(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def load_env_file(path: Path) -> dict[str, str]:
-    """The variables of an env file as :func:`format_env_file` writes it.
-
-    Errors name the file and the line number, never the line: it may hold a password.
-    """
-    variables: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text().splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, sep, value = line.partition("=")
-        name = name.removeprefix("export ").strip()
-        try:
-            words = shlex.split(value)
-        except ValueError:
-            words = []
-        if not sep or not _ENV_NAME.match(name) or len(words) > 1:
-            raise ValueError(f"{path}, line {number}: not a NAME=value line")
-        variables[name] = words[0] if words else ""
-    return variables
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,8 @@ def backfill_price_analytics(
         raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
     app = processor or PriceAggregation()
     config = app.config
+    # The price-aggregation processor's principal: it reads its input and writes its output.
+    connection = connection.as_principal(f"{namespace}{GROUP.group_id}")
     start_ms, end_ms = epoch_ms(start), epoch_ms(end)
     step = config.emit_interval_ms
     ends = np.arange(-(-start_ms // step), end_ms // step + 1, dtype=np.int64) * step

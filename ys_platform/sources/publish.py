@@ -198,11 +198,12 @@ def run_simulation(
     PostgreSQL (migration 0002: a transaction's hash cannot move to another time), so each run
     there takes its own seed.
     """
+    from ys_platform.security.principals import PRODUCER_NAME
     from ys_platform.sources.simulator import MarketSimulator
 
     if start_ms is None:
         start_ms = time.time_ns() // 1_000_000
-    connection = settings.kafka
+    connection = settings.kafka.as_principal(PRODUCER_NAME)
     simulator = MarketSimulator(seed, symbols=symbols, users=users, start_ms=start_ms)
     counts: Counter[str] = Counter()
     with open_postgres(settings.postgres_conninfo()) if cdc else nullcontext() as conn:

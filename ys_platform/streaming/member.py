@@ -195,9 +195,10 @@ class GroupMember:
         config: MemberConfig,
         on_progress: ProgressCallback | None = None,
     ) -> None:
-        self.connection = connection
         self.group = group
         self.config = config
+        # The member's own principal (its group id) where each component has one.
+        self.connection = connection.as_principal(self.group_id)
         self.instance_id = config.instance_id or standalone_instance_id()
         self.on_progress = on_progress
         self.metrics = WorkerMetrics(group_id=self.group_id)

@@ -8,9 +8,9 @@ are committed.
 
 A transaction spans the batches of up to ``commit_interval_s`` (Kafka Streams' model under
 exactly-once, ``commit.interval.ms`` 100 ms): the commit's broker round trips and markers are
-paid a few times a second, not once per batch. A batch whose logic emitted outputs commits at once: outputs
-are invisible until their commit, so waiting would only add to their latency. A rebalance
-commits the open transaction before the partitions go, and a normal stop commits it too.
+paid a few times a second, not once per batch. A batch whose logic emitted outputs commits at
+once: outputs are invisible until their commit, so waiting would only add to their latency. A
+rebalance commits the open transaction before the partitions go, and a normal stop commits it.
 
 On an abortable transaction error the batch is aborted, the consumer rewinds to the committed
 offsets and the state is rebuilt from there; a fatal error (this worker was fenced by a newer

@@ -1,0 +1,37 @@
+"""Every principal of the catalog on the secure local stack: a credential file and a SCRAM user.
+
+``ys-platform local up --secure`` makes them after Kafka is up (as the administrator), so that a
+component started with ``YS_KAFKA_CREDENTIALS_DIR=$YS_HOME/secrets`` finds its own
+``<principal>.env`` (``KafkaConnection.as_principal``). What each principal may do is the ACL
+reconcile's (``ys-platform acls apply``, the ``kafka_acls`` asset), not this module's.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka.admin import AdminClient
+
+from ys_platform.connectors import connector_files
+from ys_platform.local import kafka
+from ys_platform.local.secrets import Credential, ensure_credential
+from ys_platform.local.state import Layout, LocalStackError
+from ys_platform.security.principals import principals
+from ys_platform.security.users import ScramUserError, ensure_scram_users
+from ys_platform.settings import Settings
+
+
+def ensure_catalog_principals(
+    settings: Settings, layout: Layout, bootstrap_servers: str
+) -> list[Credential]:
+    """The credential of every catalog principal (generated on first use, kept after), each
+    with its SCRAM user upserted on the cluster. Raises LocalStackError naming what failed."""
+    names = [p.name for p in principals(connector_files(settings.connectors_dir))]
+    credentials = [
+        ensure_credential(layout.home, name, bootstrap_servers=bootstrap_servers)
+        for name in names
+    ]
+    admin = AdminClient(kafka.client_config(layout, bootstrap_servers))
+    try:
+        ensure_scram_users(admin, credentials)
+    except ScramUserError as exc:
+        raise LocalStackError(f"kafka: {exc}") from None
+    return credentials
