@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from secure_stack import SecureStack, start_secure_stack
+from targets import KafkaTarget, plaintext_target, secure_target
 
 from ys_platform.local import LocalStackError, up
 from ys_platform.settings import Settings, SettingsError, load_settings
@@ -58,3 +59,12 @@ def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSta
     user); ``home / "secrets"`` holds the credentials."""
     with start_secure_stack(tmp_path_factory.mktemp("secure") / ".ys", postgres=True) as stack:
         yield stack
+
+
+@pytest.fixture(params=["plaintext", "secure"])
+def kafka_target(request: pytest.FixtureRequest) -> KafkaTarget:
+    """The end-to-end tests' cluster: each such test runs on the plaintext stack and again on
+    the secure one, its workers as their own principals (see targets.py)."""
+    if request.param == "plaintext":
+        return plaintext_target(request.getfixturevalue("local_stack"))
+    return secure_target(request.getfixturevalue("secure_stack"))

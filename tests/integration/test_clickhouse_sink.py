@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -234,9 +233,9 @@ def dead_letters(connection: KafkaConnection, namespace: str) -> Counter:
     return found
 
 
-def test_every_topic_lands_once_with_every_value(local_stack, tmp_path):
-    namespace = f"t{uuid.uuid4().hex[:8]}."
-    connection = local_stack.kafka
+def test_every_topic_lands_once_with_every_value(kafka_target, tmp_path):
+    namespace = kafka_target.namespace()
+    connection = kafka_target.settings.kafka
     create_sink_topics(connection, namespace)
     records = sink_input(SEED, prices=12_000, others=1_500)
     half = len(records) // 2

@@ -350,7 +350,7 @@ def _quiet_chunk(records: list[Record], start: int, interval_ms: int) -> int:
     return end
 
 
-def test_a_rebalance_commits_the_open_transaction_exactly_once(local_stack):
+def test_a_rebalance_commits_the_open_transaction_exactly_once(kafka_target):
     """A second replica joins while the first holds records in an open transaction: the first
     commits them in its revocation callback (committed offsets reach the ends at the rebalance,
     not a minute later at the commit interval), and the outputs of the two replicas together
@@ -359,9 +359,8 @@ def test_a_rebalance_commits_the_open_transaction_exactly_once(local_stack):
     from ys_platform.processors.registry import build_processor
     from ys_platform.streaming.worker import TransactionalWorker
 
-    run_id = uuid.uuid4().hex[:8]
-    shared_ns, clean_ns = f"t{run_id}r.", f"t{run_id}c."
-    connection = local_stack.kafka
+    shared_ns, clean_ns = kafka_target.namespace(), kafka_target.namespace()
+    connection = kafka_target.settings.kafka
     admin = connection.admin()
     names = ["market.prices", "market.analytics", GROUP.dead_letter_topic]
     for namespace in (shared_ns, clean_ns):
@@ -372,7 +371,7 @@ def test_a_rebalance_commits_the_open_transaction_exactly_once(local_stack):
 
     _produce(connection, f"{clean_ns}market.prices", records)
     clean = run_processor(
-        local_stack,
+        kafka_target.settings,
         GROUP.group_id,
         config=WorkerConfig(batch_size=2_000, namespace=clean_ns),
         stop=threading.Event(),

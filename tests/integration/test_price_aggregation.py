@@ -4,7 +4,6 @@ reason, and the output visible only once committed."""
 
 import math
 import threading
-import uuid
 from collections import Counter
 from datetime import timedelta
 
@@ -64,9 +63,9 @@ POISON = [
 ]
 
 
-def test_price_aggregation_end_to_end(local_stack):
-    namespace = f"t{uuid.uuid4().hex[:8]}."
-    connection = local_stack.kafka
+def test_price_aggregation_end_to_end(kafka_target):
+    namespace = kafka_target.namespace()
+    connection = kafka_target.settings.kafka
     admin = connection.admin()
     create_namespaced_topics(
         admin, namespace, ["market.prices", "market.analytics", GROUP.dead_letter_topic], 3
@@ -86,7 +85,7 @@ def test_price_aggregation_end_to_end(local_stack):
     poison_sent = len(POISON) * sum(1 for i in range(len(ticks)) if i % 1000 == 500)
 
     metrics = run_processor(
-        local_stack,
+        kafka_target.settings,
         GROUP.group_id,
         config=WorkerConfig(batch_size=700, namespace=namespace),
         stop=threading.Event(),

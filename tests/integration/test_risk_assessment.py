@@ -95,9 +95,9 @@ def _hand_debt(prices: dict[str, float], hf: float) -> float:
     return 10 * prices["ETH"] * ETH_LT / (hf * prices["USDC"])
 
 
-def test_risk_assessment_end_to_end(local_stack):
-    namespace = f"t{uuid.uuid4().hex[:8]}."
-    connection = local_stack.kafka
+def test_risk_assessment_end_to_end(kafka_target):
+    namespace = kafka_target.namespace()
+    connection = kafka_target.settings.kafka
     admin = connection.admin()
     # Not co-partitioned, like the catalog (24 vs 6): a user's records sit in unrelated
     # partition numbers of the two inputs.
@@ -195,7 +195,7 @@ def test_risk_assessment_end_to_end(local_stack):
     poison = sum(len(v) for v in POISON.values())
 
     # --- run 1 -----------------------------------------------------------------------------
-    metrics = _run(local_stack, namespace)
+    metrics = _run(kafka_target.settings, namespace)
     assert metrics.consumed == len(inputs) + len(hand) + 1 + poison
     assert metrics.dead_lettered == poison
     assessments, alerts = _outputs(connection, namespace)
@@ -268,7 +268,7 @@ def test_risk_assessment_end_to_end(local_stack):
         debt_to("hand-ok", 1.04, "borrow"),  # OK → critical
     ]
     _produce(connection, namespace, second)
-    metrics = _run(local_stack, namespace)
+    metrics = _run(kafka_target.settings, namespace)
     assert metrics.consumed == len(second)
     assert metrics.restored_records >= len(inputs) + len(hand)
     assessments2, alerts2 = _outputs(connection, namespace)

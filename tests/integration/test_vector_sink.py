@@ -82,9 +82,10 @@ def connection(local_stack) -> KafkaConnection:
 
 
 def test_protocols_become_points_once_and_are_found_by_paraphrase(
-    connection: KafkaConnection, tmp_path: Path
+    kafka_target, tmp_path: Path
 ) -> None:
-    namespace = f"t{uuid.uuid4().hex[:8]}."
+    namespace = kafka_target.namespace()
+    connection = kafka_target.settings.kafka
     names = [*GROUP.inputs, GROUP.dead_letter_topic]
     create_namespaced_topics(connection.admin(), namespace, names, PARTITIONS)
     sim = MarketSimulator(seed=11)
