@@ -41,7 +41,9 @@ class SecureCluster:
         upsert = UserScramCredentialUpsertion(
             name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, ITERATIONS), password.encode()
         )
-        for future in self.admin.admin().alter_user_scram_credentials([upsert]).values():
+        # The client must outlive its futures: one destroyed first fails them with _DESTROY.
+        admin = self.admin.admin()
+        for future in admin.alter_user_scram_credentials([upsert]).values():
             future.result(30)
         self._users.add(name)
         connection = self.admin.model_copy(
