@@ -33,6 +33,8 @@ USER_PROPAGATION_S = 15.0
 class SecureCluster:
     admin: KafkaConnection
     """A super user's connection (the stack's administrator)."""
+    environment: dict[str, str]
+    """The administrator's ``YS_KAFKA_*`` variables (its env file), for the CLI."""
     _users: set[str] = field(default_factory=set)
 
     def user(self, name: str) -> KafkaConnection:
