@@ -33,6 +33,8 @@ USER_PROPAGATION_S = 15.0
 class SecureCluster:
     admin: KafkaConnection
     """A super user's connection (the stack's administrator)."""
+    environment: dict[str, str]
+    """The administrator's ``YS_KAFKA_*`` variables (its env file), for the CLI."""
     _users: set[str] = field(default_factory=set)
 
     def user(self, name: str) -> KafkaConnection:
@@ -41,7 +43,9 @@ class SecureCluster:
         upsert = UserScramCredentialUpsertion(
             name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, ITERATIONS), password.encode()
         )
-        for future in self.admin.admin().alter_user_scram_credentials([upsert]).values():
+        # The client must outlive its futures: one destroyed first fails them with _DESTROY.
+        admin = self.admin.admin()
+        for future in admin.alter_user_scram_credentials([upsert]).values():
             future.result(30)
         self._users.add(name)
         connection = self.admin.model_copy(

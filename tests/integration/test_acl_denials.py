@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 
+import dagster as dg
 import pytest
 from confluent_kafka import (
     Consumer,
@@ -30,12 +31,17 @@ from confluent_kafka.admin import (
 )
 from kafka_helpers import create_namespaced_topics, read_topic
 from secure_helpers import SecureCluster
+from secure_stack import start_secure_stack
 
+from ys_platform.assets.acls import build_acl_assets
 from ys_platform.catalog.topics import topic
+from ys_platform.cli import main
+from ys_platform.cli.core import ExitCode
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.connectors import connector_files
 from ys_platform.monitoring.lag import GroupFilter, LagReader
-from ys_platform.security.acls import plan_acls, reconcile
+from ys_platform.resources.kafka import KafkaResource
+from ys_platform.security.acls import live_bindings, plan_acls, reconcile
 from ys_platform.security.principals import principals
 from ys_platform.streaming.topics import TopicAdminError, apply_plans, plan_topics
 
@@ -57,22 +63,12 @@ DENIAL_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="module")
-def secure_cluster() -> SecureCluster:
-    """The secure stack of YS_HOME, as its administrator."""
-    from ys_platform.local.secrets import ADMIN_PRINCIPAL, read_credential
-
-    from ys_platform.local import is_secure
-    from ys_platform.settings import load_settings
-
-    settings = load_settings()
-    if not is_secure(settings):
-        pytest.fail(
-            f"YS_HOME={settings.home_dir} holds no secure stack. Start one in its own folder "
-            "(`YS_HOME=<folder> ys-platform local up --secure`) and run these tests with that "
-            "YS_HOME.",
-            pytrace=False,
-        )
-    return SecureCluster(read_credential(settings.home_dir, ADMIN_PRINCIPAL).connection())
+def secure_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
+    """A secure Kafka of this module's own (no PostgreSQL, no Connect: only the brokers are
+    asked here), as its administrator; taken down afterwards."""
+    home = tmp_path_factory.mktemp("acls") / ".ys"
+    with start_secure_stack(home, postgres=False) as stack:
+        yield SecureCluster(stack.connection(), stack.admin.environment())
 
 
 class Users(dict):
@@ -193,7 +189,9 @@ def test_risk_principal_reads_writes_and_commits_its_own_in_one_transaction(
 def test_risk_principal_cannot_read_market_prices(granted):
     namespace, users = granted
     consumer = _consumer(users[RISK], f"{namespace}{RISK}")
-    consumer.assign([TopicPartition(f"{namespace}market.prices", 0, 0)])
+    # Subscribed in its own group (which it may join), as EndToEndAuthorizationTest does; an
+    # assign() of a topic it may not even describe only waits for a leader, silently.
+    consumer.subscribe([f"{namespace}market.prices"])
     error = _first_error(consumer)
     consumer.close()
     assert error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
@@ -237,7 +235,7 @@ def test_connect_principals_cannot_read_the_risk_topics(granted, principal):
     namespace, users = granted
     for name in ("risk.assessments", "risk.alerts"):
         consumer = _consumer(users[principal], f"{namespace}ys-connect")
-        consumer.assign([TopicPartition(f"{namespace}{name}", 0, 0)])
+        consumer.subscribe([f"{namespace}{name}"])
         error = _first_error(consumer)
         consumer.close()
         expected = {
@@ -303,3 +301,125 @@ def test_the_monitor_reads_a_groups_lag_with_its_own_grants(granted):
         (source, 0, 2, 3)
     ]
     assert reading.offsets[source, 0].latest == 5
+
+
+def test_cli_apply_check_and_remove_extra(granted, secure_cluster, monkeypatch, capsys):
+    """`acls check` prints the matrix and agrees after the reconcile; an extra grant shows as
+    EXTRA and exit 1; `acls apply` keeps it, `--remove-extra` deletes exactly it."""
+    namespace, _ = granted
+    for name, value in secure_cluster.environment.items():
+        monkeypatch.setenv(name, value)
+    risk = f"{namespace}{RISK}"
+    assert main(["acls", "check", "--namespace", namespace, "--principal", risk]) == ExitCode.OK
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "PRINCIPAL",
+        "RESOURCE",
+        "Read",
+        "Write",
+        "Describe",
+        "IdempotentWrite",
+    ]
+    rows = lines[1:-2]  # then the legend and the verdict
+    assert len(rows) == 10
+    assert all(r.startswith(risk) and "MISSING" not in r and "EXTRA" not in r for r in rows)
+    assert lines[-1] == "1 principals, 11 grants in place, 0 missing, 0 extra"
+
+    extra = AclBinding(
+        ResourceType.TOPIC,
+        f"{namespace}market.prices",
+        ResourcePatternType.LITERAL,
+        f"User:{risk}",
+        "*",
+        AclOperation.READ,
+        AclPermissionType.ALLOW,
+    )
+    admin = secure_cluster.admin.admin()
+    for future in admin.create_acls([extra]).values():
+        future.result(30)
+    assert main(["acls", "check", "--namespace", namespace, "--principal", risk]) == (
+        ExitCode.FAILED
+    )
+    out = capsys.readouterr().out
+    assert f"{risk}  TOPIC {namespace}market.prices" in out
+    assert [line.split()[-4:] for line in out.splitlines() if "market.prices" in line] == [
+        ["EXTRA", "-", "-", "-"]
+    ]
+    assert out.splitlines()[-1] == "1 principals, 11 grants in place, 0 missing, 1 extra"
+
+    assert main(["acls", "apply", "--namespace", namespace]) == ExitCode.OK
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"extra: User:{risk} ALLOW READ on TOPIC {namespace}market.prices (LITERAL)"
+    assert main(["acls", "apply", "--namespace", namespace, "--remove-extra"]) == ExitCode.OK
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        f"removed: User:{risk} ALLOW READ on TOPIC {namespace}market.prices (LITERAL)"
+    )
+    total = sum(len(p.bindings) for p in principals(connector_files(), namespace))
+    assert out[-1] == f"10 principals, 0 created, {total} unchanged, 1 extra (1 removed)"
+    assert extra not in live_bindings(admin)
+
+
+def test_asset_grants_the_catalog_and_its_check_catches_an_extra_grant(secure_cluster, monkeypatch):
+    """The kafka_acls asset (production names, on this module's own cluster) creates every
+    grant, its check passes, an extra grant fails it, ``remove_extra`` removes exactly that."""
+    files = connector_files()
+    found = principals(files)
+    monkeypatch.setenv(
+        "YS_TEST_ACL_ADMIN_PASSWORD", secure_cluster.environment["YS_KAFKA_SASL_PASSWORD"]
+    )
+    resources = {
+        "kafka": KafkaResource.of(secure_cluster.admin, lambda _field: "YS_TEST_ACL_ADMIN_PASSWORD")
+    }
+    kafka_acls, kafka_acls_match_catalog = build_acl_assets(files)
+    check_only = dg.AssetSelection.checks(kafka_acls_match_catalog)
+    try:
+        result = dg.materialize([kafka_acls], resources=resources)
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        metadata = event.materialization.metadata
+        assert metadata["authorizer"].value == "enabled"
+        assert metadata["created"].value == sum(len(p.bindings) for p in found)
+        assert metadata["extra"].value == "none"
+
+        checked = dg.materialize(
+            [kafka_acls, kafka_acls_match_catalog], resources=resources, selection=check_only
+        )
+        assert [e.passed for e in checked.get_asset_check_evaluations()] == [True]
+
+        extra = AclBinding(
+            ResourceType.TOPIC,
+            "market.prices",
+            ResourcePatternType.LITERAL,
+            "User:ys-producer",
+            "*",
+            AclOperation.READ,
+            AclPermissionType.ALLOW,
+        )
+        admin = secure_cluster.admin.admin()
+        for future in admin.create_acls([extra]).values():
+            future.result(30)
+        checked = dg.materialize(
+            [kafka_acls, kafka_acls_match_catalog], resources=resources, selection=check_only
+        )
+        (evaluation,) = checked.get_asset_check_evaluations()
+        assert evaluation.passed is False
+        assert evaluation.metadata["extra"].value == (
+            "- User:ys-producer ALLOW READ on TOPIC market.prices (LITERAL)"
+        )
+        assert evaluation.metadata["missing"].value == "none"
+
+        repaired = dg.materialize(
+            [kafka_acls],
+            resources=resources,
+            run_config={"ops": {"security__kafka_acls": {"config": {"remove_extra": True}}}},
+        )
+        (event,) = repaired.get_asset_materialization_events()
+        assert event.materialization.metadata["removed"].value == 1
+        assert event.materialization.metadata["created"].value == 0
+        checked = dg.materialize(
+            [kafka_acls, kafka_acls_match_catalog], resources=resources, selection=check_only
+        )
+        assert [e.passed for e in checked.get_asset_check_evaluations()] == [True]
+    finally:
+        secure_cluster.forget([p.name for p in found])
