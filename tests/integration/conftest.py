@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,14 +53,20 @@ def local_stack() -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
-def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
+def secure_stack() -> Iterator[SecureStack]:
     """A secure 1-broker stack (`local up --secure`: SASL_SSL, SCRAM-SHA-512, StandardAuthorizer)
     with its PostgreSQL (scram-sha-256), in a fresh state folder on ports of its own (Kafka from
     19092, PostgreSQL from 15433, Connect's URL from 18083: the worker only starts on request),
     taken down at the end of the session. Its ``settings`` are the administrator's (a super
     user); ``home / "secrets"`` holds the credentials."""
-    with start_secure_stack(tmp_path_factory.mktemp("secure") / ".ys", postgres=True) as stack:
-        yield stack
+    # Not under pytest's basetemp: a second pytest session on the machine prunes old numbered
+    # folders, which once deleted a running stack's PID files and orphaned its processes.
+    home = Path(tempfile.mkdtemp(prefix="ys-secure-stack-"))
+    try:
+        with start_secure_stack(home / ".ys", postgres=True) as stack:
+            yield stack
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(params=["plaintext", "secure"])

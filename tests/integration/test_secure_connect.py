@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AclBindingFilter, AdminClient
+from kafka_helpers import read_topic
 from secure_stack import SecureStack
 
 from ys_platform.clients.kafka_connect import KafkaConnectClient
@@ -54,9 +55,10 @@ def test_the_worker_joined_its_group_as_ys_connect(worker: SecureStack) -> None:
         assert client.is_ready()
         assert client.list_connectors() == []
     admin = worker.settings.kafka.admin()
-    groups = admin.describe_consumer_groups(["ys-connect"])
-    members = groups["ys-connect"].result(CLIENT_TIMEOUT_S).members
-    assert len(members) == 1
+    # As its group's leader it wrote the session key (KIP-507) to its config topic: the
+    # worker's group membership and writes work under its own principal's ACLs.
+    records = read_topic(worker.settings.kafka, CONNECT_CONFIG_TOPIC, idle_s=1.0)
+    assert [r.key() for r in records] == [b"session-key"]
     # Its internal topics exist, created by the worker itself under its ACLs.
     topics = admin.list_topics(timeout=CLIENT_TIMEOUT_S).topics
     assert {CONNECT_CONFIG_TOPIC, CONNECT_OFFSET_TOPIC, CONNECT_STATUS_TOPIC} <= set(topics)

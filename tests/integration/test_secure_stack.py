@@ -8,10 +8,12 @@ The stack (fixture ``secure_stack``) runs in a state folder and on ports of its 
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -35,49 +37,83 @@ REFUSED_TIMEOUT_S = 8.0
 CLIENT_TIMEOUT_S = 30.0
 
 
-def _errors_of(config: dict[str, object]) -> tuple[KafkaException | None, list[KafkaError]]:
-    """Ask for metadata with ``config``; the exception (if any) and every error reported."""
-    errors: list[KafkaError] = []
-    admin = AdminClient({**config, "error_cb": errors.append})
+@dataclass
+class Refusal:
+    """What a client that asked for metadata heard: the exception, error_cb's errors, the log."""
+
+    raised: KafkaError | None = None
+    errors: list[KafkaError] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def codes(self) -> set[int]:
+        return {e.code() for e in self.errors}
+
+
+class _Lines(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _ask_metadata(config: dict[str, object]) -> Refusal:
+    """Ask for metadata with ``config``, keeping librdkafka's errors and log lines."""
+    heard = Refusal()
+    logger = logging.getLogger(f"test.secure.{uuid.uuid4().hex[:8]}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)  # librdkafka's FAIL lines (why a broker hung up) are INFO
+    logger.addHandler(_Lines(heard.log))
+    admin = AdminClient({**config, "error_cb": heard.errors.append, "logger": logger})
     try:
         admin.list_topics(timeout=REFUSED_TIMEOUT_S)
     except KafkaException as exc:
-        admin.poll(0.5)  # serves error_cb
-        return exc, errors
-    return None, errors
+        heard.raised = exc.args[0]
+    admin.poll(0.5)  # serves error_cb
+    return heard
 
 
-def _assert_refused(config: dict[str, object], code: int) -> list[KafkaError]:
-    raised, errors = _errors_of(config)
-    assert raised is not None, "the client got metadata; it should have been refused"
-    assert code in {e.code() for e in errors}, [e.str() for e in errors]
-    return errors
+def _refused(config: dict[str, object]) -> Refusal:
+    heard = _ask_metadata(config)
+    assert heard.raised is not None, "the client got metadata; it should have been refused"
+    return heard
 
 
 def test_a_plaintext_client_is_refused(secure_stack: SecureStack) -> None:
-    _assert_refused({"bootstrap.servers": secure_stack.bootstrap_servers}, KafkaError._TRANSPORT)
+    heard = _refused({"bootstrap.servers": secure_stack.bootstrap_servers})
+    assert heard.raised is not None and heard.raised.code() == KafkaError._TRANSPORT
+    # The broker closes the socket on the client's first (non-TLS) bytes.
+    assert any(
+        "connection closed by peer" in line and "APIVERSION_QUERY" in line for line in heard.log
+    ), heard.log
 
 
 def test_an_ssl_client_without_sasl_is_refused(secure_stack: SecureStack) -> None:
-    _assert_refused(
+    heard = _refused(
         {
             "bootstrap.servers": secure_stack.bootstrap_servers,
             "security.protocol": "SSL",
             "ssl.ca.location": str(secure_stack.admin.ca_file),
-        },
-        KafkaError._TRANSPORT,
+        }
     )
+    assert heard.raised is not None and heard.raised.code() == KafkaError._TRANSPORT
+    # TLS succeeds; the broker closes the connection at the first request that is not SASL.
+    assert any("SSL connection closed by peer" in line for line in heard.log), heard.log
+    assert KafkaError._SSL not in heard.codes
 
 
 def test_a_wrong_password_is_refused(secure_stack: SecureStack) -> None:
-    config = secure_stack.connection(sasl_password="not-the-password").config()
-    errors = _assert_refused(config, KafkaError._AUTHENTICATION)
-    assert any("invalid credentials" in e.str() for e in errors), [e.str() for e in errors]
+    heard = _refused(secure_stack.connection(sasl_password="not-the-password").config())
+    authentication = [e.str() for e in heard.errors if e.code() == KafkaError._AUTHENTICATION]
+    assert authentication, [e.str() for e in heard.errors]
+    assert all("invalid credentials with SASL mechanism SCRAM-SHA-512" in e for e in authentication)
 
 
 def test_an_unknown_user_is_refused(secure_stack: SecureStack) -> None:
-    config = secure_stack.connection(sasl_username="nobody").config()
-    _assert_refused(config, KafkaError._AUTHENTICATION)
+    heard = _refused(secure_stack.connection(sasl_username="nobody").config())
+    assert KafkaError._AUTHENTICATION in heard.codes, [e.str() for e in heard.errors]
 
 
 def test_a_client_that_does_not_trust_the_local_ca_is_refused(
@@ -88,12 +124,21 @@ def test_a_client_that_does_not_trust_the_local_ca_is_refused(
     files, _ = tls.ensure_tls(foreign)
     config = secure_stack.connection(ssl_ca_location=files.ca).config()
     config["ssl.endpoint.identification.algorithm"] = "https"
-    errors = _assert_refused(config, KafkaError._SSL)
-    assert any("certificate verify failed" in e.str() for e in errors), [e.str() for e in errors]
+    heard = _refused(config)
+    ssl = [e.str() for e in heard.errors if e.code() == KafkaError._SSL]
+    assert ssl and all("certificate verify failed" in e for e in ssl), heard.errors
     # And the system's CA store (no ssl.ca.location) does not know the local CA either.
     system = secure_stack.connection().config()
     del system["ssl.ca.location"]
-    _assert_refused(system, KafkaError._SSL)
+    assert KafkaError._SSL in _refused(system).codes
+
+
+def test_localhost_is_a_name_of_the_brokers_certificate(secure_stack: SecureStack) -> None:
+    bootstrap = secure_stack.bootstrap_servers.replace("127.0.0.1", "localhost")
+    config = secure_stack.connection(bootstrap_servers=bootstrap).config()
+    config["ssl.endpoint.identification.algorithm"] = "https"
+    heard = _ask_metadata(config)
+    assert (heard.raised, heard.errors) == (None, [])
 
 
 def test_the_administrator_creates_produces_and_consumes(secure_stack: SecureStack) -> None:
@@ -255,13 +300,11 @@ def test_postgres_roles_have_the_least_they_need(secure_stack: SecureStack) -> N
     captured = sorted(c.table for c in CAPTURED)
     assert granted == captured
     with psycopg.connect(app) as conn:
-        roles = dict(
-            conn.execute(
-                "SELECT rolname, (rolreplication, rolsuper, rolcanlogin) FROM pg_roles "
-                "WHERE rolname IN ('yieldsensei', 'ys_debezium')"
-            ).fetchall()
-        )
-        assert roles == {"yieldsensei": (False, False, True), "ys_debezium": (True, False, True)}
+        roles = conn.execute(
+            "SELECT rolname, rolreplication, rolsuper, rolcanlogin FROM pg_roles "
+            "WHERE rolname IN ('yieldsensei', 'ys_debezium') ORDER BY rolname"
+        ).fetchall()
+        assert roles == [("yieldsensei", False, False, True), ("ys_debezium", True, False, True)]
         rows = conn.execute(
             "SELECT t, has_table_privilege('ys_debezium', 'public.' || t, 'SELECT'), "
             "has_table_privilege('ys_debezium', 'public.' || t, 'INSERT,UPDATE,DELETE') "
@@ -305,13 +348,7 @@ def test_a_new_principal_logs_in_and_is_allowed_nothing(secure_stack: SecureStac
     # ... and may not write one (StandardAuthorizer, allow.everyone.if.no.acl.found=false).
     errors: list[KafkaError] = []
     # Not idempotent: its InitProducerId would fail first, on the cluster rather than the topic.
-    producer = user.producer(
-        **{
-            "enable.idempotence": False,
-            "on_delivery": lambda err, _msg: errors.append(err),
-            "message.timeout.ms": 10000,
-        }
-    )
-    producer.produce(topic, value=b"x")
+    producer = user.producer(**{"enable.idempotence": False, "message.timeout.ms": 10000})
+    producer.produce(topic, value=b"x", on_delivery=lambda err, _msg: errors.append(err))
     producer.flush(CLIENT_TIMEOUT_S)
     assert [e.code() for e in errors] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
