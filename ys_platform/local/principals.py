@@ -26,8 +26,7 @@ def ensure_catalog_principals(
     with its SCRAM user upserted on the cluster. Raises LocalStackError naming what failed."""
     names = [p.name for p in principals(connector_files(settings.connectors_dir))]
     credentials = [
-        ensure_credential(layout.home, name, bootstrap_servers=bootstrap_servers)
-        for name in names
+        ensure_credential(layout.home, name, bootstrap_servers=bootstrap_servers) for name in names
     ]
     admin = AdminClient(kafka.client_config(layout, bootstrap_servers))
     try:
