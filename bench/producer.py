@@ -55,6 +55,7 @@ from ys_platform.clients.kafka import (
     produce_messages,
     produce_record,
 )
+from ys_platform.local.config import scram_jaas_config
 from ys_platform.local.kafka import classpath, java_binary
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.settings import Settings
@@ -160,8 +161,52 @@ def tool_properties() -> list[str]:
     return [*same_values, f"buffer.memory={buffer_memory}"]
 
 
+def java_security_properties(connection: KafkaConnection) -> str | None:
+    """The Java client's settings for a SASL/TLS connection (the password included: written
+    to a 0600 file for ``--producer.config``, never put on the command line); None for
+    PLAINTEXT."""
+    if connection.security_protocol == "PLAINTEXT":
+        return None
+    lines = [f"security.protocol={connection.security_protocol}"]
+    if connection.sasl_mechanism is not None and connection.sasl_password is not None:
+        if not connection.sasl_mechanism.startswith("SCRAM-"):
+            raise ValueError(f"the Java peer supports SCRAM only, not {connection.sasl_mechanism}")
+        password = connection.sasl_password.get_secret_value()
+        lines += [
+            f"sasl.mechanism={connection.sasl_mechanism}",
+            f"sasl.jaas.config={scram_jaas_config(connection.sasl_username or '', password)}",
+        ]
+    if connection.ssl_ca_location is not None:
+        lines += [
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={connection.ssl_ca_location}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def run_java(
     settings: Settings, topic: str, n: int, payload_file: Path, keys: int, java: str, cp: str
+) -> Run:
+    security = java_security_properties(settings.kafka)
+    with tempfile.TemporaryDirectory() as folder:
+        extra: list[str] = []
+        if security is not None:
+            path = Path(folder) / "client.properties"
+            path.touch(mode=0o600)
+            path.write_text(security)
+            extra = ["--producer.config", str(path)]
+        return _run_java(settings, topic, n, payload_file, keys, java, cp, extra)
+
+
+def _run_java(
+    settings: Settings,
+    topic: str,
+    n: int,
+    payload_file: Path,
+    keys: int,
+    java: str,
+    cp: str,
+    extra: list[str],
 ) -> Run:
     command = [
         java,
@@ -182,6 +227,7 @@ def run_java(
         str(keys),
         "--bootstrap-server",
         settings.kafka_bootstrap_servers,
+        *extra,
         "--command-property",
         *tool_properties(),
     ]
