@@ -76,7 +76,7 @@ def test_ys_connect_is_a_scram_user_with_only_the_workers_acls(worker: SecureSta
         AclBindingFilter("ANY", None, "ANY", "User:ys-connect", None, "ANY", "ANY")
     ).result(CLIENT_TIMEOUT_S)
     assert sorted((b.restype.name, b.name, b.operation.name) for b in bindings) == sorted(
-        (b.restype.name, b.name, b.operation.name) for b in local_connect.worker_acls("ys-connect")
+        (b.restype.name, b.name, b.operation.name) for b in local_connect.worker_acls()
     )
 
 

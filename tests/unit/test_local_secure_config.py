@@ -287,7 +287,7 @@ def test_secure_connect_worker_properties_add_sasl_ssl_for_every_client() -> Non
 def test_worker_acls_cover_its_internal_topics_and_group_only() -> None:
     bindings = {
         (str(b.restype), b.name, str(b.resource_pattern_type), b.principal, str(b.operation))
-        for b in local_connect.worker_acls("ys-connect")
+        for b in local_connect.worker_acls()
     }
     topics = ("ys-connect-configs", "ys-connect-offsets", "ys-connect-status")
     operations = ("CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "READ", "WRITE")
@@ -309,6 +309,14 @@ def test_worker_acls_cover_its_internal_topics_and_group_only() -> None:
             "ResourcePatternType.LITERAL",
             "User:ys-connect",
             "AclOperation.READ",
+        ),
+        # Its producer to the config and status topics is idempotent.
+        (
+            "ResourceType.BROKER",
+            "kafka-cluster",
+            "ResourcePatternType.LITERAL",
+            "User:ys-connect",
+            "AclOperation.IDEMPOTENT_WRITE",
         ),
     }
 

@@ -21,11 +21,7 @@ from urllib.parse import urlsplit
 from ys_platform.local import jmx_exporter, kafka, maven, procs
 from ys_platform.local import postgres as local_postgres
 from ys_platform.local.config import (
-    CONNECT_CONFIG_TOPIC,
-    CONNECT_GROUP_ID,
-    CONNECT_OFFSET_TOPIC,
     CONNECT_PASSWORD_VARIABLE,
-    CONNECT_STATUS_TOPIC,
     LOCAL_HOSTS,
     ConnectSecurity,
     bootstrap_servers,
@@ -261,27 +257,17 @@ def up(settings: Settings, layout: Layout) -> ServiceStatus:
 # The worker's principal on the secure stack; its connectors use it too unless they bring their
 # own (connector.client.config.override.policy=Principal).
 CONNECT_PRINCIPAL = "ys-connect"
-# What a distributed worker does on its own behalf: create and use its three internal topics
-# (compacted, checked through DescribeConfigs) and join its group. Topics its connectors read
-# or write are the connectors' ACLs, not the worker's.
-WORKER_TOPIC_OPERATIONS = ("CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "READ", "WRITE")
 # Creating a principal and its ACLs goes through the controller quorum: a few milliseconds here.
 ACL_TIMEOUT_S = 30.0
 
 
-def worker_acls(principal: str) -> list[AclBinding]:
-    """The ACLs a Connect worker needs for itself (its connectors' topics come on top)."""
-    from confluent_kafka.admin import AclBinding
+def worker_acls() -> tuple[AclBinding, ...]:
+    """The ACLs the Connect worker needs for itself: its principal's grants in the catalog
+    (``security.principals.connect_worker_principal``: its internal topics, its group); the
+    topics its connectors write are the connectors' own principals'."""
+    from ys_platform.security.principals import connect_worker_principal
 
-    user = f"User:{principal}"
-    topics = (CONNECT_CONFIG_TOPIC, CONNECT_OFFSET_TOPIC, CONNECT_STATUS_TOPIC)
-    bindings = [
-        AclBinding("TOPIC", topic, "LITERAL", user, "*", operation, "ALLOW")
-        for topic in topics
-        for operation in WORKER_TOPIC_OPERATIONS
-    ]
-    bindings.append(AclBinding("GROUP", CONNECT_GROUP_ID, "LITERAL", user, "*", "READ", "ALLOW"))
-    return bindings
+    return connect_worker_principal().bindings
 
 
 def _secure_worker(layout: Layout, bootstrap: str) -> tuple[ConnectSecurity, str]:
@@ -297,7 +283,7 @@ def _secure_worker(layout: Layout, bootstrap: str) -> tuple[ConnectSecurity, str
     try:
         ensure_scram_users(admin, [credential])
         for binding, future in admin.create_acls(
-            worker_acls(CONNECT_PRINCIPAL), request_timeout=ACL_TIMEOUT_S
+            list(worker_acls()), request_timeout=ACL_TIMEOUT_S
         ).items():
             try:
                 future.result()
