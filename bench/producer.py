@@ -37,12 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 # `make bench` runs `python bench/<name>.py`, which puts bench/ on sys.path: _kafka is importable.
+import dagster as dg
 from _kafka import catalog_spec, create_topics, delete_namespace, log, new_namespace
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -58,7 +59,7 @@ from ys_platform.clients.kafka import (
 from ys_platform.local.config import scram_jaas_config
 from ys_platform.local.kafka import classpath, java_binary
 from ys_platform.resources.kafka import KafkaResource
-from ys_platform.settings import Settings
+from ys_platform.settings import Settings, variable_name
 from ys_platform.sources.simulator import MarketSimulator
 
 TOPIC = "market.prices"
@@ -96,12 +97,21 @@ class Run:
 # --- the platform's producer -------------------------------------------------------------------
 
 
-def platform_producer(settings: Settings) -> AbstractContextManager[Producer]:
-    """The producer ``KafkaResource.produce`` uses: the resource's, with the platform defaults.
+@contextmanager
+def platform_producer(settings: Settings) -> Iterator[Producer]:
+    """The producer ``KafkaResource.produce`` uses: the resource's, with the platform defaults,
+    its secrets bound as Dagster binds them (``EnvVar`` of the ``YS_KAFKA_*`` variables).
 
     The one place that builds it, so a change of how the resource is configured lands here only.
     """
-    return KafkaResource.of(settings.kafka).get_producer()
+    resource = KafkaResource.of(
+        settings.kafka, secret_variable=lambda field: variable_name("kafka", field)
+    )
+    with (
+        dg.build_resources({"kafka": resource}) as resources,
+        resources.kafka.get_producer() as producer,
+    ):
+        yield producer
 
 
 def run_ours(settings: Settings, namespace: str, models: Sequence[MarketPrice]) -> Run:
