@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ys_platform.local import connect as connect_service
-from ys_platform.local import jmx_exporter, kafka, principals
+from ys_platform.local import jmx_exporter, kafka
 from ys_platform.local import postgres as pg
 from ys_platform.local.config import SUPPORTED_BROKER_COUNTS, bootstrap_servers
 from ys_platform.local.state import (
@@ -48,8 +48,12 @@ def up(
         check_secure(layout, secure)
         result = kafka.up(settings, layout, brokers, secure=secure)
         if secure:
+            # Here, not at the top: the catalog's principals import the local config, which
+            # imports this package.
+            from ys_platform.local.principals import ensure_catalog_principals
+
             cluster = read_cluster(layout)
-            principals.ensure_catalog_principals(
+            ensure_catalog_principals(
                 settings,
                 layout,
                 bootstrap_servers(settings.local_kafka_port, cluster.brokers if cluster else 1),
