@@ -49,6 +49,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from ys_platform.catalog.codec import encode, timestamp_ms
 from ys_platform.catalog.models import MarketPrice
+from ys_platform.clients.jaas import jaas_config
 from ys_platform.clients.kafka import (
     POLL_EVERY,
     PRODUCER_DEFAULTS,
@@ -56,7 +57,6 @@ from ys_platform.clients.kafka import (
     produce_messages,
     produce_record,
 )
-from ys_platform.local.config import scram_jaas_config
 from ys_platform.local.kafka import classpath, java_binary
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.settings import Settings, variable_name
@@ -179,13 +179,12 @@ def java_security_properties(connection: KafkaConnection) -> str | None:
         return None
     lines = [f"security.protocol={connection.security_protocol}"]
     if connection.sasl_mechanism is not None and connection.sasl_password is not None:
-        if not connection.sasl_mechanism.startswith("SCRAM-"):
-            raise ValueError(f"the Java peer supports SCRAM only, not {connection.sasl_mechanism}")
-        password = connection.sasl_password.get_secret_value()
-        lines += [
-            f"sasl.mechanism={connection.sasl_mechanism}",
-            f"sasl.jaas.config={scram_jaas_config(connection.sasl_username or '', password)}",
-        ]
+        jaas = jaas_config(
+            connection.sasl_mechanism,
+            connection.sasl_username or "",
+            connection.sasl_password.get_secret_value(),
+        )
+        lines += [f"sasl.mechanism={connection.sasl_mechanism}", f"sasl.jaas.config={jaas}"]
     if connection.ssl_ca_location is not None:
         lines += [
             "ssl.truststore.type=PEM",

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ys_platform.catalog.topics import TopicSpec
+from ys_platform.clients.jaas import jaas_config
+from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_connect import ConnectError, KafkaConnectClient
 from ys_platform.package_files import CONNECTORS_DIR
 
@@ -46,6 +48,7 @@ __all__ = [
     "TaskStatus",
     "apply",
     "connector_files",
+    "for_cluster",
     "heartbeat_topic",
     "heartbeat_topic_spec",
     "load_connector_file",
@@ -297,6 +300,37 @@ def namespaced(file: ConnectorFile, namespace: str, *, name: str | None = None) 
         key = f"transforms.{router}.replacement"
         config[key] = f"{namespace}{config[key]}"
     return ConnectorFile(name or file.name, config, file.desired_state, file.path)
+
+
+# The settings of a connector's own Kafka principal, for its tasks' producers: the only clients a
+# source connector makes (its offsets go through the worker's producer, and topic creation is
+# off: see apply). The worker's Principal override policy allows exactly the SASL settings.
+_PRINCIPAL_OVERRIDE = "producer.override.sasl.jaas.config"
+# The key of the password in a principal's credentials file (KafkaConnection.as_principal).
+_PASSWORD_KEY = "YS_KAFKA_SASL_PASSWORD"
+
+
+def for_cluster(file: ConnectorFile, connection: KafkaConnection) -> ConnectorFile:
+    """The file as it is applied to ``connection``'s cluster.
+
+    With per-principal credentials (``credentials_dir`` set, SASL), the connector's clients log
+    in as the connector's own principal, named like the connector
+    (``security.principals.connector_principal``): the JAAS line names the user and refers to
+    the password as ``${file:<credentials_dir>/<name>.env:YS_KAFKA_SASL_PASSWORD}``, which the
+    worker's FileConfigProvider resolves when a task starts, so the password never reaches
+    Connect's config topic, its REST API or this process. The worker must see the credentials
+    folder at the same path (the local worker does; elsewhere, mount it there). Otherwise the
+    file is unchanged and its clients are the worker's.
+
+    Raises ``CredentialsError`` when the connector's credentials file is missing.
+    """
+    if connection.credentials_dir is None or connection.sasl_mechanism is None:
+        return file
+    own = connection.as_principal(file.name)
+    path = connection.credentials_dir / f"{file.name}.env"
+    reference = f"${{file:{path}:{_PASSWORD_KEY}}}"
+    jaas = jaas_config(connection.sasl_mechanism, own.sasl_username or file.name, reference)
+    return file.with_config(**{_PRINCIPAL_OVERRIDE: jaas})
 
 
 # --- lifecycle -----------------------------------------------------------------------------------

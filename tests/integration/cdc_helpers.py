@@ -20,7 +20,10 @@ from ys_platform.connectors import (
     load_connector_file,
     namespaced,
 )
+from ys_platform.local import postgres as local_postgres
 from ys_platform.local import up
+from ys_platform.local.postgres_secrets import PostgresSecrets
+from ys_platform.local.state import Layout
 from ys_platform.postgres import migrate
 from ys_platform.settings import Settings, load_settings
 
@@ -51,25 +54,48 @@ def connect_stack() -> Iterator[Settings]:
     yield settings
 
 
+def _secrets(settings: Settings) -> PostgresSecrets | None:
+    """The secure stack's PostgreSQL passwords (None on the plaintext one, which trusts
+    loopback)."""
+    return local_postgres.postgres_secrets(settings, Layout(settings.home_dir))
+
+
+def _conninfo(settings: Settings, **fields: str) -> str:
+    params = {**conninfo_to_dict(settings.postgres_conninfo()), **fields}
+    secrets = _secrets(settings)
+    if secrets is not None:
+        # libpq reads the role's password from the stack's password file: none in the string.
+        params["passfile"] = str(secrets.passfile)
+    return make_conninfo(**params)
+
+
 def superuser_conninfo(settings: Settings, dbname: str = "yieldsensei") -> str:
-    params = conninfo_to_dict(settings.postgres_conninfo())
-    return make_conninfo(**{**params, "user": "postgres", "dbname": dbname})
+    return _conninfo(settings, user="postgres", dbname=dbname)
 
 
 def app_conninfo(settings: Settings, dbname: str) -> str:
-    params = conninfo_to_dict(settings.postgres_conninfo())
-    return make_conninfo(**{**params, "dbname": dbname})
+    return _conninfo(settings, dbname=dbname)
+
+
+def capture_role(settings: Settings) -> str:
+    """The role Debezium logs in as: the app role on the plaintext stack, its own (REPLICATION,
+    SELECT on the captured tables) on the secure one."""
+    return local_postgres.APP_ROLE if _secrets(settings) is None else local_postgres.DEBEZIUM_ROLE
 
 
 @contextmanager
 def fresh_database(settings: Settings, *, migrated: bool = True) -> Iterator[str]:
-    """A new database owned by the app role (migrated), dropped with its slots afterwards."""
+    """A new database owned by the app role (migrated; on the secure stack with Debezium's
+    grants, as `up` makes them), dropped with its slots afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(superuser_conninfo(settings), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} OWNER yieldsensei")
     try:
         if migrated:
             migrate(app_conninfo(settings, name))
+            secrets = _secrets(settings)
+            if secrets is not None:
+                local_postgres.grant_capture(settings, secrets, name)
         yield name
     finally:
         drop_slots_of(settings, name)
@@ -135,21 +161,25 @@ def namespaced_source(stack: Settings, dbname: str, suffix: str) -> ConnectorFil
             "database.hostname": "127.0.0.1",
             "database.port": str(stack.postgres_port),
             "database.dbname": dbname,
-            "database.user": "yieldsensei",
+            "database.user": capture_role(stack),
             "slot.name": f"t_{suffix}",
             "topic.prefix": f"t{suffix}",
         }
     )
 
 
-def apply_connector(client: KafkaConnectClient, file: ConnectorFile, admin):
-    """Apply ``file`` the way ``ys-platform connectors apply`` does: Debezium's own topics are
-    reconciled to the catalog first (``admin`` is the cluster's admin client)."""
-    from ys_platform.connectors import apply
+def apply_connector(client: KafkaConnectClient, file: ConnectorFile, connection: KafkaConnection):
+    """Apply ``file`` the way ``ys-platform connectors apply`` does: as the connector's own
+    principal where ``connection`` has per-principal credentials, Debezium's own topics
+    reconciled to the catalog first."""
+    from ys_platform.connectors import apply, for_cluster
     from ys_platform.streaming.topics import apply_plans, plan_topics
 
+    admin = connection.admin()
     return apply(
-        client, file, ensure_topics=lambda specs: apply_plans(admin, plan_topics(admin, specs))
+        client,
+        for_cluster(file, connection),
+        ensure_topics=lambda specs: apply_plans(admin, plan_topics(admin, specs)),
     )
 
 
@@ -173,6 +203,6 @@ def running_cdc_connector(exits):
     suffix = uuid.uuid4().hex[:10]
     file = namespaced_source(stack, exits.enter_context(fresh_database(stack)), suffix)
     exits.callback(delete_connector, client, file.name)
-    result = apply_connector(client, file, stack.kafka.admin())
+    result = apply_connector(client, file, stack.kafka)
     assert result.ok, result.message
     return stack, file

@@ -69,6 +69,20 @@ def secure_stack() -> Iterator[SecureStack]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def secure_connect(secure_stack: SecureStack) -> SecureStack:
+    """The secure stack with its Kafka Connect worker (SASL_SSL as ys-connect; each connector's
+    clients as the connector's own principal), started on first use, stopped with the stack."""
+    try:
+        services = up(secure_stack.settings, postgres=True, connect=True, secure=True)
+    except LocalStackError as exc:
+        pytest.fail(f"Kafka Connect did not start on the secure stack: {exc}", pytrace=False)
+    failing = [f"{s.name}: {s.detail or s.state}" for s in services if not s.healthy]
+    if failing:
+        pytest.fail(f"The secure stack with Connect is unhealthy: {'; '.join(failing)}")
+    return secure_stack
+
+
 @pytest.fixture(params=["plaintext", "secure"])
 def kafka_target(request: pytest.FixtureRequest) -> KafkaTarget:
     """The end-to-end tests' cluster: each such test runs on the plaintext stack and again on

@@ -4,13 +4,13 @@ A test that takes the ``kafka_target`` fixture runs once on each. Its ``settings
 test (topics, input, reading back): on the secure stack they are the administrator's, with
 ``YS_KAFKA_CREDENTIALS_DIR`` pointing at the stack's secrets, so every processor and sink the
 test starts from them connects as its own principal (``KafkaConnection.as_principal``),
-allowed only what the catalog grants it (:func:`grant_namespace`).
+allowed only what the catalog grants it (:meth:`KafkaTarget.grant`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from secure_stack import SecureStack
@@ -18,7 +18,7 @@ from secure_stack import SecureStack
 from ys_platform.connectors import connector_files
 from ys_platform.local.secrets import ensure_credential
 from ys_platform.security.acls import reconcile
-from ys_platform.security.principals import principals
+from ys_platform.security.principals import Principal, principals
 from ys_platform.security.users import ensure_scram_users
 from ys_platform.settings import Settings
 
@@ -28,29 +28,31 @@ class KafkaTarget:
     name: str
     """``plaintext`` or ``secure``."""
     settings: Settings
-    _grant: Callable[[str], None]
+    _grant: Callable[[Sequence[Principal]], None]
 
     def namespace(self) -> str:
         """A fresh namespace for one test, its principals granted on the secure stack."""
         namespace = f"t{uuid.uuid4().hex[:8]}."
-        self._grant(namespace)
+        self.grant(principals(connector_files(self.settings.connectors_dir), namespace))
         return namespace
+
+    def grant(self, found: Sequence[Principal]) -> None:
+        """What an operator does for new principals on the secure stack (nothing on the
+        plaintext one): a credential and a SCRAM user for each, and their catalog ACLs."""
+        self._grant(found)
 
 
 def plaintext_target(settings: Settings) -> KafkaTarget:
-    return KafkaTarget("plaintext", settings, lambda namespace: None)
+    return KafkaTarget("plaintext", settings, lambda found: None)
 
 
 def secure_target(stack: SecureStack) -> KafkaTarget:
     connection = stack.connection(credentials_dir=stack.home / "secrets")
     settings = stack.settings.model_copy(update={"kafka": connection})
-    return KafkaTarget("secure", settings, lambda namespace: grant_namespace(stack, namespace))
+    return KafkaTarget("secure", settings, lambda found: _grant(stack, found))
 
 
-def grant_namespace(stack: SecureStack, namespace: str) -> None:
-    """What an operator does for a namespaced copy of the platform: a credential and a SCRAM
-    user for each of its principals, and the catalog's ACLs for them (nothing more)."""
-    found = principals(connector_files(stack.settings.connectors_dir), namespace)
+def _grant(stack: SecureStack, found: Sequence[Principal]) -> None:
     credentials = [
         ensure_credential(stack.home, p.name, bootstrap_servers=stack.bootstrap_servers)
         for p in found

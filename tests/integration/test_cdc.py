@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from cdc_helpers import (
     read_records,
 )
 from kafka_helpers import create_namespaced_topics
+from targets import KafkaTarget, plaintext_target, secure_target
 
 from ys_platform.catalog.codec import CDC_OP_HEADER, decode, is_delete
 from ys_platform.catalog.models import MODELS
@@ -39,6 +39,7 @@ from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_connect import KafkaConnectClient
 from ys_platform.connectors import heartbeat_topic
 from ys_platform.postgres import CAPTURED
+from ys_platform.security.principals import connector_principal
 from ys_platform.settings import Settings
 from ys_platform.sinks.clickhouse import ClickHouseSink, ClickHouseSinkMapping
 from ys_platform.sources.record import captured_table, message_of_row
@@ -55,9 +56,19 @@ CDC_TABLES = {"defi.transactions": "transactions", "defi.yields": "yield_data"}
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Settings]:
+def plaintext_connect() -> Iterator[Settings]:
     with connect_stack() as settings:
         yield settings
+
+
+@pytest.fixture(params=["plaintext", "secure"])
+def cdc_target(request: pytest.FixtureRequest) -> KafkaTarget:
+    """Each CDC test on the plaintext stack, then on the secure one: Debezium logs in to
+    PostgreSQL as its own role with its password (scram-sha-256), its producers to Kafka as the
+    connector's own principal, the ClickHouse sink as its own."""
+    if request.param == "plaintext":
+        return plaintext_target(request.getfixturevalue("plaintext_connect"))
+    return secure_target(request.getfixturevalue("secure_connect"))
 
 
 def _rows(conn: psycopg.Connection, table: str) -> list[dict]:
@@ -196,10 +207,11 @@ def _utc(value):
 
 
 def test_snapshot_then_insert_update_delete_reach_the_catalog_topics_and_clickhouse(
-    stack: Settings, tmp_path: Path
+    cdc_target: KafkaTarget, tmp_path: Path
 ) -> None:
-    suffix = uuid.uuid4().hex[:10]
-    namespace = f"t{suffix}."
+    stack = cdc_target.settings
+    namespace = cdc_target.namespace()
+    suffix = namespace.removeprefix("t").removesuffix(".")
     topics = [c.topic for c in CAPTURED]
     kafka = stack.kafka
     admin = kafka.admin()
@@ -212,11 +224,21 @@ def test_snapshot_then_insert_update_delete_reach_the_catalog_topics_and_clickho
             snapshot = {c.table: _rows(conn, c.table) for c in CAPTURED}
 
         file = namespaced_source(stack, dbname, suffix)
+        # The connector's own principal, allowed what its file writes (secure stack).
+        cdc_target.grant([connector_principal(file)])
         with KafkaConnectClient(stack.connect_url) as client:
             try:
-                result = apply_connector(client, file, admin)
+                result = apply_connector(client, file, kafka)
                 assert result.ok, result.message
                 assert result.action == "created"
+                if cdc_target.name == "secure":
+                    # Connect stores and returns the reference; the password stays in its file.
+                    stored = client.get_config(file.name)["producer.override.sasl.jaas.config"]
+                    own = kafka.as_principal(file.name).sasl_password
+                    assert own is not None
+                    assert f'username="{file.name}"' in stored
+                    assert f"/{file.name}.env:YS_KAFKA_SASL_PASSWORD}}" in stored
+                    assert own.get_secret_value() not in stored
 
                 # --- the snapshot: every pre-existing row, keyed and equal to the source ----
                 for captured in CAPTURED:

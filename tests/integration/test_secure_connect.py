@@ -1,13 +1,12 @@
 """The secure stack's Kafka Connect worker: on SASL_SSL as its own principal, with no secret in
 its command line or its properties file.
 
-The worker joins the session's ``secure_stack`` and is stopped at the end of this module (the
-Kafka and PostgreSQL of the stack stay for the other modules).
+The worker is the session's ``secure_connect``: the secure stack's, shared with the secure CDC
+test, stopped with the stack.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from secure_stack import SecureStack
 
 from ys_platform.clients.kafka_connect import KafkaConnectClient
 from ys_platform.local import connect as local_connect
-from ys_platform.local import up
 from ys_platform.local.config import (
     CONNECT_CONFIG_TOPIC,
     CONNECT_OFFSET_TOPIC,
@@ -34,16 +32,8 @@ CLIENT_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="module")
-def worker(secure_stack: SecureStack) -> Iterator[SecureStack]:
-    try:
-        services = up(secure_stack.settings, postgres=False, connect=True, secure=True)
-        assert [(s.name, s.state, s.healthy) for s in services] == [
-            ("kafka-1", "running", True),
-            ("connect", "running", True),
-        ], [s.detail for s in services]
-        yield secure_stack
-    finally:
-        local_connect.down(Layout(secure_stack.home))
+def worker(secure_connect: SecureStack) -> SecureStack:
+    return secure_connect
 
 
 def _connect_password(stack: SecureStack) -> str:
@@ -53,12 +43,12 @@ def _connect_password(stack: SecureStack) -> str:
 def test_the_worker_joined_its_group_as_ys_connect(worker: SecureStack) -> None:
     with KafkaConnectClient(worker.settings.connect_url) as client:
         assert client.is_ready()
-        assert client.list_connectors() == []
     admin = worker.settings.kafka.admin()
     # As its group's leader it wrote the session key (KIP-507) to its config topic: the
-    # worker's group membership and writes work under its own principal's ACLs.
+    # worker's group membership and writes work under its own principal's ACLs. (Connectors
+    # the CDC tests applied and deleted left their configs and tombstones beside it.)
     records = read_topic(worker.settings.kafka, CONNECT_CONFIG_TOPIC, idle_s=1.0)
-    assert [r.key() for r in records] == [b"session-key"]
+    assert b"session-key" in [r.key() for r in records]
     # Its internal topics exist, created by the worker itself under its ACLs.
     topics = admin.list_topics(timeout=CLIENT_TIMEOUT_S).topics
     assert {CONNECT_CONFIG_TOPIC, CONNECT_OFFSET_TOPIC, CONNECT_STATUS_TOPIC} <= set(topics)

@@ -330,7 +330,7 @@ def test_dev_simulation_reaches_the_captured_topics_through_debezium() -> None:
         file = namespaced_source(stack, dbname, suffix)
         with KafkaConnectClient(stack.connect_url) as client:
             try:
-                result = apply_connector(client, file, admin)
+                result = apply_connector(client, file, stack.kafka)
                 assert result.ok, result.message
                 # Changes committed after the slot exists are streamed, each one: wait for it.
                 _wait_for_slot(stack, f"t_{suffix}")

@@ -113,3 +113,38 @@ def test_config_values_must_be_strings(tmp_path: Path) -> None:
     path.write_text(json.dumps(_document(**{"tasks.max": 1})))  # type: ignore[arg-type]
     with pytest.raises(ConnectorFileError, match="string"):
         load_connector_file(path)
+
+
+def test_on_a_cluster_with_per_principal_credentials_a_connector_logs_in_as_itself(
+    tmp_path: Path,
+) -> None:
+    from ys_platform.clients.kafka import CredentialsError, KafkaConnection
+    from ys_platform.connectors import for_cluster
+
+    file = load_connector_file(SOURCE)
+    plain = KafkaConnection()
+    assert for_cluster(file, plain) == file
+    secure = KafkaConnection(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="ys-dagster",
+        sasl_password="dagster-secret",
+        credentials_dir=tmp_path,
+    )
+    # No file for the connector's principal: a sentence naming it, before anything is PUT.
+    with pytest.raises(CredentialsError, match="principal postgres-source"):
+        for_cluster(file, secure)
+    (tmp_path / "postgres-source.env").write_text(
+        "YS_KAFKA_SASL_USERNAME=postgres-source\nYS_KAFKA_SASL_PASSWORD=connector-secret\n"
+    )
+    applied = for_cluster(file, secure)
+    assert {k: v for k, v in applied.config.items() if k not in file.config} == {
+        "producer.override.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            'username="postgres-source" '
+            f'password="${{file:{tmp_path}/postgres-source.env:YS_KAFKA_SASL_PASSWORD}}";'
+        )
+    }
+    assert {k: applied.config[k] for k in file.config} == dict(file.config)
+    # The reference, never the password, is what reaches Connect.
+    assert "connector-secret" not in json.dumps(dict(applied.config))

@@ -256,7 +256,9 @@ def test_secure_connect_worker_properties_add_sasl_ssl_for_every_client() -> Non
     secure = _properties(
         connect_worker_properties(
             **args,
-            security=ConnectSecurity(username="ys-connect", truststore=SECRETS / "ca.pem"),
+            security=ConnectSecurity(
+                username="ys-connect", truststore=SECRETS / "ca.pem", credentials_dir=SECRETS
+            ),
         )
     )
     jaas = (
@@ -278,8 +280,14 @@ def test_secure_connect_worker_properties_add_sasl_ssl_for_every_client() -> Non
             for key, value in client.items()
         },
         "connector.client.config.override.policy": "Principal",
+        # Connectors' own principals: their passwords read from the credentials folder only.
+        "config.providers.file.class": "org.apache.kafka.common.config.provider.FileConfigProvider",
+        "config.providers.file.param.allowed.paths": "/state/secrets",
     }
-    assert {k: secure[k] for k in plain} == plain
+    assert {k: secure[k] for k in plain if k != "config.providers"} == {
+        k: v for k, v in plain.items() if k != "config.providers"
+    }
+    assert (plain["config.providers"], secure["config.providers"]) == ("env", "env,file")
     # The password variable is one the worker's env provider may read.
     assert re.fullmatch(CONNECT_ENV_ALLOWLIST, "YS_CONNECT_KAFKA_PASSWORD")
 

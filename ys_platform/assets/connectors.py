@@ -23,6 +23,7 @@ from ys_platform.connectors import (
     ConnectorFile,
     apply,
     connector_files,
+    for_cluster,
     output_topics,
     source_tables,
     status,
@@ -98,7 +99,7 @@ def _build_asset(file: ConnectorFile) -> dg.AssetsDefinition:
             apply_plans(admin, plan_topics(admin, specs))
 
         with kafka_connect.get_client() as client:
-            result = apply(client, file, ensure_topics=ensure_topics)
+            result = apply(client, for_cluster(file, kafka.connection), ensure_topics=ensure_topics)
         if not result.ok:
             # Failing the run makes the problem visible where the operator looks; the health
             # sensor restarts failed tasks either way.

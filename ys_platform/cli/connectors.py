@@ -43,10 +43,10 @@ def _topic_reconciler(settings: Settings) -> Callable[[list[TopicSpec]], None]:
 def apply(args: argparse.Namespace, settings: Settings) -> ExitCode:
     from ys_platform.clients.kafka_connect import ConnectError, KafkaConnectClient
     from ys_platform.connectors import apply as apply_connector
-    from ys_platform.connectors import connector_files
+    from ys_platform.connectors import connector_files, for_cluster
 
     selected = [
-        f
+        for_cluster(f, settings.kafka)
         for f in connector_files(settings.connectors_dir)
         if not args.names or f.name in args.names
     ]

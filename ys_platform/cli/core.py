@@ -57,7 +57,7 @@ def _error_codes() -> tuple[tuple[type[BaseException], ExitCode], ...]:
     Imported on first use (an error), not at start-up: ``ys-platform --help`` loads none of it.
     """
     from ys_platform.clients.clickhouse import ChdbPathConflictError, ClickHouseUnavailableError
-    from ys_platform.clients.kafka import DeliveryError, KafkaUnreachableError
+    from ys_platform.clients.kafka import CredentialsError, DeliveryError, KafkaUnreachableError
     from ys_platform.clients.kafka_connect import ConnectError
     from ys_platform.clients.locks import StoreLockedError
     from ys_platform.clients.postgres import PostgresUnavailableError
@@ -73,6 +73,8 @@ def _error_codes() -> tuple[tuple[type[BaseException], ExitCode], ...]:
         (SettingsError, ExitCode.CONFIG),
         (SinkConfigError, ExitCode.CONFIG),
         (ConnectorFileError, ExitCode.CONFIG),
+        # A component's credentials file missing from YS_KAFKA_CREDENTIALS_DIR.
+        (CredentialsError, ExitCode.CONFIG),
         (LocalStackError, ExitCode.FAILED),
         (TopicAdminError, ExitCode.FAILED),
         (ConnectError, ExitCode.FAILED),

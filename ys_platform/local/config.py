@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ys_platform.clients.jaas import jaas_config
+
 LOOPBACK = "127.0.0.1"
 # Host names that mean "this machine".
 LOCAL_HOSTS = (LOOPBACK, "localhost")
@@ -83,7 +85,6 @@ BROKER_LISTENER = "BROKER"
 CONTROLLER_LISTENER = "CONTROLLER"
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
-SCRAM_LOGIN_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 FILE_CONFIG_PROVIDER = "org.apache.kafka.common.config.provider.FileConfigProvider"
 # The name of the config provider that reads the brokers' own credential from the secrets folder.
 SECRETS_PROVIDER = "secrets"
@@ -108,11 +109,6 @@ class BrokerSecurity:
     read through a FileConfigProvider so the password is in no file outside the secrets."""
     super_users: tuple[str, ...]
     """User names (without "User:") the authorizer lets do everything."""
-
-
-def scram_jaas_config(username: str, password: str) -> str:
-    """The JAAS line of a SCRAM client (a broker toward the other brokers, or Connect)."""
-    return f'{SCRAM_LOGIN_MODULE} required username="{username}" password="{password}";'
 
 
 def server_properties(
@@ -270,6 +266,8 @@ class ConnectSecurity:
 
     username: str
     truststore: Path
+    credentials_dir: Path
+    """The folder of ``<principal>.env`` files the worker's file provider may read."""
 
 
 def connect_worker_properties(
@@ -322,7 +320,7 @@ def connect_worker_properties(
         # default 5-minute wait before reassigning them would only delay connectors after a
         # crash and restart.
         "scheduled.rebalance.max.delay.ms=0",
-        "config.providers=env",
+        f"config.providers={'env,file' if security else 'env'}",
         "config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider",
         f"config.providers.env.param.allowlist.pattern={CONNECT_ENV_ALLOWLIST}",
     ]
@@ -332,7 +330,7 @@ def connect_worker_properties(
 
 
 def _connect_security_lines(security: ConnectSecurity) -> list[str]:
-    jaas = scram_jaas_config(security.username, f"${{env:{CONNECT_PASSWORD_VARIABLE}}}")
+    jaas = jaas_config(SCRAM_MECHANISM, security.username, f"${{env:{CONNECT_PASSWORD_VARIABLE}}}")
     client = [
         "security.protocol=SASL_SSL",
         f"sasl.mechanism={SCRAM_MECHANISM}",
@@ -342,6 +340,12 @@ def _connect_security_lines(security: ConnectSecurity) -> list[str]:
         "ssl.endpoint.identification.algorithm=https",
     ]
     return [
+        # A connector's clients log in as the connector's own principal, their password a
+        # ${file:<credentials_dir>/<principal>.env:YS_KAFKA_SASL_PASSWORD} reference
+        # (connectors.for_cluster) read when a task starts: a connector added later needs no
+        # worker restart, and the provider reads nothing outside the credentials folder.
+        f"config.providers.file.class={FILE_CONFIG_PROVIDER}",
+        f"config.providers.file.param.allowed.paths={security.credentials_dir}",
         # The worker (group membership, internal topics) and, unless a connector overrides
         # them, the producers, consumers and admin clients of its connectors.
         *(prefix + line for prefix in CONNECT_CLIENT_PREFIXES for line in client),

@@ -27,7 +27,7 @@ from ys_platform.local.config import (
     bootstrap_servers,
     connect_worker_properties,
 )
-from ys_platform.local.secrets import ca_path, ensure_credential
+from ys_platform.local.secrets import ca_path, ensure_credential, secrets_dir
 from ys_platform.local.state import (
     INSTALL_HINT,
     Layout,
@@ -294,7 +294,11 @@ def _secure_worker(layout: Layout, bootstrap: str) -> tuple[ConnectSecurity, str
                 ) from None
     except ScramUserError as exc:
         raise LocalStackError(f"connect: {exc}") from None
-    security = ConnectSecurity(username=CONNECT_PRINCIPAL, truststore=ca_path(layout.home))
+    security = ConnectSecurity(
+        username=CONNECT_PRINCIPAL,
+        truststore=ca_path(layout.home),
+        credentials_dir=secrets_dir(layout.home),
+    )
     return security, credential.password.get_secret_value()
 
 

@@ -11,12 +11,12 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ys_platform.clients.jaas import jaas_config
 from ys_platform.local import tls
 from ys_platform.local.config import (
     JAAS_KEY,
     SCRAM_MECHANISM,
     BrokerSecurity,
-    scram_jaas_config,
 )
 from ys_platform.local.secrets import (
     ADMIN_PRINCIPAL,
@@ -91,7 +91,9 @@ def prepare(layout: Layout, bootstrap_servers: str, formatted: bool) -> SecureKa
 
 
 def _jaas(credential: Credential) -> str:
-    return scram_jaas_config(credential.principal, credential.password.get_secret_value())
+    return jaas_config(
+        SCRAM_MECHANISM, credential.principal, credential.password.get_secret_value()
+    )
 
 
 @contextlib.contextmanager

@@ -316,16 +316,19 @@ def _ensure_app_database(settings: Settings, secrets: PostgresSecrets | None) ->
             )
 
 
-def grant_capture(settings: Settings, secrets: PostgresSecrets) -> list[str]:
-    """SELECT on the captured tables (those the migrations have made so far) for Debezium's
-    role; returns the tables granted. Run by `up` and after the migrations on a secure stack."""
+def grant_capture(
+    settings: Settings, secrets: PostgresSecrets, dbname: str = APP_DATABASE
+) -> list[str]:
+    """SELECT on the captured tables of ``dbname`` (those the migrations have made so far) for
+    Debezium's role; returns the tables granted. Run by `up` and after the migrations on a
+    secure stack."""
     import psycopg
     from psycopg import sql
 
     from ys_platform.postgres import CAPTURED
 
     names = [c.table for c in CAPTURED]
-    conninfo = _superuser_conninfo(settings, secrets, dbname=APP_DATABASE)
+    conninfo = _superuser_conninfo(settings, secrets, dbname=dbname)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         existing = [
             row[0]
