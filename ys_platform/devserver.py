@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from ys_platform.cli.core import CommandError, ExitCode
+from ys_platform.clients.env_file import load_env_file
 from ys_platform.settings import Settings
 
 # A gentle stream: enough that every processor has live output in the UI, little enough that the
@@ -145,23 +146,46 @@ def _prepare_cdc(settings: Settings) -> bool:
     return True
 
 
-def _adopt_secure_environment(settings: Settings) -> Settings:
-    """Put the secure stack's administrator variables into our environment (inherited by the
-    children, never on their command lines) and read the settings again with them."""
+def _secure_identities(settings: Settings) -> tuple[Settings, dict[str, str]]:
+    """The two identities of a secure `make dev`: the administrator's settings, with which this
+    process sets the cluster up (topics, ACLs, connectors), and the environment of what it
+    starts (Dagster, the monitor): Dagster's principal, and the credentials folder in which each
+    worker Dagster runs finds its own (``YS_KAFKA_CREDENTIALS_DIR``). The administrator's
+    password stays in this process; the children's passwords reach them through their
+    environment, never their command lines."""
     from ys_platform.local.postgres_secrets import ENV_FILE
-    from ys_platform.local.secrets import (
-        ADMIN_PRINCIPAL,
-        credential_file,
-        load_env_file,
-        secrets_dir,
-    )
-    from ys_platform.settings import load_settings
+    from ys_platform.local.secrets import ADMIN_PRINCIPAL, read_credential, secrets_dir
+    from ys_platform.security.principals import DAGSTER_NAME
 
     home = settings.home_dir
-    for path in (credential_file(home, ADMIN_PRINCIPAL), secrets_dir(home) / ENV_FILE):
-        if path.exists():
-            os.environ.update(load_env_file(path))
-    return load_settings()
+    secrets = secrets_dir(home)
+    # libpq reads the roles' passwords from PGPASSFILE: here (the migrations) and in the children.
+    os.environ.update(load_env_file(secrets / ENV_FILE))
+    admin = read_credential(home, ADMIN_PRINCIPAL).connection(credentials_dir=secrets)
+    children = {
+        **os.environ,
+        **read_credential(home, DAGSTER_NAME).environment(),
+        "YS_KAFKA_CREDENTIALS_DIR": str(secrets),
+    }
+    # A shell that sourced an administrator's file passes no other Kafka secret on.
+    children.pop("YS_KAFKA_SSL_KEY_PASSWORD", None)
+    return settings.model_copy(update={"kafka": admin}), children
+
+
+def _apply_acls(settings: Settings) -> None:
+    """The catalog's ACLs for every principal, as the administrator (what `ys-platform acls
+    apply` does); extra grants are reported, not removed."""
+    from ys_platform.connectors import connector_files
+    from ys_platform.security.acls import reconcile
+    from ys_platform.security.principals import principals
+
+    found = principals(connector_files(settings.connectors_dir))
+    result = reconcile(settings.kafka.admin(), found)
+    print(
+        f"acls: {len(found)} principals, {len(result.plan.create)} grant(s) created, "
+        f"{len(result.plan.extra)} extra (`ys-platform acls check` lists them)",
+        file=sys.stderr,
+    )
 
 
 def _start_simulator(
@@ -182,11 +206,11 @@ def _start_simulator(
     return thread, stop
 
 
-def start_monitor(settings: Settings) -> subprocess.Popen:
+def start_monitor(settings: Settings, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`ys-platform monitor` as a child: the lag endpoint beside Dagster. In its own session, so
     a terminal's Ctrl-C reaches only us and the monitor is stopped in order, like Dagster."""
     command = [sys.executable, "-m", "ys_platform.cli", "monitor"]
-    monitor = subprocess.Popen(command, preexec_fn=_reset_signals, start_new_session=True)
+    monitor = subprocess.Popen(command, env=env, preexec_fn=_reset_signals, start_new_session=True)
     print(
         f"lag monitor: http://127.0.0.1:{settings.monitor_port}/metrics (pid {monitor.pid})",
         file=sys.stderr,
@@ -218,23 +242,28 @@ def run_dev(
     """Run the platform in the foreground until Ctrl-C/SIGTERM; ``dagster_home`` (default:
     ``YS_HOME/dagster``) is Dagster's instance folder, the stack's state stays under ``YS_HOME``.
 
-    ``secure``: the secure stack (`local up --secure`); this process, and through their
-    environment Dagster, the monitor and the simulator, use the administrator's credentials
-    (secrets/ys-admin.env, secrets/postgres.env) until the principals of issue 10 replace them.
+    ``secure``: the secure stack (`local up --secure`). This process sets it up as the
+    administrator and applies the catalog's ACLs; Dagster runs as its principal, and every
+    processor, sink, connector, the monitor and the simulator as their own
+    (:func:`_secure_identities`).
     """
     from ys_platform.catalog.topics import ALL_TOPICS
     from ys_platform.local.stack import up
     from ys_platform.local.state import LocalStackError
+    from ys_platform.security.acls import AclAdminError
     from ys_platform.streaming.topics import TopicAdminError, apply_plans, plan_topics
 
+    children = dict(os.environ)
     try:
         up(settings, brokers=brokers, connect=True, secure=secure)
         if secure:
-            settings = _adopt_secure_environment(settings)
+            settings, children = _secure_identities(settings)
         admin = settings.kafka.admin()
         plans = plan_topics(admin, list(ALL_TOPICS))
         apply_plans(admin, plans)
-    except (LocalStackError, TopicAdminError) as exc:
+        if secure:
+            _apply_acls(settings)
+    except (LocalStackError, TopicAdminError, AclAdminError) as exc:
         raise CommandError(f"make dev could not start the platform: {exc}") from exc
     cdc = _prepare_cdc(settings)
     print(
@@ -257,11 +286,11 @@ def run_dev(
         )
         print(f"simulator: {simulate_rate:g} messages/s (seed {seed}): {where}", file=sys.stderr)
     home = prepare_dagster_home(dagster_home or settings.dagster_home)
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    env = {**children, "DAGSTER_HOME": str(home)}
     command = [str(Path(sys.executable).with_name("dg")), "dev", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--module-name", "ys_platform.definitions"]
     print(f"Dagster: http://127.0.0.1:{port} (Ctrl-C stops it)", file=sys.stderr)
-    monitor = start_monitor(settings)
+    monitor = start_monitor(settings, children)
     try:
         child = subprocess.Popen(
             command, env=env, preexec_fn=_reset_signals, start_new_session=True

@@ -179,3 +179,138 @@ def test_ctrl_c_of_make_dev_cancels_the_worker_runs_quietly(local_stack, tmp_pat
     assert int(stopped) == len(runs)
     # ... and each live one only after its worker had stopped and committed.
     assert all(len(stop_logs[run_id]) == 1 for run_id in live), stop_logs
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    except OSError:  # exited meanwhile
+        return {}
+    return dict(entry.split("=", 1) for entry in raw.split("\0") if "=" in entry)
+
+
+def _committed(connection, group: str, topic: str) -> int:
+    """The sum of ``group``'s committed offsets on ``topic`` (as the administrator)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    admin = connection.admin()
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    if not partitions:  # the topic does not exist yet
+        return 0
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(topic, p) for p in sorted(partitions)]
+    )
+    (future,) = admin.list_consumer_group_offsets([request]).values()
+    return sum(max(tp.offset, 0) for tp in future.result(10).topic_partitions)
+
+
+def test_make_dev_secure_runs_every_component_as_its_own_principal(secure_connect, tmp_path):
+    """``make dev SECURE=1`` on the secure stack: the dev server sets the cluster up as the
+    administrator (topics, the catalog's ACLs, the CDC connector), Dagster and the monitor run as
+    Dagster's and the monitor's principals with no administrator password in their environment,
+    the simulator's rows reach Kafka through Debezium as the connector's principal, and a
+    processor run Dagster launched commits as its own principal. Ctrl-C stops it quietly."""
+    from ys_platform.clients.env_file import load_env_file
+    from ys_platform.clients.kafka_connect import KafkaConnectClient
+    from ys_platform.connectors import status
+
+    stack = secure_connect
+    settings = stack.settings
+    secrets = stack.home / "secrets"
+    admin_password = stack.admin.password.get_secret_value()
+    dagster_env = load_env_file(secrets / "ys-dagster.env")
+    port = free_port(3320)
+    monitor_port = free_port(9348)
+    log = tmp_path / "dev.log"
+    env = {
+        **os.environ,
+        "YS_HOME": str(stack.home),
+        "YS_LOCAL_KAFKA_PORT": str(settings.local_kafka_port),
+        "YS_CONNECT_URL": settings.connect_url,
+        "YS_POSTGRES_PORT": str(settings.postgres_port),
+        "YS_MONITOR_PORT": str(monitor_port),
+    }
+    command = [str(CLI), "dev", "--secure", "--port", str(port), "--simulate", "20"]
+    command += ["--dagster-home", str(tmp_path / "dagster")]
+    before = _committed(stack.connection(), "price-aggregation-processor", "market.prices")
+    captured = _end_offsets(stack.connection(), "defi.transactions")
+    with log.open("w") as output:
+        proc = subprocess.Popen(
+            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait("the Dagster UI", lambda: _worker_runs(port) is not None, UI_TIMEOUT_S, proc, log)
+        # The catalog's ACLs were applied as the administrator before anything else started.
+        assert re.search(
+            r"^acls: 10 principals, \d+ grant\(s\) created, 0 extra", log.read_text(), re.M
+        )
+        # Dagster (every process of `dg dev`) and the monitor: their own principals only.
+        children = _descendants(proc.pid)
+        dagster_pids = [p for p in children if "dagster" in " ".join(_cmdline(p))]
+        monitor_pids = [p for p in children if "ys_platform.cli monitor" in " ".join(_cmdline(p))]
+        assert dagster_pids and len(monitor_pids) == 1, (dagster_pids, monitor_pids)
+        for pid in [*dagster_pids, *monitor_pids]:
+            environ = _environ(pid)
+            if not environ:
+                continue
+            assert environ["YS_KAFKA_SASL_USERNAME"] == "ys-dagster", pid
+            assert environ["YS_KAFKA_SASL_PASSWORD"] == dagster_env["YS_KAFKA_SASL_PASSWORD"]
+            assert environ["YS_KAFKA_CREDENTIALS_DIR"] == str(secrets)
+            assert admin_password not in "\0".join(environ.values()), pid
+        # CDC: the connector runs as its own principal and carries the simulator's rows.
+        with KafkaConnectClient(settings.connect_url) as client:
+            assert status(client, "postgres-source").is_("RUNNING")
+            jaas = client.get_config("postgres-source")["producer.override.sasl.jaas.config"]
+        assert 'username="postgres-source"' in jaas and "${file:" in jaas
+        _wait(
+            "CDC records on defi.transactions",
+            lambda: _end_offsets(stack.connection(), "defi.transactions") > captured,
+            RUNS_TIMEOUT_S,
+            proc,
+            log,
+        )
+        # A processor run the sensors launched commits as the processor's principal.
+        _wait(
+            "price-aggregation-processor committing",
+            lambda: (
+                _committed(stack.connection(), "price-aggregation-processor", "market.prices")
+                > before
+            ),
+            RUNS_TIMEOUT_S,
+            proc,
+            log,
+        )
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(STOP_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc)
+        with KafkaConnectClient(settings.connect_url) as client, contextlib.suppress(Exception):
+            client.delete("postgres-source")
+    output = log.read_text()
+    assert code == 0, output[-5000:]
+    for marker in ("Traceback", "Stack Trace", "authorization failed", "Authorization failed"):
+        assert marker not in output, output[-5000:]
+    # The monitor's health report could read everything it checks.
+    assert "alert raised health:" not in output, output[-5000:]
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _end_offsets(connection, topic: str) -> int:
+    from confluent_kafka import TopicPartition
+
+    consumer = connection.consumer(f"test-dev-{os.getpid()}")
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        )
+    finally:
+        consumer.close()

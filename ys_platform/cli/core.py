@@ -144,6 +144,9 @@ def with_settings(command: Command) -> Callable[[argparse.Namespace], int]:
 def log_to_stderr() -> None:
     """Progress logging of the long-running commands (processors, sinks)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # httpx logs every request at INFO: the monitor's three Connect calls per poll would bury
+    # its own lines (alerts, errors) in `make dev`'s terminal.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def print_table(rows: Sequence[Sequence[str]]) -> None:

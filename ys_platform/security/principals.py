@@ -245,6 +245,9 @@ def _monitoring(grants: _Grants, connectors: Sequence[ConnectorFile], namespace:
     # The other topics' metadata and end offsets (health, dead-letter counts): Describe.
     others = [n for n in _physical(namespace, (t.name for t in ALL_TOPICS)) if n not in measured]
     grants.topics(others, AclOperation.DESCRIBE)
+    # The health report compares every catalog topic's configs with the catalog and reads its
+    # min.insync.replicas (DescribeConfigs).
+    grants.topics(_physical(namespace, (t.name for t in ALL_TOPICS)), AclOperation.DESCRIBE_CONFIGS)
     for group in CONSUMER_GROUPS:  # committed offsets and members (OffsetFetch, DescribeGroups)
         grants.group(f"{namespace}{group.group_id}", AclOperation.DESCRIBE)
     grants.group(PROBE_GROUP, AclOperation.DESCRIBE)
