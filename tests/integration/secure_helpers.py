@@ -6,6 +6,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -21,6 +22,7 @@ from confluent_kafka.admin import (
 )
 from pydantic import SecretStr
 
+from ys_platform.clients.env_file import load_env_file
 from ys_platform.clients.kafka import KafkaConnection
 
 # Kafka's default and minimum for SCRAM-SHA-512 is 4096 iterations; 8192 as the platform's users.
@@ -90,3 +92,23 @@ class SecureCluster:
             for future in admin.alter_user_scram_credentials(gone).values():
                 future.result(30)
         self._users.difference_update(names)
+
+
+def generated_passwords(secrets_folder: Path) -> dict[str, str]:
+    """Every password the secure stack generated, by the file and variable that hold it."""
+    found = {}
+    for path in sorted(secrets_folder.glob("*.env")):
+        for name, value in load_env_file(path).items():
+            if name.endswith("PASSWORD") and value:
+                found[f"{path.name}:{name}"] = value
+    assert len(found) >= 10, found.keys()
+    return found
+
+
+def leaks(passwords: dict[str, str], where: str, text: str | bytes) -> list[str]:
+    """``"<owner> in <where>"`` for each password found in ``text``."""
+    if isinstance(text, bytes):
+        return [
+            f"{owner} in {where}" for owner, value in passwords.items() if value.encode() in text
+        ]
+    return [f"{owner} in {where}" for owner, value in passwords.items() if value in text]

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from secure_stack import SecureStack
 
 from ys_platform.connectors import connector_files
-from ys_platform.local.secrets import ensure_credential
+from ys_platform.local.principals import ensure_principals
 from ys_platform.security.acls import reconcile
 from ys_platform.security.principals import Principal, principals
-from ys_platform.security.users import ensure_scram_users
 from ys_platform.settings import Settings
 
 
@@ -53,10 +52,6 @@ def secure_target(stack: SecureStack) -> KafkaTarget:
 
 
 def _grant(stack: SecureStack, found: Sequence[Principal]) -> None:
-    credentials = [
-        ensure_credential(stack.home, p.name, bootstrap_servers=stack.bootstrap_servers)
-        for p in found
-    ]
     admin = stack.connection().admin()
-    ensure_scram_users(admin, credentials)
+    ensure_principals(stack.home, admin, stack.bootstrap_servers, found)
     reconcile(admin, found)

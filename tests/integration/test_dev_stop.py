@@ -23,6 +23,7 @@ import dagster as dg
 import pytest
 from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
+from secure_helpers import generated_passwords, leaks
 
 from ys_platform.assets.workers import WORKER_TAG, worker_job_name
 from ys_platform.catalog.topics import CONSUMER_GROUPS
@@ -293,6 +294,14 @@ def test_make_dev_secure_runs_every_component_as_its_own_principal(secure_connec
         assert marker not in output, output[-5000:]
     # The monitor's health report could read everything it checks.
     assert "alert raised health:" not in output, output[-5000:]
+    # No generated password in the terminal's output or anywhere in Dagster's instance (event
+    # log, run storage, compute logs).
+    passwords = generated_passwords(secrets)
+    found = leaks(passwords, "the dev server's output", output)
+    for path in (tmp_path / "dagster").rglob("*"):
+        if path.is_file():
+            found += leaks(passwords, str(path), path.read_bytes())
+    assert not found, found
 
 
 def _cmdline(pid: int) -> list[str]:

@@ -14,6 +14,7 @@ from confluent_kafka.admin import AclBindingFilter, AdminClient
 from kafka_helpers import read_topic
 from secure_stack import SecureStack
 
+from ys_platform.clients.env_file import load_env_file
 from ys_platform.clients.kafka_connect import KafkaConnectClient
 from ys_platform.local import connect as local_connect
 from ys_platform.local.config import (
@@ -22,7 +23,6 @@ from ys_platform.local.config import (
     CONNECT_STATUS_TOPIC,
 )
 from ys_platform.local.procs import cmdline
-from ys_platform.local.secrets import load_env_file
 from ys_platform.local.state import Layout
 
 # Measured on 2 busy cores: the worker answers ~10-20 s after its JVM starts (connect.py).

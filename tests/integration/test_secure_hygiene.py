@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 from kafka_helpers import create_namespaced_topics
+from secure_helpers import generated_passwords, leaks
 from targets import secure_target
 
 from ys_platform.assets.acls import build_acl_assets
@@ -28,21 +29,6 @@ from ys_platform.sources.simulator import MarketSimulator
 
 CLI = Path(sys.executable).with_name("ys-platform")
 TICKS = 3_000
-
-
-def _passwords(secrets: Path) -> dict[str, str]:
-    """Every password the secure stack generated, by the file that holds it."""
-    found = {}
-    for path in sorted(secrets.glob("*.env")):
-        for name, value in load_env_file(path).items():
-            if name.endswith("PASSWORD") and value:
-                found[f"{path.name}:{name}"] = value
-    assert len(found) >= 10, found.keys()
-    return found
-
-
-def _leaks(passwords: dict[str, str], where: str, text: str) -> list[str]:
-    return [f"{owner} in {where}" for owner, value in passwords.items() if value in text]
 
 
 def test_no_password_in_logs_event_log_output_or_command_lines(secure_stack, tmp_path):
@@ -124,13 +110,13 @@ def test_no_password_in_logs_event_log_output_or_command_lines(secure_stack, tmp
                 os.environ[name] = value
     assert "kafka_acls" in events
 
-    passwords = _passwords(secrets)
-    leaks = _leaks(passwords, "the run's output", stdout + stderr)
-    leaks += _leaks(passwords, "the Dagster event log", events)
-    leaks += [leak for text in command_lines for leak in _leaks(passwords, "ps", text)]
+    passwords = generated_passwords(secrets)
+    found = leaks(passwords, "the run's output", stdout + stderr)
+    found += leaks(passwords, "the Dagster event log", events)
+    found += [leak for text in command_lines for leak in leaks(passwords, "ps", text)]
     written = [p for p in secure_stack.home.rglob("*") if p.is_file() and secrets not in p.parents]
     logs = [p for p in written if p.suffix in (".log", ".out", ".json", ".properties", ".txt")]
     assert any(p.suffix == ".log" for p in logs), written[:20]
     for path in logs:
-        leaks += _leaks(passwords, str(path), path.read_text(errors="replace"))
-    assert not leaks, leaks
+        found += leaks(passwords, str(path), path.read_text(errors="replace"))
+    assert not found, found

@@ -22,10 +22,10 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from secure_stack import SecureStack
 
+from ys_platform.clients.env_file import load_env_file
 from ys_platform.local import LocalStackError, status, tls, up
 from ys_platform.local import kafka as local_kafka
 from ys_platform.local.procs import cmdline
-from ys_platform.local.secrets import load_env_file
 
 # Measured on 2 busy cores: format ~3 s, one secure broker ready ~6 s, down ~3 s. 180 s bounds
 # the module with a first Maven resolution on a slow CI machine.

@@ -68,6 +68,8 @@ def test_server_properties_of_a_single_broker() -> None:
         "min.insync.replicas": "1",
         "group.initial.rebalance.delay.ms": "0",
         "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.num.partitions": "10",
         "transaction.state.log.replication.factor": "1",
         "transaction.state.log.min.isr": "1",
         "share.coordinator.state.topic.replication.factor": "1",

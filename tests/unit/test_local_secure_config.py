@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ys_platform.clients.env_file import format_env_file, load_env_file
 from ys_platform.local import connect as local_connect
 from ys_platform.local import kafka_security
 from ys_platform.local.config import (
@@ -21,12 +22,7 @@ from ys_platform.local.config import (
     server_properties,
 )
 from ys_platform.local.postgres_secrets import ensure_postgres_secrets, scram_sha_256_verifier
-from ys_platform.local.secrets import (
-    ensure_credential,
-    format_env_file,
-    load_env_file,
-    read_credential,
-)
+from ys_platform.local.secrets import ensure_credential, read_credential
 from ys_platform.local.state import Layout, LocalStackError, check_secure, read_secure
 from ys_platform.settings import load_settings
 

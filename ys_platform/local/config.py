@@ -81,6 +81,7 @@ def min_insync_replicas(rf: int) -> int:
 # Listener names of the secure stack: clients and brokers meet on BROKER (SASL_SSL), the KRaft
 # quorum on CONTROLLER (SSL with client certificates: controllers cannot authenticate with SCRAM,
 # whose credentials live in the metadata log they serve, KAFKA-15513).
+COORDINATOR_PARTITIONS = 10
 BROKER_LISTENER = "BROKER"
 CONTROLLER_LISTENER = "CONTROLLER"
 SCRAM_MECHANISM = "SCRAM-SHA-512"
@@ -156,6 +157,12 @@ def server_properties(
         # Tests and the simulator start consumers right away; the 3 s default only adds latency.
         "group.initial.rebalance.delay.ms=0",
         f"offsets.topic.replication.factor={rf}",
+        # The group and transaction coordinators' topics are made on first use, 50 partitions
+        # each by default: a fresh local cluster's first consumer group took 5.0 s to get its
+        # first record here, 2.0 s with 10 (more on three brokers at RF 3, where each partition
+        # is three replicas). 10 coordinators still spread over three brokers.
+        f"offsets.topic.num.partitions={COORDINATOR_PARTITIONS}",
+        f"transaction.state.log.num.partitions={COORDINATOR_PARTITIONS}",
         f"transaction.state.log.replication.factor={rf}",
         f"transaction.state.log.min.isr={isr}",
         f"share.coordinator.state.topic.replication.factor={rf}",

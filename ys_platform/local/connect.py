@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -251,7 +252,23 @@ def up(settings: Settings, layout: Layout) -> ServiceStatus:
         procs.stop([process.pid])
         layout.connect_pid.unlink(missing_ok=True)
         raise
-    return status(settings, layout)
+    return _settled_status(settings, layout)
+
+
+# GET /health answers once the herder's thread is free (KIP-1017). Just after the worker became
+# ready that thread may still be busy for a moment (writing the session key, reading its config
+# topic): a status call then waits past REST_TIMEOUT_S and reports the worker not ready (seen in
+# CI on a loaded machine). 15 s of re-checks absorb that without hiding a worker that went away.
+SETTLE_TIMEOUT_S = 15.0
+
+
+def _settled_status(settings: Settings, layout: Layout) -> ServiceStatus:
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    current = status(settings, layout)
+    while not current.healthy and current.state == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        current = status(settings, layout)
+    return current
 
 
 # The worker's principal on the secure stack; its connectors use it too unless they bring their

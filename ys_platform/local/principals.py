@@ -8,13 +8,16 @@ reconcile's (``ys-platform acls apply``, the ``kafka_acls`` asset), not this mod
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from confluent_kafka.admin import AdminClient
 
 from ys_platform.connectors import connector_files
 from ys_platform.local import kafka
 from ys_platform.local.secrets import Credential, ensure_credential
 from ys_platform.local.state import Layout, LocalStackError
-from ys_platform.security.principals import principals
+from ys_platform.security.principals import Principal, principals
 from ys_platform.security.users import ScramUserError, ensure_scram_users
 from ys_platform.settings import Settings
 
@@ -24,11 +27,20 @@ def ensure_catalog_principals(
 ) -> list[Credential]:
     """The credential of every catalog principal (generated on first use, kept after), each
     with its SCRAM user upserted on the cluster. Raises LocalStackError naming what failed."""
-    names = [p.name for p in principals(connector_files(settings.connectors_dir))]
-    credentials = [
-        ensure_credential(layout.home, name, bootstrap_servers=bootstrap_servers) for name in names
-    ]
     admin = AdminClient(kafka.client_config(layout, bootstrap_servers))
+    found = principals(connector_files(settings.connectors_dir))
+    return ensure_principals(layout.home, admin, bootstrap_servers, found)
+
+
+def ensure_principals(
+    home: Path, admin: AdminClient, bootstrap_servers: str, found: Sequence[Principal]
+) -> list[Credential]:
+    """A credential in ``home``'s secrets and a SCRAM user (upserted through ``admin``, an
+    administrator's client) for each principal of ``found``: what an operator does for new
+    principals before granting them their ACLs."""
+    credentials = [
+        ensure_credential(home, p.name, bootstrap_servers=bootstrap_servers) for p in found
+    ]
     try:
         ensure_scram_users(admin, credentials)
     except ScramUserError as exc:

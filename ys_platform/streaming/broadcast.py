@@ -8,6 +8,7 @@ then tops up without blocking before each batch.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 
@@ -16,6 +17,9 @@ from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
 from ys_platform.catalog.codec import decode_batch
 from ys_platform.catalog.models import Message
 from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.clients.kafka_faults import through_faults
+
+log = logging.getLogger(__name__)
 
 TIMEOUT_S = 30.0
 # Records per top-up: enough to follow a busy reference topic, small enough to keep the
@@ -48,7 +52,12 @@ class BroadcastReader:
             if metadata.error is not None:
                 raise RuntimeError(f"broadcast topic {topic}: {metadata.error.str()}")
             queries += [TopicPartition(topic, p, since) for p in sorted(metadata.partitions)]
-        start = self._consumer.offsets_for_times(queries, timeout=TIMEOUT_S)
+        consumer = self._consumer
+        start = through_faults(
+            lambda: consumer.offsets_for_times(queries, timeout=TIMEOUT_S),
+            f"broadcast of {', '.join(self._catalog_name.values())}: finding its lookback",
+            log,
+        )
         self._consumer.assign(
             [
                 TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)

@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from ys_platform.catalog.codec import is_delete
 from ys_platform.catalog.columnar import is_columnar
 from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.clients.kafka_faults import through_faults
 from ys_platform.streaming.app import (
     ColumnarSink,
     DeletingSink,
@@ -169,12 +170,14 @@ class SinkWorker(GroupMember):
             self.metrics.restore_seconds.observe(time.perf_counter() - started)
         else:
             resume = {}
+        asked = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         committed = {
             (tp.topic, tp.partition): tp.offset
             for tp in (
-                consumer.committed(
-                    [TopicPartition(tp.topic, tp.partition) for tp in partitions],
-                    timeout=self.config.commit_timeout_s,
+                through_faults(
+                    lambda: consumer.committed(asked, timeout=self.config.commit_timeout_s),
+                    f"{self.group_id}: reading its committed offsets",
+                    log,
                 )
                 if partitions
                 else []

@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from ys_platform.catalog.codec import encode, is_delete, timestamp_ms, topic_of
 from ys_platform.catalog.columnar import is_columnar
 from ys_platform.clients.kafka import KafkaConnection
+from ys_platform.clients.kafka_faults import through_faults
 from ys_platform.streaming.app import (
     BroadcastApp,
     ColumnarApp,
@@ -192,7 +193,7 @@ class TransactionalWorker(GroupMember):
     def _revoked(self, keys: list[TopicPartitionId]) -> None:
         # The open transaction holds these partitions' offsets: it commits while this member
         # still owns them (the group's generation is still this one's).
-        self._commit_open()
+        self._commit_open(leaving=keys)
         for key in keys:
             self.app.revoke(key)
 
@@ -215,11 +216,17 @@ class TransactionalWorker(GroupMember):
         if self.app.restore_span_ms <= 0 or not partitions:
             return
         started = time.perf_counter()
-        committed = consumer.committed(
-            [TopicPartition(tp.topic, tp.partition) for tp in partitions],
-            timeout=self.config.commit_timeout_s,
+        asked = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        committed = through_faults(
+            lambda: consumer.committed(asked, timeout=self.config.commit_timeout_s),
+            f"{self.group_id}: reading its committed offsets",
+            log,
         )
-        ranges = replay_ranges(consumer, committed, self.app.restore_span_ms)
+        ranges = through_faults(
+            lambda: replay_ranges(consumer, committed, self.app.restore_span_ms),
+            f"{self.group_id}: finding where its state restore starts",
+            log,
+        )
         for (physical_topic, partition), records in replay(self.connection, ranges, self.group_id):
             key = (self.catalog_name(physical_topic), partition)
             decoded = decode_slices({key: self._events(key, records)}, self._columnar_inputs)
@@ -295,8 +302,11 @@ class TransactionalWorker(GroupMember):
         ):
             self._commit_open()
 
-    def _commit_open(self) -> None:
-        """Commit the open transaction, if any: its offsets with everything it produced."""
+    def _commit_open(self, leaving: Sequence[TopicPartitionId] = ()) -> None:
+        """Commit the open transaction, if any: its offsets with everything it produced.
+
+        ``leaving``: partitions being revoked; if the commit aborts, only the others are rewound
+        and rebuilt (the next owner reads the revoked ones from their commits)."""
         open_ = self._open
         if open_ is None:
             return
@@ -304,13 +314,24 @@ class TransactionalWorker(GroupMember):
         assert producer is not None and consumer is not None
         committing = time.perf_counter()
         offsets = list(open_.offsets.values())
+        timeout = self.config.commit_timeout_s
         try:
-            producer.send_offsets_to_transaction(
-                offsets, consumer.consumer_group_metadata(), self.config.commit_timeout_s
+            # A retriable error of either call may be retried (librdkafka's transactional API);
+            # one that requires an abort goes to _recover.
+            through_faults(
+                lambda: producer.send_offsets_to_transaction(
+                    offsets, consumer.consumer_group_metadata(), timeout
+                ),
+                f"{self.group_id}: adding its offsets to the transaction",
+                log,
             )
-            self._commit(producer)
+            through_faults(
+                lambda: producer.commit_transaction(timeout),
+                f"{self.group_id}: committing its transaction",
+                log,
+            )
         except KafkaException as exc:
-            self._recover(exc)
+            self._recover(exc, leaving)
             return
         self._open = None
         done = time.perf_counter()
@@ -322,23 +343,13 @@ class TransactionalWorker(GroupMember):
             self.metrics.committed[f"{tp.topic}[{tp.partition}]"] = tp.offset
         self.metrics.record_batch(open_.busy_s + done - committing)
 
-    def _commit(self, producer: Producer) -> None:
-        while True:
-            try:
-                producer.commit_transaction(self.config.commit_timeout_s)
-                return
-            except KafkaException as exc:
-                if exc.args[0].retriable():
-                    continue
-                raise
-
-    def _recover(self, exc: KafkaException) -> None:
+    def _recover(self, exc: KafkaException, leaving: Sequence[TopicPartitionId] = ()) -> None:
         err: KafkaError = exc.args[0]
         if err.fatal() or not err.txn_requires_abort():
             raise WorkerStopped(
                 f"{self.group_id}: transaction failed and cannot be retried: {err.str()}"
             ) from None
-        self._abort_open(err.str(), keep=sorted(self._owned))
+        self._abort_open(err.str(), keep=sorted(k for k in self._owned if k not in leaving))
 
     def _abort_open(self, reason: str, keep: Sequence[TopicPartitionId]) -> None:
         """Abort the open transaction and rewind the partitions of ``keep`` to their committed
@@ -351,7 +362,12 @@ class TransactionalWorker(GroupMember):
         assigned = [TopicPartition(self.config.physical(t), p) for t, p in keep]
         if not assigned:
             return
-        committed = self._consumer.committed(assigned, timeout=self.config.commit_timeout_s)
+        consumer = self._consumer
+        committed = through_faults(
+            lambda: consumer.committed(assigned, timeout=self.config.commit_timeout_s),
+            f"{self.group_id}: reading its committed offsets",
+            log,
+        )
         for tp in committed:
             # No committed offset yet: start where a fresh group would (auto.offset.reset).
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
