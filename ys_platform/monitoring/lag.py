@@ -226,6 +226,9 @@ class LagReader:
         self._probe_consumer: Consumer = connection.consumer(PROBE_GROUP, **_PROBE_CONFIG)
         # (topic, partition, committed) → (the end probed to, its verdict).
         self._verdicts: dict[Key, tuple[int, Verdict]] = {}
+        # Groups this principal may not describe (another namespace's, another application's):
+        # said once, then left out quietly on every poll.
+        self._refused: set[str] = set()
         self.probes = 0
         """How many partitions the probe has read (a figure for tests and the poll log)."""
 
@@ -284,6 +287,18 @@ class LagReader:
         on_cluster = {g.group_id for g in listed.valid if g.group_id != PROBE_GROUP}
         return sorted({g for g in on_cluster if self.groups.admits(g)} | self.groups.always)
 
+    def _warn(self, group_id: str, what: str, exc: KafkaException) -> None:
+        error = exc.args[0]
+        if error.code() != KafkaError.GROUP_AUTHORIZATION_FAILED:
+            log.warning("%s: %s", what, error.str())
+        elif group_id not in self._refused:
+            self._refused.add(group_id)
+            log.warning(
+                "%s: %s; this principal may not describe it: it is left out of the lag report",
+                what,
+                error.str(),
+            )
+
     def _describe(self, group_ids: list[str]) -> dict[str, _Description]:
         if not group_ids:
             return {}
@@ -293,7 +308,7 @@ class LagReader:
             try:
                 description = future.result()
             except KafkaException as exc:
-                log.warning("describing group %s failed: %s", group_id, exc.args[0].str())
+                self._warn(group_id, f"describing group {group_id} failed", exc)
                 continue
             owners = {
                 (tp.topic, tp.partition): Member(m.member_id, m.client_id, m.host)
@@ -321,7 +336,7 @@ class LagReader:
             except KafkaException as exc:
                 # A group deleted since it was listed, or its coordinator moving: this poll goes
                 # on without it (a cluster that is down already failed the listing).
-                log.warning("offsets of group %s: %s", group_id, exc.args[0].str())
+                self._warn(group_id, f"offsets of group {group_id}", exc)
                 committed[group_id] = {}
                 continue
             committed[group_id] = {

@@ -13,6 +13,7 @@ of the reconcile.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -143,7 +144,36 @@ def apply_plan(
                 errors.append(f"delete {describe(binding_filter)}: {_reason(exc)}")
     if errors:
         raise AclAdminError("ACL reconcile failed for: " + "; ".join(errors))
+    if acl_plan.create:
+        _await_enforced(admin, acl_plan.create, timeout_s)
     return AclReconcile(acl_plan, tuple(sorted(removed)))
+
+
+# How often to ask whether new grants are in force (a DescribeAcls is a few milliseconds).
+_ENFORCED_POLL_S = 0.1
+
+
+def _await_enforced(admin: AdminClient, created: Sequence[AclBinding], timeout_s: float) -> None:
+    """Return once a broker's authorizer holds every binding of ``created``.
+
+    CreateAcls returns when the controller has committed the records; each broker applies them
+    when its metadata publisher reaches them, behind whatever came first. Right after the
+    catalog's topics were created that was ~200 partition logs, and a connector task started
+    2.2 s after the grants was refused its heartbeat topic (KRaft brokers serve DescribeAcls
+    from that same authorizer, so what it answers is what it enforces).
+    """
+    deadline = time.monotonic() + timeout_s
+    wanted = set(created)
+    while True:
+        missing = wanted - set(live_bindings(admin, timeout_s))
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise AclAdminError(
+                f"{len(missing)} new grant(s) not in force on the brokers after {timeout_s:.0f} s, "
+                f"e.g. {describe(min(missing))}"
+            )
+        time.sleep(_ENFORCED_POLL_S)
 
 
 def reconcile(
