@@ -122,6 +122,16 @@ class ConsumerGroupSpec:
     price aggregation measured, bench/README.md) and room for a restart's restore. Sinks: 60 s,
     since a ClickHouse sink sharing the chDB path waits up to 30 s for it (``sink run
     --share-every``) before it flushes."""
+    replicas: int = 1
+    """Instances the keep-alive sensors keep running (each its own static member and, for a
+    processor, its own transactional id), unless ``YS_WORKER_REPLICAS`` says otherwise for this
+    deployment. One by default: a 2-core development machine gains nothing from more, and a
+    production deployment sets its own count."""
+
+    @property
+    def max_replicas(self) -> int:
+        """More members than the widest input has partitions would leave some without work."""
+        return max(topic(name).partitions for name in self.inputs)
 
     @property
     def dead_letter_topic(self) -> str:
