@@ -21,11 +21,11 @@ from ys_platform.assets.workers import (
 from ys_platform.clients.kafka import produce_messages
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.sensors.keepalive import (
-    BACKOFF_BASE_S,
     STALL_AFTER_S,
     KeptWorker,
     keepalive_sensors,
 )
+from ys_platform.streaming.supervisor import BACKOFF_BASE_S
 
 GROUP = "price-aggregation-processor"
 KEPT = KeptWorker(GROUP, processor_asset_key(GROUP))

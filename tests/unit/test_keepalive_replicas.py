@@ -14,12 +14,12 @@ from ys_platform.catalog.topics import consumer_group
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.sensors.keepalive import (
-    BACKOFF_BASE_S,
     KeepaliveCursor,
     KeptWorker,
     evaluate_keepalive,
 )
 from ys_platform.settings import SettingsError, load_settings
+from ys_platform.streaming.supervisor import BACKOFF_BASE_S
 
 GROUP = "price-aggregation-processor"
 OP = "processors__price_aggregation_processor"

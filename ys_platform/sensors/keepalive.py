@@ -33,13 +33,10 @@ from ys_platform.assets.workers import (
     worker_job_name,
 )
 from ys_platform.catalog.topics import ConsumerGroupSpec
+from ys_platform.streaming.supervisor import backoff_s
 
 # A heartbeat is written every 10 s; 12 missed beats is a stall, not a slow batch.
 STALL_AFTER_S = 120.0
-BACKOFF_BASE_S = 15.0
-# A processor failing for a structural reason (topic deleted, auth) is retried every 10 minutes
-# at most, and an operator sees the failures meanwhile.
-BACKOFF_MAX_S = 600.0
 # Dagster's daemon floor for sensors is 5 s; 15 s keeps the relaunch delay small and ticks cheap.
 SENSOR_INTERVAL_S = 15
 
@@ -106,12 +103,6 @@ class KeptWorker:
     def run_config(self, replica: str) -> dict[str, object]:
         op = self.asset_key.to_python_identifier()  # the asset's op name
         return {"ops": {op: {"config": {"instance_id": replica}}}}
-
-
-def backoff_s(failures: int) -> float:
-    if failures <= 0:
-        return 0.0
-    return min(BACKOFF_BASE_S * 2 ** (failures - 1), BACKOFF_MAX_S)
 
 
 def heartbeat_age_s(run: dg.DagsterRun, started_at: float | None, now: float) -> float | None:
