@@ -91,6 +91,12 @@ class PriceAggregation(PartitionKeyedApp[SlidingWindowState]):
             cfg.retention_ms + cfg.grace_ms + cfg.max_carry_ms + cfg.emit_interval_ms
         )
 
+    @property
+    def emit_delay_ms(self) -> int:
+        """A window ending at ``E`` is emitted once the partition's watermark reaches
+        ``E + grace`` (:class:`~ys_platform.operations.latency.DelayedOutputs`)."""
+        return self.config.grace_ms
+
     def new_state(self) -> SlidingWindowState:
         return SlidingWindowState(self.config)
 
