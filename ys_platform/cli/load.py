@@ -27,7 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "only, unless --allow-remote.",
     )
     load.add_argument(
-        "--rate", type=float, default=DEFAULT_RATE, help="messages per second (at most 20,000)"
+        "--rate", type=float, default=DEFAULT_RATE, help="messages per second (at most 10,000)"
     )
     load.add_argument(
         "--duration", type=float, default=DEFAULT_DURATION_S, help="seconds (at most 3,600)"

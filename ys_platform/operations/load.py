@@ -77,15 +77,16 @@ LOAD_TOPICS: tuple[str, ...] = tuple(
 output): what the load produces to by default, in catalog order."""
 
 DEFAULT_RATE = 2_000.0
-"""Messages per second: a few times the dev simulator's 200, well inside what one Python
-producer paces on a 2-core machine (the loop costs ~20 us a message: 4 % of a core here)."""
+"""Messages per second: ten times the dev simulator's 200, well inside what one Python producer
+paces on a 2-core machine (drawing and encoding a message costs ~90 us here: 18 % of a core)."""
 DEFAULT_DURATION_S = 30.0
-MAX_RATE = 20_000.0
-"""The fastest load accepted: bench/latency.py's input rate, the most one producer process
-paced on time here (bench/README.md); beyond it the schedule slips and the rate is not the one
-asked for."""
+MAX_RATE = 10_000.0
+"""The fastest load accepted: drawing, validating and encoding a simulator message costs ~86 us
+(measured here: 50,200 messages of the default mix in 4.3 s), so one process tops out near
+11,000 msg/s on a whole core; beyond this the schedule slips and the rate is not the one asked
+for."""
 MAX_DURATION_S = 3_600.0
-"""An hour: a load test is bounded, and an hour at MAX_RATE is 72M records (~19 GB of ticks)."""
+"""An hour: a load test is bounded, and an hour at MAX_RATE is 36M records (~10 GB of ticks)."""
 DEFAULT_DRAIN_S = 30.0
 """How long, after the last input, the processors get to catch up: the catalog's lag bound of a
 processor (``ConsumerGroupSpec.lag_bound_s``)."""
