@@ -63,6 +63,7 @@ __all__ = [
     "LoadReport",
     "check_loopback",
     "run_load",
+    "traffic",
 ]
 
 _PROCESSORS: tuple[ConsumerGroupSpec, ...] = tuple(
@@ -416,7 +417,7 @@ def run_load(
         pacer = EventTimePacer(start_ms, stop=stop)
         publish(
             connection.as_principal(PRODUCER_NAME),
-            _traffic(plan, start_ms),
+            traffic(plan, start_ms),
             pace=pacer,
             namespace=plan.namespace,
             stop=stop,
@@ -455,7 +456,7 @@ def run_load(
     )
 
 
-def _traffic(plan: LoadPlan, start_ms: int) -> Iterator[Message]:
+def traffic(plan: LoadPlan, start_ms: int) -> Iterator[Message]:
     """The simulator's stream of ``plan.topics``, event time from ``start_ms``: the initial
     portfolio snapshots (when portfolios are loaded), then ``rate`` msg/s for the duration."""
     from ys_platform.sources import MarketSimulator
