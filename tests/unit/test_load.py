@@ -16,9 +16,12 @@ from ys_platform.cli import main
 from ys_platform.cli.core import ExitCode
 from ys_platform.operations import load
 from ys_platform.operations.latency import (
-    DelayedOutputs,
+    Attribution,
+    Cadence,
     LatencyStats,
     OutputSeen,
+    WindowedOutputs,
+    attributions,
     latency_by_topic,
     percentile,
 )
@@ -32,7 +35,7 @@ from ys_platform.operations.load import (
     check_loopback,
     traffic,
 )
-from ys_platform.processing.windows import DEFAULT_GRACE_MS
+from ys_platform.processing.windows import DEFAULT_EMIT_INTERVAL_MS, DEFAULT_GRACE_MS
 from ys_platform.processors.price_aggregation import PriceAggregation
 from ys_platform.processors.risk_assessment import RiskAssessmentProcessor
 
@@ -235,10 +238,42 @@ def test_stats_of_no_samples_are_none():
     assert LatencyStats.of([30.0, 10.0, 20.0]) == LatencyStats(3, 20.0, 30.0, 30.0, 30.0)
 
 
-def test_price_aggregation_declares_its_grace_as_emit_delay_and_risk_none():
-    assert isinstance(PriceAggregation(), DelayedOutputs)
+def test_price_aggregation_declares_its_cadence_and_risk_none():
+    assert isinstance(PriceAggregation(), WindowedOutputs)
+    assert PriceAggregation().emit_interval_ms == DEFAULT_EMIT_INTERVAL_MS == 5_000
     assert PriceAggregation().emit_delay_ms == DEFAULT_GRACE_MS == 5_000
-    assert not isinstance(RiskAssessmentProcessor(), DelayedOutputs)
+    assert not isinstance(RiskAssessmentProcessor(), WindowedOutputs)
+
+
+WINDOW = Cadence(interval_ms=5_000, delay_ms=5_000)
+
+
+def test_attributions_follow_the_catalog_from_windows_to_their_readers():
+    found = load._attributions(load._processors())
+    assert found == {
+        "market.analytics": Attribution(own=WINDOW),
+        "risk.assessments": Attribution(upstream=(WINDOW,)),
+        "risk.alerts": Attribution(upstream=(WINDOW,)),
+        "crosschain.arbitrage": Attribution(),
+    }
+    # The same from plain tables.
+    assert attributions(
+        {"w": ["in"], "r": ["out", "tx"]}, {"w": ["out"], "r": ["risk"]}, {"w": WINDOW}
+    ) == {"out": Attribution(own=WINDOW), "risk": Attribution(upstream=(WINDOW,))}
+
+
+def test_a_window_counts_from_its_end_plus_grace():
+    assert Attribution(own=WINDOW).cause_ms(10_000, 15_120.0) == 15_000
+
+
+def test_a_readers_output_on_a_window_end_counts_from_the_windows_close():
+    reader = Attribution(upstream=(WINDOW,))
+    # A risk assessment stamped with the moved window's end, seen after the window closed.
+    assert reader.cause_ms(10_000, 15_400.0) == 15_000
+    # On its own trigger (not a window end): its event time.
+    assert reader.cause_ms(10_001, 10_090.0) == 10_001
+    # A trigger that happens to fall on a whole interval, seen before a window could close.
+    assert reader.cause_ms(20_000, 20_080.0) == 20_000
 
 
 def test_latency_counts_from_the_cause_and_only_causes_within_the_load():
@@ -253,9 +288,15 @@ def test_latency_counts_from_the_cause_and_only_causes_within_the_load():
         # ... and one whose trigger came after the load's last input.
         OutputSeen("crosschain.arbitrage", 20_001, 20_050.0),
         OutputSeen("crosschain.arbitrage", first, first + 15.5),
+        # A risk assessment on the window ending at 10,000: 200 ms after it closed.
+        OutputSeen("risk.assessments", 10_000, 15_200.0),
     ]
-    samples = latency_by_topic(seen, {"market.analytics": 5_000}, first, last)
-    assert samples == {"market.analytics": [120.0], "crosschain.arbitrage": [40.0, 15.5]}
+    samples = latency_by_topic(seen, load._attributions(load._processors()), first, last)
+    assert samples == {
+        "market.analytics": [120.0],
+        "crosschain.arbitrage": [40.0, 15.5],
+        "risk.assessments": [200.0],
+    }
 
 
 # --- the report ------------------------------------------------------------------------------

@@ -44,11 +44,15 @@ from ys_platform.catalog.topics import CONSUMER_GROUPS, ConsumerGroupSpec
 from ys_platform.clients.kafka import KafkaConnection, valid_records
 from ys_platform.operations.admin import OperationError
 from ys_platform.operations.latency import (
-    DelayedOutputs,
+    Attribution,
+    Cadence,
     LatencyStats,
     OutputSeen,
+    WindowedOutputs,
+    attributions,
     latency_by_topic,
 )
+from ys_platform.streaming.app import BroadcastApp, StreamApp
 
 __all__ = [
     "DEFAULT_DURATION_S",
@@ -400,16 +404,15 @@ def run_load(
             "exist: create them first (`ys-platform topics apply`)"
         )
     group_ids = [plan.physical(g.group_id) for g in plan.groups]
-    lag_reader = LagReader(
-        connection,
-        GroupFilter.exactly(group_ids),
-        inputs={
-            plan.physical(g.group_id): [plan.physical(t) for t in g.inputs] for g in plan.groups
-        },
-    )
+    apps = _processors()
+    inputs = {
+        plan.physical(g.group_id): [plan.physical(t) for t in _group_inputs(g, apps[g.group_id])]
+        for g in plan.groups
+    }
+    lag_reader = LagReader(connection, GroupFilter.exactly(group_ids), inputs=inputs)
     outputs = [t for t in plan.outputs if plan.physical(t) in present]
     reader = _OutputReader(connection, plan.namespace, outputs)
-    delays = _emit_delays(plan.groups)
+    attribution = _attributions(apps)
     counts: Counter[str] = Counter()
     try:
         reader.start()
@@ -434,7 +437,7 @@ def run_load(
     seen = reader.result()
     first_ms = pacer.first_ms if pacer.first_ms is not None else start_ms
     last_ms = pacer.last_ms if pacer.last_ms is not None else start_ms
-    samples = latency_by_topic(seen, delays, first_ms, last_ms)
+    samples = latency_by_topic(seen, attribution, first_ms, last_ms)
     every = [v for values in samples.values() for v in values]
     return LoadReport(
         target_rate=plan.rate,
@@ -447,7 +450,7 @@ def run_load(
         },
         outputs={t: len(samples.get(t, [])) for t in outputs},
         lag_at_end={g: at_end[g].lag for g in group_ids},
-        caught_up_s=caught_up,
+        caught_up_s={g: caught_up[g] for g in group_ids if g in caught_up},
         lag_after_drain={g: after[g].lag for g in group_ids},
         running=tuple(g for g in group_ids if after[g].running),
         late_inputs=pacer.late,
@@ -477,16 +480,32 @@ def traffic(plan: LoadPlan, start_ms: int) -> Iterator[Message]:
             yield message
 
 
-def _emit_delays(groups: Sequence[ConsumerGroupSpec]) -> dict[str, int]:
-    """Each output topic's emit delay (:class:`DelayedOutputs`), from the processors' logic."""
+def _processors() -> dict[str, StreamApp]:
+    """The logic of every processor (no I/O): what it declares about its inputs and outputs."""
     from ys_platform.processors.registry import build_processor
 
-    delays: dict[str, int] = {}
-    for group in groups:
-        app = build_processor(group.group_id)
-        delay = app.emit_delay_ms if isinstance(app, DelayedOutputs) else 0
-        delays.update(dict.fromkeys(group.outputs, delay))
-    return delays
+    return {g.group_id: build_processor(g.group_id) for g in _PROCESSORS}
+
+
+def _group_inputs(group: ConsumerGroupSpec, app: StreamApp) -> tuple[str, ...]:
+    """The inputs a processor consumes as a group member: its broadcast inputs (read whole,
+    never committed) have no lag."""
+    broadcast = app.broadcast_inputs if isinstance(app, BroadcastApp) else ()
+    return tuple(t for t in group.inputs if t not in broadcast)
+
+
+def _attributions(apps: Mapping[str, StreamApp]) -> dict[str, Attribution]:
+    """How each output topic names its cause, from the processors' logic and the catalog."""
+    cadences = {
+        group_id: Cadence(app.emit_interval_ms, app.emit_delay_ms)
+        for group_id, app in apps.items()
+        if isinstance(app, WindowedOutputs)
+    }
+    return attributions(
+        {g.group_id: g.inputs for g in _PROCESSORS},
+        {g.group_id: g.outputs for g in _PROCESSORS},
+        cadences,
+    )
 
 
 def _existing_topics(admin: Any, names: Sequence[str]) -> frozenset[str]:
