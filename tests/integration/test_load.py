@@ -85,3 +85,18 @@ def test_load_reports_counts_latency_and_lag(local_stack):
     assert report.caught_up_s[price_group] is not None
     assert report.lag_at_end[arbitrage_group] == expected
     assert "not running" in report.summary()
+
+
+def test_without_a_processor_the_report_says_so_and_counts_the_lag(local_stack):
+    settings = local_stack
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    create_namespaced_topics(settings.kafka.admin(), namespace, ["crosschain.events"], 3)
+    plan = LoadPlan(
+        rate=500.0, duration_s=1.0, topics=("crosschain.events",), namespace=namespace, drain_s=0
+    )
+    report = run_load(settings.kafka, plan)
+    assert report.produced == {"crosschain.events": 500}
+    assert report.latency is None and report.running == ()
+    # Arbitrage reads crosschain.events whole (broadcast), never as a group: no lag.
+    assert report.lag_at_end == {f"{namespace}{ARBITRAGE}": 0}
+    assert "no latency: no processor is running on these topics" in report.summary()

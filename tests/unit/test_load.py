@@ -331,11 +331,13 @@ def test_the_summary_is_one_line_with_rate_percentiles_and_lag():
 
 def test_without_outputs_the_summary_says_so_in_a_sentence():
     report = _report(None)
-    assert "no output of the processors became visible" in report.summary()
+    assert "; no latency: the running processors made no output" in report.summary()
     assert "p50" not in report.summary()
     document = report.to_json()
-    assert document["latency"] is None and document["note"]
+    assert document["latency"] is None and document["note"] == report.no_latency_reason()
     assert document["total"] == 20_000 and document["achieved_rate"] == 2_000.0
+    report.running = ()
+    assert report.no_latency_reason().startswith("no latency: no processor is running")
 
 
 # --- the command ----------------------------------------------------------------------------------

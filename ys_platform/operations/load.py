@@ -314,10 +314,7 @@ class LoadReport:
             f"{self.achieved_rate:,.0f} msg/s for a target of {self.target_rate:,.0f}"
         ]
         if self.latency is None:
-            parts.append(
-                "no output of the processors became visible: no processor is running on these "
-                "topics (`ys-platform processor run NAME`)"
-            )
+            parts.append(self.no_latency_reason())
         else:
             stats = self.latency
             parts.append(
@@ -338,6 +335,18 @@ class LoadReport:
         if self.stopped:
             parts.append("stopped early")
         return "; ".join(parts)
+
+    def no_latency_reason(self) -> str:
+        """The sentence said instead of percentiles when no output was seen."""
+        if not self.running:
+            return (
+                "no latency: no processor is running on these topics, so no output became "
+                "visible (start one: `ys-platform processor run NAME`)"
+            )
+        return (
+            "no latency: the running processors made no output of this load visible before "
+            "the drain ended"
+        )
 
     def to_json(self) -> dict[str, Any]:
         def stats(s: LatencyStats | None) -> dict[str, float] | None:
@@ -370,7 +379,7 @@ class LoadReport:
             "lag_after_drain": self.lag_after_drain,
             "running": list(self.running),
             "stopped": self.stopped,
-            "note": None if self.latency is not None else "no output of the processors was seen",
+            "note": None if self.latency is not None else self.no_latency_reason(),
         }
 
 
