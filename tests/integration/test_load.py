@@ -87,15 +87,30 @@ def test_load_reports_counts_latency_and_lag(local_stack):
     assert "not running" in report.summary()
 
 
-def test_without_a_processor_the_report_says_so_and_counts_the_lag(local_stack):
+def test_a_load_in_a_thread_stops_on_its_event_and_says_no_processor_runs(local_stack):
     settings = local_stack
     namespace = f"t{uuid.uuid4().hex[:8]}."
     create_namespaced_topics(settings.kafka.admin(), namespace, ["crosschain.events"], 3)
     plan = LoadPlan(
-        rate=500.0, duration_s=1.0, topics=("crosschain.events",), namespace=namespace, drain_s=0
+        rate=500.0, duration_s=60.0, topics=("crosschain.events",), namespace=namespace, drain_s=0
     )
-    report = run_load(settings.kafka, plan)
-    assert report.produced == {"crosschain.events": 500}
+    stop, reports = threading.Event(), []
+    loading = threading.Thread(target=lambda: reports.append(run_load(settings.kafka, plan, stop)))
+    loading.start()
+    time.sleep(1.5)
+    stop.set()
+    stopped = time.monotonic()
+    loading.join(30)
+    assert time.monotonic() - stopped < 5.0
+    (report,) = reports
+    assert report.stopped
+    consumer = settings.kafka.consumer(f"{namespace}check")
+    try:
+        topic = f"{namespace}crosschain.events"
+        ends = [consumer.get_watermark_offsets(TopicPartition(topic, p))[1] for p in range(3)]
+    finally:
+        consumer.close()
+    assert 0 < report.produced["crosschain.events"] == sum(ends) < 500 * 60
     assert report.latency is None and report.running == ()
     # Arbitrage reads crosschain.events whole (broadcast), never as a group: no lag.
     assert report.lag_at_end == {f"{namespace}{ARBITRAGE}": 0}
