@@ -396,12 +396,13 @@ def run_load(
     Blocks for about ``plan.duration_s`` plus the drain (at most ``plan.drain_s``); setting
     ``stop`` (from another thread: a fault test runs this in the background) ends the traffic
     early, between two records, and the report still covers what was produced. Records go as
-    the producers' principal (``connection.as_principal``); the output reader and the lag use
+    the producers' principal of the namespace (``connection.as_principal``, as a worker goes as
+    its namespaced group); the output reader and the lag use
     ``connection`` itself, which must be allowed to read the output topics and describe the
     groups. The loopback rule is the caller's (:func:`check_loopback`).
 
-    Raises :class:`LoadError` when an input topic is missing, ``DeliveryError`` when records
-    were not acknowledged, and ``LagReadError`` when the cluster does not answer the lag query.
+    Raises :class:`LoadError` when an input topic is missing or the cluster does not answer the
+    lag query, and ``DeliveryError`` when records were not acknowledged.
     """
     from ys_platform.monitoring.lag import GroupFilter, LagReader
     from ys_platform.security.principals import PRODUCER_NAME
@@ -432,7 +433,8 @@ def run_load(
         start_ms = time.time_ns() // 1_000_000
         pacer = EventTimePacer(start_ms, stop=stop)
         publish(
-            connection.as_principal(PRODUCER_NAME),
+            # The producers' principal of the namespace, as a worker's is its namespaced group.
+            connection.as_principal(plan.physical(PRODUCER_NAME)),
             traffic(plan, start_ms),
             pace=pacer,
             namespace=plan.namespace,
@@ -531,9 +533,12 @@ def _existing_topics(admin: Any, names: Sequence[str]) -> frozenset[str]:
 
 def _lags(reader: Any) -> dict[str, GroupLag]:
     """Each group's total lag and whether it has members, from one lag reading."""
-    from ys_platform.monitoring.lag import offset_lag
+    from ys_platform.monitoring.lag import LagReadError, offset_lag
 
-    reading = reader.read()
+    try:
+        reading = reader.read()
+    except LagReadError as exc:
+        raise LoadError(f"could not read the processors' lag: {exc}") from None
     return {
         g.group_id: GroupLag(
             g.group_id,
