@@ -5,7 +5,7 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import ConsumerGroupState, TopicPartition
+from confluent_kafka import ConsumerGroupState, KafkaException, TopicPartition
 from kafka_helpers import create_namespaced_topics
 
 from ys_platform.catalog.codec import topic_of
@@ -23,8 +23,11 @@ ARBITRAGE = "crosschain-arbitrage-processor"
 def _wait_for_members(admin, group_id: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        group = admin.describe_consumer_groups([group_id])[group_id].result(10)
-        if group.state == ConsumerGroupState.STABLE and group.members:
+        try:
+            group = admin.describe_consumer_groups([group_id])[group_id].result(10)
+        except (KafkaException, TimeoutError):
+            group = None  # its coordinator still loading
+        if group is not None and group.state == ConsumerGroupState.STABLE and group.members:
             return
         time.sleep(0.2)
     raise AssertionError(f"{group_id} got no partitions in {timeout_s:.0f} s")
