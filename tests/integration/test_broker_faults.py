@@ -65,8 +65,6 @@ LEADER_DOWN_S = 10.0
 TWO_DOWN_S = 15.0
 SETTLE_S = 8.0  # after each fault is mended, before the next: outputs flowing again
 DRAIN_S = 60.0
-# __transaction_state's partitions on the local stack (ys_platform/local/config.py).
-TRANSACTION_LOG_PARTITIONS = 10
 
 
 @dataclass
@@ -86,10 +84,10 @@ def java_hash(text: str) -> int:
 
 def transaction_coordinator(connection: KafkaConnection, transactional_id: str) -> int:
     """The broker leading the ``__transaction_state`` partition of ``transactional_id``."""
-    h = java_hash(transactional_id)
-    partition = (0 if h == -(1 << 31) else abs(h)) % TRANSACTION_LOG_PARTITIONS
     metadata = connection.admin().list_topics("__transaction_state", timeout=10)
-    return metadata.topics["__transaction_state"].partitions[partition].leader
+    partitions = metadata.topics["__transaction_state"].partitions
+    h = java_hash(transactional_id)
+    return partitions[(0 if h == -(1 << 31) else abs(h)) % len(partitions)].leader
 
 
 def busiest_leader(connection: KafkaConnection, topic: str) -> int:
@@ -228,12 +226,34 @@ def test_broker_faults_under_load_lose_and_duplicate_nothing(
     others = [*PROCESSOR.outputs, PROCESSOR.dead_letter_topic, SINK.dead_letter_topic]
     others += [t for t in SINK.inputs if t != "market.prices" and t not in others]
     create_namespaced_topics(admin, namespace, others, 3)
-    prices, analytics = f"{namespace}market.prices", f"{namespace}market.analytics"
+    analytics = f"{namespace}market.analytics"
     dsn = f"chdb://{tmp_path / 'clickhouse'}"
     processor = _worker(cluster, tmp_path, namespace, "processor", "run", "price-aggregation")
     sink = _worker(cluster, tmp_path, namespace, "sink", "run", "clickhouse", "--dsn", dsn)
     watch = OutputWatch(connection, analytics)
     watch.thread.start()
+    try:
+        _faults_and_checks(cluster, local_stack, connection, namespace, dsn, processor, sink, watch)
+    finally:
+        watch.stop.set()
+        for worker in (processor, sink):
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(30)
+        watch.thread.join(10)
+
+
+def _faults_and_checks(
+    cluster: Settings,
+    local_stack: Settings,
+    connection: KafkaConnection,
+    namespace: str,
+    dsn: str,
+    processor: subprocess.Popen,
+    sink: subprocess.Popen,
+    watch: OutputWatch,
+) -> None:
+    prices, analytics = f"{namespace}market.prices", f"{namespace}market.analytics"
 
     faults: list[Fault] = []
     total_s = COORDINATOR_DOWN_S + LEADER_DOWN_S + TWO_DOWN_S + 6 * SETTLE_S + 120
@@ -320,8 +340,6 @@ def test_broker_faults_under_load_lose_and_duplicate_nothing(
     for worker in (processor, sink):
         worker.send_signal(signal.SIGTERM)
     assert processor.wait(60) == 0 and sink.wait(60) == 0, "a worker did not stop cleanly"
-    watch.stop.set()
-    watch.thread.join(10)
 
     # The clean run: the same input on the healthy single-broker stack.
     clean_ns = f"t{uuid.uuid4().hex[:8]}c."

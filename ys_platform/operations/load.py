@@ -52,7 +52,7 @@ from ys_platform.operations.latency import (
     attributions,
     latency_by_topic,
 )
-from ys_platform.streaming.app import BroadcastApp, StreamApp
+from ys_platform.streaming.app import StreamApp
 
 __all__ = [
     "DEFAULT_DURATION_S",
@@ -420,8 +420,7 @@ def run_load(
     group_ids = [plan.physical(g.group_id) for g in plan.groups]
     apps = _processors()
     inputs = {
-        plan.physical(g.group_id): [plan.physical(t) for t in _group_inputs(g, apps[g.group_id])]
-        for g in plan.groups
+        plan.physical(g.group_id): [plan.physical(t) for t in g.member_inputs] for g in plan.groups
     }
     lag_reader = LagReader(connection, GroupFilter.exactly(group_ids), inputs=inputs)
     outputs = [t for t in plan.outputs if plan.physical(t) in present]
@@ -500,13 +499,6 @@ def _processors() -> dict[str, StreamApp]:
     from ys_platform.processors.registry import build_processor
 
     return {g.group_id: build_processor(g.group_id) for g in _PROCESSORS}
-
-
-def _group_inputs(group: ConsumerGroupSpec, app: StreamApp) -> tuple[str, ...]:
-    """The inputs a processor consumes as a group member: its broadcast inputs (read whole,
-    never committed) have no lag."""
-    broadcast = app.broadcast_inputs if isinstance(app, BroadcastApp) else ()
-    return tuple(t for t in group.inputs if t not in broadcast)
 
 
 def _attributions(apps: Mapping[str, StreamApp]) -> dict[str, Attribution]:
