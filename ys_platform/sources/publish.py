@@ -24,7 +24,14 @@ from confluent_kafka import Message as KafkaMessage
 
 from ys_platform.catalog.codec import CONTENT_TYPE, encode_record, headers_of, topic_of
 from ys_platform.catalog.models import MODELS, Message
-from ys_platform.clients.kafka import POLL_EVERY, DeliveryError, KafkaConnection, produce_record
+from ys_platform.clients.kafka import (
+    POLL_EVERY,
+    AckWatch,
+    DeliveryError,
+    KafkaConnection,
+    flush_watched,
+    produce_record,
+)
 from ys_platform.clients.postgres import open_postgres
 from ys_platform.sources.record import RecordWriter
 
@@ -105,7 +112,8 @@ def publish(
     deliveries = _Deliveries()
     if pace is None:
         pace = _pacer(rate, stop)
-    count = 0
+    count = produced = 0
+    watch = AckWatch(producer, f"publishing to {namespace}<catalog topic>")
     try:
         for message in messages:
             if stop is not None and stop.is_set():
@@ -121,20 +129,21 @@ def publish(
                 produce_record(
                     producer, namespace + topic, value, key, headers, timestamp, deliveries
                 )
+                produced += 1
             count += 1
             if counts is not None:
                 counts[topic] += 1
             if records is not None:
                 records.poll()
             if count % POLL_EVERY == 0:
-                producer.poll(0)
+                watch.observe(produced)  # serves the delivery reports (poll) first
                 deliveries.check(count)  # fail early rather than after the whole stream
     finally:
         try:
             if records is not None:
                 records.flush()
         finally:
-            remaining = producer.flush(flush_timeout_s)
+            remaining = flush_watched(producer, flush_timeout_s, watch, produced)
     if remaining:
         raise DeliveryError(
             f"{remaining} of {count} messages still undelivered after {flush_timeout_s}s"
