@@ -54,6 +54,7 @@ def _run(call, clock: Clock, deadline_s: float = 10.0):
         (KafkaError(KafkaError.FENCED_LEADER_EPOCH), True),  # not flagged retriable by librdkafka
         (KafkaError(KafkaError.NOT_COORDINATOR), True),
         (KafkaError(KafkaError._TIMED_OUT), True),
+        (KafkaError(KafkaError._DESTROY_BROKER), True),  # a rolling restart's restore
         (KafkaError(KafkaError.UNKNOWN, retriable=True), True),
         (KafkaError(KafkaError._TIMED_OUT, fatal=True), False),
         (KafkaError(KafkaError._TIMED_OUT, txn_requires_abort=True), False),

@@ -33,6 +33,9 @@ TRANSIENT_CODES = frozenset(
         KafkaError._TIMED_OUT,
         KafkaError._TRANSPORT,
         KafkaError._ALL_BROKERS_DOWN,
+        # A broker's handle dropped while it left and rejoined the metadata (a rolling restart):
+        # offsets_for_times in a state restore failed with it (issue 11).
+        KafkaError._DESTROY_BROKER,
         KafkaError._WAIT_COORD,
         KafkaError.REQUEST_TIMED_OUT,
         KafkaError.LEADER_NOT_AVAILABLE,

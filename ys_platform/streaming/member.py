@@ -223,6 +223,7 @@ class GroupMember:
         self._producer: Producer | None = None
         self._deliveries = _Deliveries()
         self._owned: set[TopicPartitionId] = set()
+        self._rebalance_failure: BaseException | None = None
         self._assigned_at: float | None = None
         self._change_streams = group.change_stream_inputs
 
@@ -344,6 +345,7 @@ class GroupMember:
         batch = self._consumer.consume(
             num_messages=self._consume_limit(), timeout=self.config.poll_timeout_s
         )
+        self._raise_rebalance_failure()
         try:
             return valid_records(batch, self.group_id)
         except KafkaException as exc:
@@ -394,6 +396,9 @@ class GroupMember:
                     self._consumer.close()
                 except KafkaException as exc:
                     log.warning("%s: closing the consumer failed: %s", self.group_id, exc)
+                failure, self._rebalance_failure = self._rebalance_failure, None
+                if failure is not None:  # the revocation on close: what it held is not committed
+                    log.error("%s: on closing, %s", self.group_id, failure)
             if self._producer is not None:
                 self._producer.flush(self.config.commit_timeout_s)
         finally:
@@ -404,20 +409,48 @@ class GroupMember:
     def _keys(self, partitions: list[TopicPartition]) -> list[TopicPartitionId]:
         return [(self.catalog_name(tp.topic), tp.partition) for tp in partitions]
 
+    # An error must not leave a rebalance callback: confluent-kafka (2.x) then calls its logger
+    # with the exception still set, and consume() dies with a SystemError instead of the error
+    # (seen under a rolling broker restart, issue 11). Each callback keeps its first failure and
+    # _consume raises it once consume() has returned.
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._owned.update(self._keys(partitions))
-        self._assigned(consumer, partitions)
-        self._assigned_at = time.monotonic()  # the idle clock restarts after a rebalance
+        try:
+            self._owned.update(self._keys(partitions))
+            self._assigned(consumer, partitions)
+            self._assigned_at = time.monotonic()  # the idle clock restarts after a rebalance
+        except BaseException as exc:
+            self._callback_failed("taking its new partitions", exc)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        keys = self._keys(partitions)
-        self._revoked(keys)
-        self._owned.difference_update(keys)
+        try:
+            keys = self._keys(partitions)
+            self._revoked(keys)
+            self._owned.difference_update(keys)
+        except BaseException as exc:
+            self._callback_failed("handing its partitions over", exc)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        keys = self._keys(partitions)
-        self._lost(keys)
-        self._owned.difference_update(keys)
+        try:
+            keys = self._keys(partitions)
+            self._lost(keys)
+            self._owned.difference_update(keys)
+        except BaseException as exc:
+            self._callback_failed("dropping its lost partitions", exc)
+
+    def _callback_failed(self, what: str, exc: BaseException) -> None:
+        if self._rebalance_failure is None:
+            if isinstance(exc, KafkaException) and isinstance(exc.args[0], KafkaError):
+                err: KafkaError = exc.args[0]
+                exc = WorkerStopped(
+                    f"{self.group_id}: {what} failed: {err.str()}",
+                    fenced=err.code() in FENCED_CODES,
+                )
+            self._rebalance_failure = exc
+
+    def _raise_rebalance_failure(self) -> None:
+        failure, self._rebalance_failure = self._rebalance_failure, None
+        if failure is not None:
+            raise failure
 
     def physical_assignment(self) -> list[TopicPartition]:
         return [TopicPartition(self.config.physical(t), p) for t, p in sorted(self._owned)]
