@@ -2,13 +2,14 @@
 duplicated, no person needed.
 
 One stream, four faults in a row while ``ys-platform load`` feeds ``market.prices`` at a few
-thousand msg/s. The price-aggregation processor and the ClickHouse sink run as their real
-commands (subprocesses, restarting themselves if they stop):
+thousand msg/s. The price-aggregation processor (two replicas) and the ClickHouse sink run as
+their real commands (subprocesses, restarting themselves if they stop):
 
 1. kill -9 the broker that coordinates the processor's transactions; restart it after 20 s;
 2. kill -9 the leader of most input partitions; restart it;
 3. two brokers down at once (below min.insync, and the KRaft quorum lost); restart both;
-4. a rolling restart of the three brokers (SIGTERM, start, wait until whole, next).
+4. a rolling restart of the three brokers (SIGTERM, start, wait until whole, next);
+5. kill -9 one of the processor's two replicas; restart it (the same instance id) after 5 s.
 
 Then the processor's committed output (read_committed) is compared, record for record, with a
 clean run of the processor over a copy of the very same input (same partitions, keys, values,
@@ -24,6 +25,7 @@ run), got, lost, duplicated, and the longest pause in committed output during th
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -32,6 +34,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +46,7 @@ from ports import free_port
 
 from ys_platform.catalog.codec import decode
 from ys_platform.catalog.topics import consumer_group
+from ys_platform.clients import kafka as kafka_client
 from ys_platform.clients.clickhouse import open_clickhouse
 from ys_platform.clients.kafka import KafkaConnection, produce_record
 from ys_platform.local import kafka_bootstrap
@@ -61,9 +65,10 @@ CLI = Path(sys.executable).with_name("ys-platform")
 RATE = 2_000.0  # msg/s: a few thousand, on 2 cores that also run 3 brokers and the workers
 INPUT_PARTITIONS = 6
 COORDINATOR_DOWN_S = 20.0  # the issue's: restart the coordinator's broker after 20 s
-LEADER_DOWN_S = 10.0
-TWO_DOWN_S = 15.0
-SETTLE_S = 8.0  # after each fault is mended, before the next: outputs flowing again
+LEADER_DOWN_S = 5.0
+TWO_DOWN_S = 10.0
+REPLICA_DOWN_S = 5.0
+SETTLE_S = 5.0  # after each fault is mended, before the next: a window emitted (every 5 s)
 DRAIN_S = 60.0
 
 
@@ -141,16 +146,18 @@ class OutputWatch:
         return max(b - a for a, b in itertools.pairwise(marks))
 
 
-def _worker(settings: Settings, tmp: Path, namespace: str, *command: str) -> subprocess.Popen:
+def _worker(
+    settings: Settings, tmp: Path, namespace: str, instance: str, *command: str
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "YS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap(settings),
         "YS_HOME": str(tmp / ".ys"),
         "YS_WORKER_METRICS_PORT": str(free_port(9700)),
     }
-    log = open(tmp / f"{command[0]}.log", "w")  # noqa: SIM115 - closed with the process
+    log = open(tmp / f"{command[0]}-{instance}.log", "a")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        [str(CLI), *command, "--namespace", namespace, "--instance", "0"],
+        [str(CLI), *command, "--namespace", namespace, "--instance", instance],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -216,8 +223,9 @@ def _table_keys(dsn: str, table: str) -> Counter:
 
 
 def test_broker_faults_under_load_lose_and_duplicate_nothing(
-    restored_brokers: Settings, local_stack: Settings, tmp_path: Path
+    restored_brokers: Settings, local_stack: Settings, tmp_path: Path, caplog
 ) -> None:
+    caplog.set_level(logging.WARNING, logger=kafka_client.__name__)
     cluster = restored_brokers
     connection = cluster.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap(cluster)})
     namespace = f"t{uuid.uuid4().hex[:8]}f."
@@ -228,15 +236,34 @@ def test_broker_faults_under_load_lose_and_duplicate_nothing(
     create_namespaced_topics(admin, namespace, others, 3)
     analytics = f"{namespace}market.analytics"
     dsn = f"chdb://{tmp_path / 'clickhouse'}"
-    processor = _worker(cluster, tmp_path, namespace, "processor", "run", "price-aggregation")
-    sink = _worker(cluster, tmp_path, namespace, "sink", "run", "clickhouse", "--dsn", dsn)
+
+    def processor(instance: str) -> subprocess.Popen:
+        return _worker(
+            cluster, tmp_path, namespace, instance, "processor", "run", "price-aggregation"
+        )
+
+    # Two replicas of the processor (the partitions shared), one ClickHouse sink: chDB on a path
+    # is one process's, so sink replicas need a ClickHouse server.
+    workers = {
+        "processor 0": processor("0"),
+        "processor 1": processor("1"),
+        "sink": _worker(
+            cluster, tmp_path, namespace, "0", "sink", "run", "clickhouse", "--dsn", dsn
+        ),
+    }
     watch = OutputWatch(connection, analytics)
     watch.thread.start()
     try:
-        _faults_and_checks(cluster, local_stack, connection, namespace, dsn, processor, sink, watch)
+        _faults_and_checks(
+            cluster, local_stack, connection, namespace, dsn, workers, processor, watch
+        )
+        # The load's producer said that it waited for the cluster, and that it resumed.
+        said = [r.getMessage() for r in caplog.records if r.name == kafka_client.__name__]
+        assert any("for the cluster to acknowledge them" in line for line in said), said
+        assert any("acknowledgements resumed after" in line for line in said), said
     finally:
         watch.stop.set()
-        for worker in (processor, sink):
+        for worker in workers.values():
             if worker.poll() is None:
                 worker.kill()
                 worker.wait(30)
@@ -249,17 +276,16 @@ def _faults_and_checks(
     connection: KafkaConnection,
     namespace: str,
     dsn: str,
-    processor: subprocess.Popen,
-    sink: subprocess.Popen,
+    workers: dict[str, subprocess.Popen],
+    processor: Callable[[str], subprocess.Popen],
     watch: OutputWatch,
 ) -> None:
     prices, analytics = f"{namespace}market.prices", f"{namespace}market.analytics"
 
     faults: list[Fault] = []
-    total_s = COORDINATOR_DOWN_S + LEADER_DOWN_S + TWO_DOWN_S + 6 * SETTLE_S + 120
     plan = LoadPlan(
         rate=RATE,
-        duration_s=total_s,
+        duration_s=600,  # at most: the stop event ends it after the last fault
         topics=("market.prices",),
         namespace=namespace,
         symbols=24,
@@ -279,7 +305,8 @@ def _faults_and_checks(
     try:
         loader.start()
         time.sleep(SETTLE_S)
-        assert processor.poll() is None and sink.poll() is None, "a worker exited at start"
+        exited = [name for name, w in workers.items() if w.poll() is not None]
+        assert not exited, f"{exited} exited at start"
 
         # 1. The transaction coordinator of the processor's transactional id.
         coordinator = transaction_coordinator(connection, f"{namespace}{PROCESSOR.group_id}.0")
@@ -303,7 +330,7 @@ def _faults_and_checks(
 
         # 3. Two brokers at once: below min.insync.replicas, and the quorum lost.
         two = sorted(broker_pids(cluster))[:2]
-        fault = Fault(f"kill -9 brokers {two[0]} and {two[1]} at once, 15 s", time.time())
+        fault = Fault(f"kill -9 brokers {two[0]} and {two[1]} at once, 10 s", time.time())
         for broker in two:
             kill(cluster, broker)
         time.sleep(TWO_DOWN_S)
@@ -320,7 +347,19 @@ def _faults_and_checks(
         fault.ended = time.time()
         faults.append(fault)
         time.sleep(SETTLE_S)
-        assert processor.poll() is None and sink.poll() is None, "a worker exited"
+
+        # 5. One replica of two killed; its replacement (the same instance id) takes its
+        # partitions back at once (static membership) and fences its open transaction.
+        fault = Fault("kill -9 processor replica 1 of 2, restarted after 5 s", time.time())
+        workers["processor 1"].kill()
+        workers["processor 1"].wait(30)
+        time.sleep(REPLICA_DOWN_S)
+        workers["processor 1"] = processor("1")
+        fault.ended = time.time()
+        faults.append(fault)
+        time.sleep(SETTLE_S)
+        exited = [name for name, w in workers.items() if w.poll() is not None]
+        assert not exited, f"{exited} exited during the faults"
     finally:
         load_stop.set()  # ends the traffic now; the load drains and reports
         loader.join(DRAIN_S + 60)
@@ -337,9 +376,10 @@ def _faults_and_checks(
     ):
         assert time.monotonic() < deadline, "the workers did not catch up after the faults"
         time.sleep(1.0)
-    for worker in (processor, sink):
+    for worker in workers.values():
         worker.send_signal(signal.SIGTERM)
-    assert processor.wait(60) == 0 and sink.wait(60) == 0, "a worker did not stop cleanly"
+    unclean = [name for name, w in workers.items() if w.wait(60) != 0]
+    assert not unclean, f"{unclean} did not stop cleanly"
 
     # The clean run: the same input on the healthy single-broker stack.
     clean_ns = f"t{uuid.uuid4().hex[:8]}c."
