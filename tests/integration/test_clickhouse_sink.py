@@ -6,6 +6,7 @@ The helpers here (input, production, reading back) are shared with the crash tes
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -305,3 +306,43 @@ def test_a_table_left_by_an_older_layout_is_refused_with_the_fix(tmp_path):
     assert "ClickHouse table transactions was created by an older version" in message
     assert "engine MergeTree" in message and "ReplacingMergeTree(_offset, _is_deleted)" in message
     assert "DROP TABLE transactions" in message and "_ys_sink_offsets" in message
+
+
+def test_rows_stored_past_the_progress_record_are_not_stored_again(tmp_path, caplog):
+    """The table is the truth: if the progress table lags the rows (its record of a batch lost,
+    as a SIGKILLed chDB once showed: 636 rows of a partition stored twice), a restart resumes
+    after the highest stored offset instead of inserting those records again."""
+    from ys_platform.sinks import clickhouse as sink_module
+    from ys_platform.streaming.app import PartitionBatch
+
+    dsn = f"chdb://{tmp_path / 'clickhouse'}"
+    sim = MarketSimulator(SEED, symbols=4, users=0)
+    ticks = [decode("market.prices", v) for _, v, _ in sim.encoded_price_ticks(300, rate=500.0)]
+    key = ("market.prices", 0)
+    sink = ClickHouseSink(client_factory(dsn), load_mapping())
+    sink.open()
+    try:
+        assert sink.resume_offsets([key]) == {}
+        assert sink.write_many([PartitionBatch(key, ticks[:200], list(range(200)))]) == 200
+    finally:
+        sink.close()
+    with open_clickhouse(dsn) as client:  # the progress record lost, the rows kept
+        client.command(f"TRUNCATE TABLE `{sink.progress_table}`")
+
+    again = ClickHouseSink(client_factory(dsn), load_mapping())
+    again.open()
+    try:
+        with caplog.at_level(logging.WARNING, logger=sink_module.__name__):
+            assert again.resume_offsets([key]) == {key: 200}
+        assert (
+            "market.prices[0]: rows up to offset 199 are stored but the progress table says "
+            "nothing; resuming after the stored rows" in caplog.text
+        )
+        # The consumer re-reads from its last commit: the first 200 are dropped, 100 are new.
+        assert again.write_many([PartitionBatch(key, ticks, list(range(300)))]) == 100
+    finally:
+        again.close()
+    with open_clickhouse(dsn) as client:
+        table = sink.table("market.prices")
+        offsets = [r[0] for r in client.query(f"SELECT _offset FROM `{table}`").result_rows]
+    assert sorted(offsets) == list(range(300))

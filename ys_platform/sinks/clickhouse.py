@@ -576,23 +576,71 @@ class ClickHouseSink:
             f"FROM `{self.progress_table}` FINAL WHERE topic IN {{topics:Array(String)}}",
             parameters={"topics": sorted({t for t, _ in by_physical})},
         ).result_rows
-        resume: dict[TopicPartitionId, int] = {}
+        recorded: dict[TopicPartitionId, RangeState] = {}
         for topic, partition, lo, hi, state, token, next_offset in rows:
             key = by_physical.get((topic, partition))
-            if key is None:
+            if key is not None:
+                recorded[key] = RangeState(lo, hi, state, token, next_offset)
+        stored = self._stored_max_offsets(client, partitions)
+        resume: dict[TopicPartitionId, int] = {}
+        for key in partitions:
+            range_state = recorded.get(key)
+            top = stored.get(key)
+            behind = top is not None and (
+                range_state is None
+                or (
+                    top > range_state.max_offset
+                    if range_state.state == "BEFORE"
+                    else top >= range_state.next_offset
+                )
+            )
+            if behind:
+                # Rows past what the progress table says: the table is the truth (a row at
+                # offset o means every record up to o was handled). Without this, the records
+                # after the recorded state would be inserted again under a new token.
+                log.warning(
+                    "%s[%d]: rows up to offset %d are stored but the progress table says %s; "
+                    "resuming after the stored rows",
+                    self.physical_topic(key[0]),
+                    key[1],
+                    top,
+                    "nothing"
+                    if range_state is None
+                    else f"{range_state.state} "
+                    f"[{range_state.min_offset}, {range_state.max_offset}]",
+                )
+                range_state = RangeState(top, top, "AFTER", "", top + 1)
+            if range_state is None:
                 continue
-            range_state = RangeState(lo, hi, state, token, next_offset)
             self._partitions[key].state = range_state
-            if state == "BEFORE":
+            if range_state.state == "BEFORE":
                 log.info(
                     "%s[%d]: batch [%d, %d] was not confirmed; re-sending it with its token",
-                    topic,
-                    partition,
-                    lo,
-                    hi,
+                    self.physical_topic(key[0]),
+                    key[1],
+                    range_state.min_offset,
+                    range_state.max_offset,
                 )
             resume[key] = range_state.resume_offset
         return resume
+
+    def _stored_max_offsets(
+        self, client: Client, partitions: Sequence[TopicPartitionId]
+    ) -> dict[TopicPartitionId, int]:
+        """The highest offset stored in each partition's table (one query per topic)."""
+        by_topic: dict[str, list[int]] = {}
+        for topic_name, partition in partitions:
+            by_topic.setdefault(topic_name, []).append(partition)
+        found: dict[TopicPartitionId, int] = {}
+        for topic_name, numbers in by_topic.items():
+            result = client.query(
+                f"SELECT _partition, max(_offset) FROM `{self.table(topic_name)}` "
+                "WHERE _topic = {t:String} AND _partition IN {ps:Array(UInt16)} "
+                "GROUP BY _partition",
+                parameters={"t": self.physical_topic(topic_name), "ps": sorted(numbers)},
+            ).result_rows
+            found.update({(topic_name, int(p)): int(o) for p, o in result})
+        return found
 
     def write(
         self, partition: TopicPartitionId, messages: Sequence[Message], offsets: Sequence[int]
