@@ -34,8 +34,15 @@ import numpy as np
 import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from ys_platform.catalog.codec import DecodeError, decode_batch
+from ys_platform.catalog.codec import DecodeError, decode_batch, timestamp_ms
 from ys_platform.catalog.columnar import decode_columns
+from ys_platform.catalog.envelope import (
+    event_time_bounds_ms,
+    event_time_error,
+    header_error,
+    key_error,
+)
+from ys_platform.catalog.models import MODELS
 from ys_platform.catalog.topics import ConsumerGroupSpec
 from ys_platform.clients.kafka import KafkaConnection, produce_record, valid_records
 from ys_platform.streaming.app import TopicPartitionId
@@ -163,8 +170,14 @@ def _decode_columns(
 def decode_slices(
     slices: Mapping[TopicPartitionId, Sequence[Message]],
     columnar: AbstractSet[str] = frozenset(),
+    now_ms: int | None = None,
 ) -> dict[TopicPartitionId, DecodedSlice]:
     """Decode and validate a batch, partition by partition, in bulk.
+
+    A record is valid when its envelope fits the catalog (a UTF-8 key, the topic's
+    ``schema-version`` if it names one: :mod:`~ys_platform.catalog.envelope`), its value is a
+    message of the topic, and its event time is plausible at ``now_ms`` (the wall clock if
+    None); each failure says which.
 
     The partitions of a topic in ``columnar`` are decoded together, in ONE call into an
     Arrow table (:func:`~ys_platform.catalog.columnar.decode_columns`), then sliced per
@@ -173,16 +186,87 @@ def decode_slices(
     difference between ~4 and ~2.5 µs per record here. The others become models
     (:func:`~ys_platform.catalog.codec.decode_batch`) per partition.
     """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    admitted: dict[TopicPartitionId, Sequence[Message]] = {}
+    refused: dict[TopicPartitionId, list[tuple[Message, DecodeError]]] = {}
+    for key, records in slices.items():
+        admitted[key], refused[key] = _envelopes(key[0], records)
     out: dict[TopicPartitionId, DecodedSlice] = {}
     by_topic: dict[str, list[TopicPartitionId]] = {}
-    for key, records in slices.items():
+    for key, records in admitted.items():
         if key[0] in columnar:
             by_topic.setdefault(key[0], []).append(key)
         else:
             out[key] = _decode_models(key[0], records)
     for topic, keys in by_topic.items():
-        out.update(_decode_columns(topic, keys, slices))
-    return out
+        out.update(_decode_columns(topic, keys, admitted))
+    return {key: _plausible(key[0], decoded, now_ms, refused[key]) for key, decoded in out.items()}
+
+
+def _envelopes(
+    topic: str, records: Sequence[Message]
+) -> tuple[Sequence[Message], list[tuple[Message, DecodeError]]]:
+    """The records whose key and headers fit ``topic``, and the others with the reason."""
+    # One UTF-8 check of all the keys at once (a newline cannot end a truncated sequence, so
+    # the joined keys are UTF-8 exactly when each is); record by record only if it fails.
+    keys_ok = True
+    try:
+        b"\n".join([r.key() or b"" for r in records]).decode()
+    except UnicodeDecodeError:
+        keys_ok = False
+    refused: list[tuple[Message, DecodeError]] = []
+    kept: list[Message] = []
+    for record in records:
+        error = header_error(topic, record.headers())
+        if error is None and not keys_ok:
+            error = key_error(topic, record.key())
+        if error is None:
+            kept.append(record)
+        else:
+            refused.append((record, error))
+    return (kept if refused else records), refused
+
+
+def _plausible(
+    topic: str,
+    decoded: DecodedSlice,
+    now_ms: int,
+    refused: list[tuple[Message, DecodeError]],
+) -> DecodedSlice:
+    """``decoded`` without the records whose event time is implausible at ``now_ms``; those
+    and the ``refused`` join its failures (in offset order)."""
+    earliest, latest = event_time_bounds_ms(now_ms)
+    if decoded.table is not None:
+        column = decoded.table.column(MODELS[topic].EVENT_TIME_FIELD)
+        event_ms = column.cast(pa.int64()).to_numpy()
+    else:
+        event_ms = np.fromiter(map(timestamp_ms, decoded.messages), np.int64, len(decoded.messages))
+    bad = (event_ms < earliest) | (event_ms > latest)
+    if not bad.any():
+        if not refused:
+            return decoded
+        failures = sorted([*decoded.failures, *refused], key=_OFFSET_OF_FAILURE)
+        return DecodedSlice(decoded.good, failures, decoded.messages, decoded.table)
+    keep = np.flatnonzero(~bad)
+    late = [
+        (decoded.good[i], event_time_error(topic, int(event_ms[i]), now_ms))
+        for i in np.flatnonzero(bad).tolist()
+    ]
+    failures = sorted([*decoded.failures, *refused, *late], key=_OFFSET_OF_FAILURE)
+    kept = keep.tolist()
+    return DecodedSlice(
+        [decoded.good[i] for i in kept],
+        failures,  # type: ignore[arg-type]
+        [decoded.messages[i] for i in kept] if decoded.table is None else (),
+        None if decoded.table is None else decoded.table.take(keep),
+    )
+
+
+def _offset_of_failure(failure: tuple[Message, DecodeError]) -> int:
+    return failure[0].offset()
+
+
+_OFFSET_OF_FAILURE = _offset_of_failure
 
 
 class GroupMember:
