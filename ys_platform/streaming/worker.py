@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from ys_platform.catalog.codec import encode, is_delete, timestamp_ms, topic_of
 from ys_platform.catalog.columnar import is_columnar
+from ys_platform.catalog.topics import DEAD_LETTER_MAX_BYTES
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_faults import through_faults
 from ys_platform.streaming.app import (
@@ -143,6 +144,7 @@ class TransactionalWorker(GroupMember):
             transactional_id=self.transactional_id,
             # Outputs leave at commit time anyway; a short linger only bounds the batch wait.
             linger_ms=5,
+            message_max_bytes=DEAD_LETTER_MAX_BYTES,
         )
         producer.init_transactions(self.config.commit_timeout_s)
         app = self._broadcast_app
