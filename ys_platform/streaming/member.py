@@ -18,6 +18,7 @@ here, once.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import operator
@@ -28,13 +29,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from ys_platform.catalog.codec import DecodeError, decode_batch, timestamp_ms
+from ys_platform.catalog.codec import DecodeError, decode_batch, headers_of
 from ys_platform.catalog.columnar import decode_columns
 from ys_platform.catalog.envelope import (
     event_time_bounds_ms,
@@ -206,25 +208,43 @@ def decode_slices(
 def _envelopes(
     topic: str, records: Sequence[Message]
 ) -> tuple[Sequence[Message], list[tuple[Message, DecodeError]]]:
-    """The records whose key and headers fit ``topic``, and the others with the reason."""
-    # One UTF-8 check of all the keys at once (a newline cannot end a truncated sequence, so
-    # the joined keys are UTF-8 exactly when each is); record by record only if it fails.
+    """The records whose key and headers fit ``topic``, and the others with the reason.
+
+    In C for the common batch (~0.2 µs a record): one UTF-8 check of all the keys joined (a
+    newline cannot end a truncated sequence, so they are UTF-8 exactly when each is), and the
+    headers compared with what the catalog's producers write; record by record only where
+    that differs (CDC records, whose headers are the connector's, or a suspect)."""
+    keys = list(map(_KEY, records))
     keys_ok = True
     try:
-        b"\n".join([r.key() or b"" for r in records]).decode()
+        b"\n".join(filter(None, keys)).decode()
     except UnicodeDecodeError:
         keys_ok = False
+    usual = _usual_headers(topic)
+    headers = list(map(_HEADERS, records))
+    suspects = [i for i, h in enumerate(headers) if h is not None and h != usual]
+    if not keys_ok:
+        suspects = sorted({*suspects, *range(len(records))})
     refused: list[tuple[Message, DecodeError]] = []
-    kept: list[Message] = []
-    for record in records:
-        error = header_error(topic, record.headers())
-        if error is None and not keys_ok:
-            error = key_error(topic, record.key())
-        if error is None:
-            kept.append(record)
-        else:
-            refused.append((record, error))
-    return (kept if refused else records), refused
+    refused_at: set[int] = set()
+    for i in suspects:
+        error = header_error(topic, headers[i]) or (None if keys_ok else key_error(topic, keys[i]))
+        if error is not None:
+            refused.append((records[i], error))
+            refused_at.add(i)
+    if not refused:
+        return records, refused
+    return [r for i, r in enumerate(records) if i not in refused_at], refused
+
+
+_KEY = operator.methodcaller("key")
+_HEADERS = operator.methodcaller("headers")
+
+
+@functools.cache
+def _usual_headers(topic: str) -> list[tuple[str, bytes]]:
+    """The headers the catalog's producers put on every message of ``topic`` (codec.encode)."""
+    return list(headers_of(MODELS[topic]))
 
 
 def _plausible(
@@ -236,37 +256,53 @@ def _plausible(
     """``decoded`` without the records whose event time is implausible at ``now_ms``; those
     and the ``refused`` join its failures (in offset order)."""
     earliest, latest = event_time_bounds_ms(now_ms)
+    field = MODELS[topic].EVENT_TIME_FIELD
     if decoded.table is not None:
-        column = decoded.table.column(MODELS[topic].EVENT_TIME_FIELD)
-        event_ms = column.cast(pa.int64()).to_numpy()
+        event_ms = decoded.table.column(field).cast(pa.int64()).to_numpy()
+        bad = np.flatnonzero((event_ms < earliest) | (event_ms > latest)).tolist()
     else:
-        event_ms = np.fromiter(map(timestamp_ms, decoded.messages), np.int64, len(decoded.messages))
-    bad = (event_ms < earliest) | (event_ms > latest)
-    if not bad.any():
+        # Datetimes compared in C, ~0.05 µs a message; the milliseconds only for the bad ones.
+        low, high = _datetime_of(earliest), _datetime_of(latest)
+        times = list(map(operator.attrgetter(field), decoded.messages))
+        bad = [i for i, t in enumerate(times) if not low <= t <= high]
+    if not bad:
         if not refused:
             return decoded
-        failures = sorted([*decoded.failures, *refused], key=_OFFSET_OF_FAILURE)
+        failures = sorted([*decoded.failures, *refused], key=_offset_of_failure)
         return DecodedSlice(decoded.good, failures, decoded.messages, decoded.table)
-    keep = np.flatnonzero(~bad)
-    late = [
-        (decoded.good[i], event_time_error(topic, int(event_ms[i]), now_ms))
-        for i in np.flatnonzero(bad).tolist()
-    ]
-    failures = sorted([*decoded.failures, *refused, *late], key=_OFFSET_OF_FAILURE)
-    kept = keep.tolist()
+    late = [(decoded.good[i], _event_time_error(topic, decoded, field, i, now_ms)) for i in bad]
+    failures = sorted([*decoded.failures, *refused, *late], key=_offset_of_failure)
+    out = set(bad)
+    kept = [i for i in range(len(decoded.good)) if i not in out]
     return DecodedSlice(
         [decoded.good[i] for i in kept],
-        failures,  # type: ignore[arg-type]
+        failures,
         [decoded.messages[i] for i in kept] if decoded.table is None else (),
-        None if decoded.table is None else decoded.table.take(keep),
+        None if decoded.table is None else decoded.table.take(np.asarray(kept, np.int64)),
     )
+
+
+def _datetime_of(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _event_time_error(
+    topic: str, decoded: DecodedSlice, field: str, i: int, now_ms: int
+) -> DecodeError:
+    if decoded.table is not None:
+        event = decoded.table.column(field)[i].as_py()
+    else:
+        event = getattr(decoded.messages[i], field)
+    error = event_time_error(topic, (event - _EPOCH) // timedelta(milliseconds=1), now_ms)
+    assert error is not None
+    return error
 
 
 def _offset_of_failure(failure: tuple[Message, DecodeError]) -> int:
     return failure[0].offset()
-
-
-_OFFSET_OF_FAILURE = _offset_of_failure
 
 
 class GroupMember:
