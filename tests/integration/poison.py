@@ -35,7 +35,6 @@ The kinds, and how each is made:
 
 from __future__ import annotations
 
-import json
 import random
 import typing
 from collections.abc import Iterator, Sequence
@@ -43,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 
 from ys_platform.catalog.codec import encode, timestamp_ms
@@ -64,6 +64,21 @@ KINDS = (
 )
 
 Headers = list[tuple[str, bytes]]
+
+REASONS = {
+    "malformed_json": r"Invalid JSON|Input should be an object|Unable to extract tag",
+    "wrong_type": r"Input should be",
+    "non_finite": r"Input should be a finite number",
+    "not_positive": r"Input should be greater than (or equal to )?-?[0-9]",
+    "huge_number": r"Input should be (less|greater) than (or equal to )?-?[0-9]",
+    "unknown_symbol": r"String should match pattern|does not match base/quote",
+    "far_event_time": r"event time is (before 2009-01-03|[0-9,]+ s ahead of this consumer's clock)",
+    "oversized": r"value of [0-9,]+ bytes is over the catalog's limit of 262,144",
+    "wrong_schema_version": r"header 'schema-version' is .*, not this topic's version 1",
+    "non_utf8_key": r"record key is not UTF-8 text",
+    "tombstone": r"no value \(a tombstone\)",
+}
+"""What the dead-letter reason of each kind says (a regular expression)."""
 
 
 @dataclass(frozen=True)
@@ -167,14 +182,16 @@ def _derive_fields(model: type[BaseModel], document: dict[str, Any]) -> _Fields:
 
 
 def _dumps(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(document)
+
+
+_MARKER = "\x00MARK\x00"
+_MARKER_JSON = orjson.dumps(_MARKER)
 
 
 def _raw(document: dict[str, Any], field: str, token: str) -> bytes:
     """The document with ``field``'s value written as the raw JSON text ``token``."""
-    marker = "\x00MARK\x00"
-    text = json.dumps({**document, field: marker}, separators=(",", ":"), ensure_ascii=False)
-    return text.replace(json.dumps(marker), token).encode()
+    return orjson.dumps({**document, field: _MARKER}).replace(_MARKER_JSON, token.encode())
 
 
 def _malformed(rng: random.Random, value: bytes) -> bytes:
@@ -356,33 +373,51 @@ def poison_records(
     """
     rng = random.Random(f"{seed}:{topic_name}")
     kinds = [k for k in applicable_kinds(topic_name) if k != "oversized"]
+    bases = [_Base.of(m) for m in valid]
     out: list[PoisonRecord] = []
     turn = 0
     while len(out) < count:
-        message = valid[rng.randrange(len(valid))]
+        base = bases[rng.randrange(len(bases))]
         if len(out) % oversized_every == oversized_every - 1:
             kind = "oversized"
         else:
             kind = kinds[turn % len(kinds)]
             turn += 1
-        record = _build(rng, kind, topic_name, message, now, limit_bytes)
+        record = _build(rng, kind, topic_name, base, now, limit_bytes)
         if record is not None:
             out.append(record)
     return out
+
+
+@dataclass(frozen=True)
+class _Base:
+    """A valid message as the generator starts from it, worked out once."""
+
+    message: Message
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    event_ms: int
+    document: dict[str, Any]
+
+    @classmethod
+    def of(cls, message: Message) -> _Base:
+        key, value, headers = encode(message)
+        return cls(message, key, value, headers, timestamp_ms(message), orjson.loads(value))
 
 
 def _build(
     rng: random.Random,
     kind: str,
     topic_name: str,
-    message: Message,
+    base: _Base,
     now: datetime,
     limit_bytes: int,
 ) -> PoisonRecord | None:
-    key, value, headers = encode(message)
-    event_ms = timestamp_ms(message)
+    message, key, value, headers = base.message, base.key, base.value, base.headers
+    event_ms = base.event_ms
     model = type(message)
-    document = json.loads(value)
+    document = base.document
     target: BaseModel = message
     path: list[Any] = []
     if topic_name == "users.portfolios" and document["positions"] and kind in _NESTED_KINDS:
@@ -439,12 +474,9 @@ _MUTATORS = {
 def _splice(document: dict[str, Any], index: int, position: bytes) -> bytes:
     """The portfolio with position ``index`` replaced by the raw JSON ``position``."""
     parts = [
-        position.decode()
-        if i == index
-        else json.dumps(p, separators=(",", ":"), ensure_ascii=False)
-        for i, p in enumerate(document["positions"])
+        position if i == index else orjson.dumps(p) for i, p in enumerate(document["positions"])
     ]
-    return _raw(document, "positions", "[" + ",".join(parts) + "]")
+    return _raw(document, "positions", (b"[" + b",".join(parts) + b"]").decode())
 
 
 def interleave(valid: Sequence[Any], poison: Sequence[PoisonRecord], seed: int) -> Iterator[Any]:

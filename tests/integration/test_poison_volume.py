@@ -42,6 +42,7 @@ from ys_platform.sinks.vector import VectorSink, point_id
 from ys_platform.sinks.vector import load_mapping as vector_mapping
 from ys_platform.streaming import dead_letter
 from ys_platform.streaming.app import BroadcastApp
+from ys_platform.streaming.member import GroupMember
 from ys_platform.streaming.metrics import WorkerMetrics
 from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 from ys_platform.streaming.worker import TransactionalWorker, WorkerConfig
@@ -55,14 +56,14 @@ SEED = 11
 # lookbacks (10 and 15 min) and within the event-time bound; few enough vector-sink texts
 # (~700: protocols, tokens, portfolio snapshots, sentiment) for the model's ~200 texts/s.
 VALID_SECONDS = 20
-MAX_IDLE_S = 2.5
+MAX_IDLE_S = 1.5
 
-PROCESSORS = ("price-aggregation-processor", "crosschain-arbitrage-processor")
 RISK = "risk-assessment-processor"
+PROCESSORS = ("price-aggregation-processor", "crosschain-arbitrage-processor", RISK)
 
 
 def _broadcast(group_id: str) -> tuple[str, ...]:
-    if group_id not in (*PROCESSORS, RISK):
+    if group_id not in PROCESSORS:
         return ()
     app = build_processor(group_id)
     return app.broadcast_inputs if isinstance(app, BroadcastApp) else ()
@@ -137,35 +138,26 @@ def run(local_stack, tmp_path_factory) -> Run:
     seconds["produce"] = time.monotonic() - started
     ends = _ends(connection, namespace)
 
-    metrics: dict[str, WorkerMetrics] = {}
-    # Processors first (price aggregation before risk, which reads its analytics as broadcast),
-    # then the sinks, which also take the processors' outputs.
-    for group_id in (*PROCESSORS, RISK):
-        started = time.monotonic()
-        worker = TransactionalWorker(
-            connection,
-            build_processor(group_id),
-            WorkerConfig(namespace=namespace, metrics=None),
-        )
-        metrics[group_id] = worker.run(threading.Event(), max_idle_s=MAX_IDLE_S)
-        seconds[group_id] = time.monotonic() - started
     root = tmp_path_factory.mktemp("poison")
     dsn = f"chdb://{root / 'clickhouse'}"
     clickhouse = ClickHouseSink(clickhouse_factory(dsn), clickhouse_mapping(), namespace)
     qdrant_path = root / "qdrant"
-    sinks = {
-        "clickhouse-sink": clickhouse,
-        "vector-sink": VectorSink(
-            qdrant_factory(path=qdrant_path), vector_mapping(), shared_embedder(), namespace
-        ),
-    }
-    for group_id, sink in sinks.items():
-        started = time.monotonic()
-        config = SinkConfig(namespace=namespace, metrics=None, flush_interval_s=0.5)
-        metrics[group_id] = SinkWorker(connection, sink, config).run(
-            threading.Event(), max_idle_s=MAX_IDLE_S
+    vector = VectorSink(
+        qdrant_factory(path=qdrant_path), vector_mapping(), shared_embedder(), namespace
+    )
+    workers: dict[str, GroupMember] = {
+        group_id: TransactionalWorker(
+            connection, build_processor(group_id), WorkerConfig(namespace=namespace, metrics=None)
         )
-        seconds[group_id] = time.monotonic() - started
+        for group_id in PROCESSORS
+    }
+    sink_config = SinkConfig(namespace=namespace, metrics=None, flush_interval_s=0.5)
+    workers["vector-sink"] = SinkWorker(connection, vector, sink_config)
+    # The processors and the vector sink side by side (the model's kernels and librdkafka run
+    # outside the GIL); then the ClickHouse sink, which also takes the processors' outputs.
+    metrics = _run_all(workers, seconds)
+    clickhouse_worker = SinkWorker(connection, clickhouse, sink_config)
+    metrics |= _run_all({"clickhouse-sink": clickhouse_worker}, seconds)
     print(f"\npoison at volume, seconds: { {k: round(v, 1) for k, v in seconds.items()} }")
     return Run(
         namespace,
@@ -180,6 +172,29 @@ def run(local_stack, tmp_path_factory) -> Run:
         dsn,
         qdrant_path,
     )
+
+
+def _run_all(workers: dict[str, GroupMember], seconds: dict[str, float]) -> dict:
+    """Run the workers in threads until each is idle; a worker that raised fails the test."""
+    metrics: dict[str, WorkerMetrics] = {}
+    failed: dict[str, BaseException] = {}
+
+    def work(group_id: str, worker: GroupMember) -> None:
+        started = time.monotonic()
+        try:
+            metrics[group_id] = worker.run(threading.Event(), max_idle_s=MAX_IDLE_S)
+        except BaseException as exc:  # the test's point: no worker dies
+            failed[group_id] = exc
+        seconds[group_id] = time.monotonic() - started
+
+    threads = [threading.Thread(target=work, args=item) for item in workers.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert not failed, f"workers died: {failed}"
+    assert set(metrics) == set(workers), "a worker did not finish in 300 s"
+    return metrics
 
 
 def _ends(connection: KafkaConnection, namespace: str) -> dict[tuple[str, int], int]:
@@ -203,22 +218,32 @@ def _fingerprint(key: bytes | None, value: bytes | None, headers) -> tuple:
 
 
 @pytest.fixture(scope="module")
+def letters(run: Run) -> dict[str, list]:
+    """Every record of every group's dead-letter topic."""
+    return {
+        g.group_id: read_topic(run.connection, f"{run.namespace}{g.dead_letter_topic}", idle_s=0.2)
+        for g in CONSUMER_GROUPS
+    }
+
+
+@pytest.fixture(scope="module")
 def inputs(run: Run) -> dict[str, dict[tuple[int, int], object]]:
     """Every record of every input topic by (partition, offset)."""
     return {
         name: {
             (r.partition(), r.offset()): r
-            for r in read_topic(run.connection, f"{run.namespace}{name}", idle_s=0.5)
+            for r in read_topic(run.connection, f"{run.namespace}{name}", idle_s=0.2)
         }
         for name in INPUTS
     }
 
 
 @pytest.mark.parametrize("group_id", [g.group_id for g in CONSUMER_GROUPS])
-def test_every_invalid_record_is_dead_lettered_once_with_its_reason(run: Run, inputs, group_id):
-    group = consumer_group(group_id)
+def test_every_invalid_record_is_dead_lettered_once_with_its_reason(
+    run: Run, inputs, letters, group_id
+):
     physical_group = f"{run.namespace}{group_id}"
-    dead = read_topic(run.connection, f"{run.namespace}{group.dead_letter_topic}", idle_s=0.5)
+    dead = letters[group_id]
     by_topic: dict[str, list] = defaultdict(list)
     for record in dead:
         headers = record.headers()
@@ -268,10 +293,8 @@ def test_no_worker_died_and_each_consumed_its_whole_input(run: Run, inputs, grou
     assert metrics.lag and all(lag == 0 for lag in metrics.lag.values())
 
 
-def _refused(run: Run, group_id: str) -> dict[str, set[tuple[int, int]]]:
-    """(partition, offset) of the records ``group_id`` dead-lettered, by catalog topic."""
-    group = consumer_group(group_id)
-    dead = read_topic(run.connection, f"{run.namespace}{group.dead_letter_topic}", idle_s=0.5)
+def _refused(run: Run, dead: list) -> dict[str, set[tuple[int, int]]]:
+    """(partition, offset) of the records dead-lettered in ``dead``, by catalog topic."""
     refused: dict[str, set[tuple[int, int]]] = defaultdict(set)
     for record in dead:
         headers = record.headers()
@@ -290,8 +313,8 @@ def _outputs(run: Run, inputs, name: str) -> list:
     return [r for (p, o), r in inputs[name].items() if o >= run.ends[(name, p)]]
 
 
-def test_price_aggregation_emits_exactly_the_windows_of_the_valid_ticks(run: Run, inputs):
-    refused = _refused(run, "price-aggregation-processor")["market.prices"]
+def test_price_aggregation_emits_exactly_the_windows_of_the_valid_ticks(run: Run, inputs, letters):
+    refused = _refused(run, letters["price-aggregation-processor"])["market.prices"]
     expected = []
     valid_ticks = 0
     for partition in range(PARTITIONS):
@@ -320,16 +343,16 @@ def test_price_aggregation_emits_exactly_the_windows_of_the_valid_ticks(run: Run
 def test_the_other_processors_commit_what_they_produced(run: Run, inputs):
     arbitrage = _outputs(run, inputs, "crosschain.arbitrage")
     assert run.metrics["crosschain-arbitrage-processor"].produced == len(arbitrage)
-    alerts = read_topic(run.connection, f"{run.namespace}risk.alerts", idle_s=0.5)
+    alerts = read_topic(run.connection, f"{run.namespace}risk.alerts", idle_s=0.2)
     risk = [*_outputs(run, inputs, "risk.assessments"), *alerts]
     assert run.metrics[RISK].produced == len(risk) > 0
     for record in [*arbitrage, *risk]:
         decode(record.topic().removeprefix(run.namespace), record.value())
 
 
-def test_the_clickhouse_sink_stores_every_valid_record_once(run: Run, inputs):
+def test_the_clickhouse_sink_stores_every_valid_record_once(run: Run, inputs, letters):
     group = consumer_group("clickhouse-sink")
-    refused = _refused(run, group.group_id)
+    refused = _refused(run, letters[group.group_id])
     with open_clickhouse(run.clickhouse_dsn) as client:
         for name in group.inputs:
             rows = client.query(

@@ -24,26 +24,20 @@ from ys_platform.streaming.member import decode_slices
 
 # The generator is a helper of the integration tests, which run with their folder on sys.path.
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
-from poison import KINDS, PoisonRecord, applicable_kinds, poison_records, valid_messages
+from poison import (
+    KINDS,
+    REASONS,
+    PoisonRecord,
+    applicable_kinds,
+    poison_records,
+    valid_messages,
+)
 
 INPUTS = sorted({name for group in CONSUMER_GROUPS for name in group.inputs})
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
 VALID = valid_messages(INPUTS, NOW - timedelta(hours=1), seed=5, seconds=12)
 
-REASONS = {
-    "malformed_json": r"Invalid JSON|Input should be an object|Unable to extract tag",
-    "wrong_type": r"Input should be",
-    "non_finite": r"Input should be a finite number",
-    "not_positive": r"Input should be greater than (or equal to )?-?[0-9]",
-    "huge_number": r"Input should be (less|greater) than (or equal to )?-?[0-9]",
-    "unknown_symbol": r"String should match pattern|does not match base/quote",
-    "far_event_time": r"event time is (before 2009-01-03|[0-9,]+ s ahead of this consumer's clock)",
-    "oversized": r"value of [0-9,]+ bytes is over the catalog's limit of 262,144",
-    "wrong_schema_version": r"header 'schema-version' is .*, not this topic's version 1",
-    "non_utf8_key": r"record key is not UTF-8 text",
-    "tombstone": r"no value \(a tombstone\)",
-}
 VALUE_KINDS = frozenset(KINDS) - {"far_event_time", "wrong_schema_version", "non_utf8_key"}
 
 
