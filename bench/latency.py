@@ -27,6 +27,10 @@ The stages of each sample are shown on stderr: produce -> acknowledged (the inpu
 linger and the broker), -> handed to the app (the worker's consume, decode), -> committed (the
 window kernel, the transaction), -> at the reader (the read_committed fetch).
 Prints one summary line to stdout (medians over the repeats of each run's p50 and p99).
+Percentiles are nearest-rank, :func:`ys_platform.operations.latency.percentile`; ``ys-platform
+load`` measures every processor's outputs by the definition of that module (from the output's
+event time plus its emit delay: here ``E + grace``, at most one partition's tick gap before the
+closing tick measured here).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from confluent_kafka.admin import OffsetSpec
 from ys_platform.catalog.codec import CONTENT_TYPE, decode, timestamp_ms
 from ys_platform.catalog.models import MODELS
 from ys_platform.clients.kafka import PRODUCER_DEFAULTS, KafkaConnection
+from ys_platform.operations.latency import percentile
 from ys_platform.processing.windows import DEFAULT_EMIT_INTERVAL_MS, DEFAULT_GRACE_MS
 from ys_platform.processors.price_aggregation import GROUP
 from ys_platform.processors.registry import build_processor
@@ -351,11 +356,6 @@ class Sample:
     handed: float | None
     committed: float | None
     read: float | None
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def measure(

@@ -15,14 +15,14 @@ from ys_platform.assets.keys import processor_asset_key, sink_asset_key
 from ys_platform.assets.lag_checks import build_lag_checks, monitoring_check_schedule
 from ys_platform.assets.lag_source import KafkaLagSource
 from ys_platform.assets.postgres import postgres_tables
-from ys_platform.assets.processors import PROCESSOR_GROUPS, processor_assets, processor_jobs
+from ys_platform.assets.processors import processor_assets, processor_jobs
 from ys_platform.assets.topics import build_topic_assets
 from ys_platform.assets.vector_sink import vector_sink_definitions
 from ys_platform.assets.workers import worker_console_logger
 from ys_platform.catalog.topics import CONSUMER_GROUPS
 from ys_platform.resources.bindings import bind_resources
 from ys_platform.sensors.connectors import build_connector_health_sensor
-from ys_platform.sensors.keepalive import build_keepalive_sensors
+from ys_platform.sensors.keepalive import KeptWorker, build_keepalive_sensors, processor_workers
 from ys_platform.settings import load_settings
 from ys_platform.sinks import clickhouse, vector
 
@@ -39,9 +39,13 @@ def defs() -> dg.Definitions:
     vector_mapping = vector.load_mapping(settings.connectors_dir / vector.MAPPING_FILE)
     sink_assets, sink_jobs = clickhouse_sink_definitions(clickhouse_mapping)
     vector_assets, vector_jobs = vector_sink_definitions(vector_mapping)
-    workers = [g.group_id for g in PROCESSOR_GROUPS]
-    workers += [clickhouse_mapping.group, vector_mapping.group]
     asset_of = {"processor": processor_asset_key, "sink": sink_asset_key}
+    workers = processor_workers(settings.replicas)
+    workers += [
+        KeptWorker(g.group_id, sink_asset_key(g.group_id), settings.replicas(g))
+        for g in CONSUMER_GROUPS
+        if g.group_id in (clickhouse_mapping.group, vector_mapping.group)
+    ]
     lag_checks = build_lag_checks(
         {g.group_id: (asset_of[g.kind](g.group_id), g.lag_bound_s) for g in CONSUMER_GROUPS},
         KafkaLagSource.of,

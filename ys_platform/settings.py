@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
+from ys_platform.catalog.topics import CONSUMER_GROUPS, ConsumerGroupSpec
 from ys_platform.clients.kafka import LOOPBACK, KafkaConnection
 from ys_platform.package_files import CONNECTORS_DIR
 
@@ -144,6 +145,14 @@ class Settings(BaseSettings):
         "$YS_HOME/run/metrics/<group>-<replica>.json (Prometheus file_sd).",
     )
 
+    worker_replicas: str | None = Field(
+        default=None,
+        description="Instances of a processor or sink the keep-alive sensors keep running, for "
+        "the groups this deployment runs more (or fewer) of than the catalog says: "
+        "`price-aggregation-processor=2,clickhouse-sink=2`. At most one per partition of the "
+        "group's widest input.",
+    )
+
     # --- lag monitor (`ys-platform monitor`) ----------------------------------------------------
     monitor_port: int = Field(
         default=9308,
@@ -207,6 +216,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
         return value
 
+    @field_validator("worker_replicas")
+    @classmethod
+    def _check_worker_replicas(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_worker_replicas(value)
+        return value
+
     @model_validator(mode="after")
     def _kafka_follows_local_port(self) -> Settings:
         if "bootstrap_servers" not in self.kafka.model_fields_set:
@@ -240,6 +256,12 @@ class Settings(BaseSettings):
         """These settings with the Kafka connection of ``principal`` (see
         ``KafkaConnection.as_principal``: unchanged unless YS_KAFKA_CREDENTIALS_DIR is set)."""
         return self.model_copy(update={"kafka": self.kafka.as_principal(principal)})
+
+    def replicas(self, group: ConsumerGroupSpec) -> int:
+        """How many instances of ``group`` this deployment runs (``YS_WORKER_REPLICAS``, else the
+        catalog's count)."""
+        overrides = parse_worker_replicas(self.worker_replicas) if self.worker_replicas else {}
+        return overrides.get(group.group_id, group.replicas)
 
     @property
     def kafka_bootstrap_servers(self) -> str:
@@ -291,6 +313,28 @@ class Settings(BaseSettings):
         if self.postgres_dsn is not None:
             return self.postgres_dsn.get_secret_value()
         return f"host=127.0.0.1 port={self.postgres_port} dbname=yieldsensei user=yieldsensei"
+
+
+def parse_worker_replicas(value: str) -> dict[str, int]:
+    """``group=N,group=N`` as ``{group: N}``; a ValueError names the first bad entry."""
+    groups = {g.group_id: g for g in CONSUMER_GROUPS}
+    counts: dict[str, int] = {}
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, count = (part.strip() for part in entry.partition("="))
+        if not sep or not count.isdigit():
+            raise ValueError(f"{entry!r} is not `group=count` (a whole number)")
+        if name not in groups:
+            raise ValueError(f"{name!r} is no consumer group of the catalog ({', '.join(groups)})")
+        if name in counts:
+            raise ValueError(f"{name!r} is given twice")
+        n, most = int(count), groups[name].max_replicas
+        if not 1 <= n <= most:
+            raise ValueError(
+                f"{name}={n}: between 1 and {most} (its widest input's partitions), "
+                "stop its keep-alive sensor to run none"
+            )
+        counts[name] = n
+    return counts
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -37,11 +37,9 @@ PG_ENV = ("YS_CONNECT_PG_HOST", "YS_CONNECT_PG_PORT", "YS_CONNECT_PG_DBNAME", "Y
 SLOT_RELEASE_TIMEOUT_S = 30.0
 
 
-@contextmanager
-def connect_stack() -> Iterator[Settings]:
-    settings = load_settings()
-    if not settings.uses_local_postgres:
-        pytest.skip("needs the local stack's PostgreSQL (superuser on loopback)")
+def start_connect(settings: Settings) -> None:
+    """Start whatever of the local stack (Connect included) is not running, with the variables
+    the stack's own connector file reads; every service must come up healthy."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("YS_CONNECT_PG_HOST", "127.0.0.1")
         env.setenv("YS_CONNECT_PG_PORT", str(settings.postgres_port))
@@ -51,6 +49,14 @@ def connect_stack() -> Iterator[Settings]:
         services = up(settings, connect=True)
     unhealthy = [s.name for s in services if not s.healthy]
     assert not unhealthy, f"unhealthy: {unhealthy}"
+
+
+@contextmanager
+def connect_stack() -> Iterator[Settings]:
+    settings = load_settings()
+    if not settings.uses_local_postgres:
+        pytest.skip("needs the local stack's PostgreSQL (superuser on loopback)")
+    start_connect(settings)
     yield settings
 
 

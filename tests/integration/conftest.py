@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_helpers import restore_brokers, start_three_brokers, three_broker_settings
 from secure_stack import SecureStack, start_secure_stack
 from targets import KafkaTarget, plaintext_target, secure_target
 
-from ys_platform.local import LocalStackError, up
+from ys_platform.local import LocalStackError, down, up
 from ys_platform.settings import Settings, SettingsError, load_settings
 
 HERE = Path(__file__).parent
@@ -81,6 +82,36 @@ def secure_connect(secure_stack: SecureStack) -> SecureStack:
     if failing:
         pytest.fail(f"The secure stack with Connect is unhealthy: {'; '.join(failing)}")
     return secure_stack
+
+
+@pytest.fixture(scope="session")
+def three_brokers() -> Iterator[Settings]:
+    """The session's 3-broker stack (plaintext, with its Kafka Connect worker, no PostgreSQL)
+    in a fresh state folder on ports of its own (cluster_helpers.three_broker_settings),
+    started on first use (~45 s) and taken down at the end of the session. Every test that
+    needs 3 brokers shares it: names its topics uniquely, and kills brokers only through
+    ``restored_brokers``."""
+    # Not under pytest's basetemp, which a second pytest session on the machine prunes.
+    home = Path(tempfile.mkdtemp(prefix="ys-three-brokers-"))
+    settings = three_broker_settings(home / ".ys")
+    try:
+        try:
+            start_three_brokers(settings)
+        except AssertionError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield settings
+    finally:
+        down(settings)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def restored_brokers(three_brokers: Settings) -> Iterator[Settings]:
+    """``three_brokers`` for a test that kills or stops brokers: afterwards the missing ones are
+    restarted and the cluster is whole again (all 3 in the metadata, nothing under-replicated)
+    before the next test runs, or this fixture's teardown fails saying what is missing."""
+    yield three_brokers
+    restore_brokers(three_brokers)
 
 
 @pytest.fixture(params=["plaintext", "secure"])

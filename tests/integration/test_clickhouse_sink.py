@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from confluent_kafka import Producer
 from kafka_helpers import create_namespaced_topics, read_topic
 
 from ys_platform.catalog.codec import decode, encode, timestamp_ms, topic_of
@@ -146,8 +147,15 @@ def create_sink_topics(connection: KafkaConnection, namespace: str) -> None:
     create_namespaced_topics(connection.admin(), namespace, names, PARTITIONS)
 
 
-def produce(connection: KafkaConnection, namespace: str, records: Iterable[Record]) -> int:
-    producer = connection.producer(linger_ms=20)
+def produce(
+    connection: KafkaConnection,
+    namespace: str,
+    records: Iterable[Record],
+    producer: Producer | None = None,
+) -> int:
+    """``records`` into the namespace's topics, flushed. ``producer``: one the caller keeps
+    across calls (a new producer per call costs ~0.55 s here)."""
+    producer = producer or connection.producer(linger_ms=20)
     count = 0
     for topic_name, key, value, ts in records:
         produce_record(producer, f"{namespace}{topic_name}", value, key, None, ts)

@@ -39,7 +39,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 SEED = 4_242
 CHUNK = 1_000  # records per feed step
-FEED_INTERVAL_S = 0.4  # ~2,500 records/s: the input lasts longer than the kills take
+# ~1,000 records/s: the input (~51k records) lasts ~50 s, longer than the kills take (~30 s
+# measured here: each incarnation's first flush comes 5-7 s after its start).
+FEED_INTERVAL_S = 0.9
 KILLS = 4
 KILL_AFTER_S = (0.3, 3.0)  # after the incarnation's first flush: mid-batch, mid-insert
 BATCH_SIZE = "3000"  # small flushes: many BEFORE/AFTER transitions for a kill to land in
@@ -96,8 +98,11 @@ def test_sigkill_and_restart_store_every_record_once(local_stack, tmp_path):
 
     def feed() -> None:
         try:
+            # One producer for every step: once hurried, the rest arrives in a second or two (a
+            # producer per step cost ~0.55 s, which the final incarnation spent waiting).
+            producer = connection.producer(linger_ms=20)
             for lo in range(0, len(records), CHUNK):
-                produce(connection, namespace, records[lo : lo + CHUNK])
+                produce(connection, namespace, records[lo : lo + CHUNK], producer)
                 fed[0] = min(lo + CHUNK, len(records))
                 hurry.wait(FEED_INTERVAL_S)
         except BaseException as exc:  # surfaced by the assertion below

@@ -20,9 +20,15 @@ from ys_platform.assets.workers import (
 )
 from ys_platform.clients.kafka import produce_messages
 from ys_platform.resources.kafka import KafkaResource
-from ys_platform.sensors.keepalive import BACKOFF_BASE_S, STALL_AFTER_S, keepalive_sensors
+from ys_platform.sensors.keepalive import (
+    STALL_AFTER_S,
+    KeptWorker,
+    keepalive_sensors,
+)
+from ys_platform.streaming.supervisor import BACKOFF_BASE_S
 
 GROUP = "price-aggregation-processor"
+KEPT = KeptWorker(GROUP, processor_asset_key(GROUP))
 START = recent_minute()
 
 
@@ -39,7 +45,7 @@ def _tick(defs: dg.Definitions, instance, cursor=None, now=None):
     from ys_platform.sensors.keepalive import evaluate_keepalive
 
     context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
-    return evaluate_keepalive(context, GROUP, now=now)
+    return evaluate_keepalive(context, KEPT, now=now)
 
 
 def test_sensor_launches_run_records_outputs_and_relaunches(local_stack):

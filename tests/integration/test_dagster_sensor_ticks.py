@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 from cdc_helpers import running_cdc_connector
 
+from ys_platform.assets.keys import processor_asset_key
 from ys_platform.assets.processors import processor_assets, processor_jobs
 from ys_platform.assets.workers import HEARTBEAT_TAG, WORKER_TAG, worker_job_name
 from ys_platform.clients.kafka_connect import KafkaConnectClient
@@ -17,9 +18,15 @@ from ys_platform.connectors import status
 from ys_platform.resources.kafka import KafkaResource
 from ys_platform.resources.kafka_connect import KafkaConnectResource
 from ys_platform.sensors.connectors import build_connector_health_sensor
-from ys_platform.sensors.keepalive import STALL_AFTER_S, evaluate_keepalive, keepalive_sensors
+from ys_platform.sensors.keepalive import (
+    STALL_AFTER_S,
+    KeptWorker,
+    evaluate_keepalive,
+    keepalive_sensors,
+)
 
 GROUP = "price-aggregation-processor"
+KEPT = KeptWorker(GROUP, processor_asset_key(GROUP))
 
 
 class _Lines(logging.Handler):
@@ -61,7 +68,7 @@ def test_keepalive_tick_while_running_is_silent(local_stack, caplog):
         context = dg.build_sensor_context(instance=instance, cursor=None, definitions=defs)
         tick_log = _tick_log(context)
         with caplog.at_level(logging.DEBUG, logger="ys_platform"):
-            result = evaluate_keepalive(context, GROUP, now=now)
+            result = evaluate_keepalive(context, KEPT, now=now)
         assert result.run_requests == [] and result.skip_reason is None
         assert tick_log.lines == [] and _platform_lines(caplog) == []
         context.log.info("a line the tick log does capture")
@@ -70,7 +77,7 @@ def test_keepalive_tick_while_running_is_silent(local_stack, caplog):
         ]
 
         # Something to report is still reported: the same run, its heartbeat now stale.
-        stalled = evaluate_keepalive(context, GROUP, now=now + STALL_AFTER_S + 10)
+        stalled = evaluate_keepalive(context, KEPT, now=now + STALL_AFTER_S + 10)
         assert f"run {running.run_id} stalled" in stalled.skip_reason.skip_message
 
 

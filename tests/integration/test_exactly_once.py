@@ -24,7 +24,7 @@ import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from kafka_helpers import create_namespaced_topics, read_topic
 
@@ -86,8 +86,12 @@ HEADERS = [
 ]
 
 
-def _produce(connection: KafkaConnection, topic: str, records: list[Record]) -> None:
-    producer = connection.producer(linger_ms=20)
+def _produce(
+    connection: KafkaConnection, topic: str, records: list[Record], producer: Producer | None = None
+) -> None:
+    """``records`` into ``topic``, flushed. ``producer``: one the caller keeps across calls (a
+    new producer per call costs ~0.55 s here, 15x the produce and flush of 500 records)."""
+    producer = producer or connection.producer(linger_ms=20)
     for partition, key, value, ts in records:
         produce_record(producer, topic, value, key, HEADERS, ts, partition=partition)
     assert producer.flush(60) == 0
@@ -226,8 +230,12 @@ def test_sigkill_and_restart_commits_exactly_the_clean_output(local_stack, tmp_p
 
     def feed() -> None:
         try:
+            # One producer for every step: the feed keeps its ~500 records/s, and once hurried
+            # the rest arrives in seconds (a producer per step made it ~60 s, which the final
+            # incarnation spent waiting for input).
+            producer = connection.producer(linger_ms=20)
             for lo in range(HEAD, len(records), CHUNK):
-                _produce(connection, crash_input, records[lo : lo + CHUNK])
+                _produce(connection, crash_input, records[lo : lo + CHUNK], producer)
                 fed[0] = min(lo + CHUNK, len(records))
                 hurry.wait(FEED_INTERVAL_S)
         except BaseException as exc:  # surfaced by the assertion below

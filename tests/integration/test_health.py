@@ -1,8 +1,8 @@
 """`ys-platform health` against the running stack, and the cluster gauges on a 3-broker stack.
 
 The healthy case reads the shared stack (YS_HOME) as it is. The unhealthy cases never stop a
-shared service: they point settings at closed ports, or run a stack of their own in a temporary
-state folder on ports of its own (the layout of test_local_stack.py).
+shared service: they point settings at closed ports, or kill a broker of the session's 3-broker
+stack (conftest ``three_brokers``, its own state folder and ports), restarted afterwards.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import socket
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -25,7 +24,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ys_platform.catalog.topics import ALL_TOPICS, CONSUMER_GROUPS
 from ys_platform.cli import main
-from ys_platform.local import down, up
 from ys_platform.local.kafka import running_pid
 from ys_platform.local.state import Layout
 from ys_platform.monitoring.health import (
@@ -34,15 +32,10 @@ from ys_platform.monitoring.health import (
     check_groups,
     check_health,
 )
-from ys_platform.settings import Settings, load_settings
+from ys_platform.settings import Settings
 
-# Away from the shared stack (9092, 15432, 8083), test_local_stack's (21xxx, 22xxx) and
-# test_cli's closed ports (25432, 28083, 29392); below the ephemeral range.
-TRIPLE = {
-    "local_kafka_port": 23192,
-    "postgres_port": 23532,
-    "connect_url": "http://127.0.0.1:23183",
-}
+# Away from the shared stack (9092, 15432, 8083), test_local_stack's (21xxx), the 3-broker
+# stack's (26xxx) and test_cli's closed ports (25432, 28083, 29392); below the ephemeral range.
 CLOSED_PORT = 23999
 
 
@@ -143,19 +136,6 @@ def test_health_fails_naming_each_component_that_is_down(
 
 
 # --- 3 brokers, one killed -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def triple(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    for port in (23192, 23193, 23194, 23292, 23293, 23294):
-        _closed(port)
-    settings = load_settings(home=tmp_path_factory.mktemp("health3") / ".ys", **TRIPLE)
-    try:
-        services = up(settings, brokers=3, postgres=False)
-        assert all(s.healthy for s in services), services
-        yield settings
-    finally:
-        down(settings)
-
-
 def _scrape(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
@@ -169,9 +149,10 @@ def _scrape(port: int) -> dict[str, float]:
 
 
 @pytest.mark.timeout(150)
-def test_a_killed_broker_shows_in_the_scraped_gauges(triple: Settings) -> None:
+def test_a_killed_broker_shows_in_the_scraped_gauges(restored_brokers: Settings) -> None:
+    triple = restored_brokers
     admin = triple.kafka.admin()
-    name = "test.health.rf3"
+    name = f"test.health.rf3-{uuid.uuid4().hex[:8]}"
     topic = NewTopic(
         name, num_partitions=6, replication_factor=3, config={"min.insync.replicas": "2"}
     )

@@ -1,8 +1,9 @@
 """The JMX exporter agent on real brokers and a real Connect worker: the names and values the
 alert rules read, from a scrape, before and after a broker dies.
 
-The stack lives in its own state folder on ports of its own (Kafka 26092.., Connect 26083,
-exporters 26301..), so it runs beside the developer's stack without touching it.
+The stack is the session's 3-broker one (conftest ``three_brokers``: its own state folder and
+ports, the exporters' base port set by YS_LOCAL_JMX_EXPORTER_PORT), so it runs beside the
+developer's stack without touching it; the broker killed here is restarted afterwards.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -20,23 +20,15 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from ys_platform.local import down, jmx_exporter, kafka_bootstrap, status, up
+from ys_platform.local import jmx_exporter, kafka_bootstrap, status
 from ys_platform.local.state import Layout
 from ys_platform.monitoring import names
-from ys_platform.settings import Settings, load_settings
+from ys_platform.settings import JMX_EXPORTER_PORT_OFFSET, Settings
 
-# Measured here: a fresh 3-broker quorum ~20 s and the Connect worker ~15 s on 2 busy cores;
-# the fenced broker shows as under-replicated ~10 s after it dies. 240 s bounds a hang.
+# Measured here: a fresh 3-broker quorum ~20 s and the Connect worker ~15 s on 2 busy cores
+# (when this module is the session stack's first user); the fenced broker shows as
+# under-replicated ~10 s after it dies, and its restart takes ~15 s. 240 s bounds a hang.
 pytestmark = pytest.mark.timeout(240)
-
-PORTS = {
-    "local_kafka_port": 26092,
-    "connect_url": "http://127.0.0.1:26083",
-    # Set, not derived (that would be 26101): the variable must move the exporters.
-    "local_jmx_exporter_port": 26301,
-}
-BROKER_METRICS = {1: 26301, 2: 26302, 3: 26303}
-CONNECT_METRICS = 26310
 
 # Client requests against a local broker finish in milliseconds; 30 s only bounds a hang.
 CLIENT_TIMEOUT_S = 30
@@ -64,25 +56,34 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[key]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = load_settings(home=tmp_path_factory.mktemp("jmx") / ".ys", **PORTS)
-    try:
-        up(settings, brokers=3, postgres=False, connect=True)
-        yield settings
-    finally:
-        down(settings)
+def broker_metrics(stack: Settings) -> dict[int, int]:
+    """The exporter port of each broker: YS_LOCAL_JMX_EXPORTER_PORT + node id - 1."""
+    base = stack.local_jmx_exporter_port
+    # Set, not derived from the Kafka port: the variable must move the exporters.
+    assert base is not None and base != stack.local_kafka_port + JMX_EXPORTER_PORT_OFFSET
+    return {1: base, 2: base + 1, 3: base + 2}
+
+
+def connect_metrics(stack: Settings) -> int:
+    """The Connect worker's exporter port: YS_LOCAL_JMX_EXPORTER_PORT + 9."""
+    assert stack.local_jmx_exporter_port is not None
+    return stack.local_jmx_exporter_port + 9
+
+
+@pytest.fixture
+def stack(three_brokers: Settings) -> Settings:
+    return three_brokers
 
 
 @pytest.fixture(scope="module")
-def topic(stack: Settings) -> str:
+def topic(three_brokers: Settings) -> str:
     """A topic of RF 3 holding RECORDS records, produced with acks=all."""
     name = f"test.jmx.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap(stack)})
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap(three_brokers)})
     admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=3)])[name].result(
         CLIENT_TIMEOUT_S
     )
-    producer = Producer({"bootstrap.servers": kafka_bootstrap(stack), "acks": "all"})
+    producer = Producer({"bootstrap.servers": kafka_bootstrap(three_brokers), "acks": "all"})
     for i in range(RECORDS):
         producer.produce(name, value=f"record-{i}".encode())
     assert producer.flush(CLIENT_TIMEOUT_S) == 0
@@ -90,24 +91,26 @@ def topic(stack: Settings) -> str:
 
 
 def test_status_and_the_scrape_targets_show_each_exporter(stack: Settings) -> None:
+    exporters, connect_exporter = broker_metrics(stack), connect_metrics(stack)
     services = {s.name: s.metrics for s in status(stack)}
     assert services == {
-        **{f"kafka-{n}": jmx_exporter.metrics_url(port) for n, port in BROKER_METRICS.items()},
-        "connect": jmx_exporter.metrics_url(CONNECT_METRICS),
+        **{f"kafka-{n}": jmx_exporter.metrics_url(port) for n, port in exporters.items()},
+        "connect": jmx_exporter.metrics_url(connect_exporter),
         "postgres": "",
     }
     folder = Layout(stack.home_dir).prometheus_targets
     assert json.loads((folder / "kafka.json").read_text()) == [
         {"targets": [f"127.0.0.1:{port}"], "labels": {"broker": str(n)}}
-        for n, port in BROKER_METRICS.items()
+        for n, port in exporters.items()
     ]
     assert json.loads((folder / "kafka-connect.json").read_text()) == [
-        {"targets": [f"127.0.0.1:{CONNECT_METRICS}"]}
+        {"targets": [f"127.0.0.1:{connect_exporter}"]}
     ]
 
 
 def test_brokers_export_what_the_alert_rules_read(stack: Settings, topic: str) -> None:
-    scrapes = {n: scrape(port) for n, port in BROKER_METRICS.items()}
+    exporters = broker_metrics(stack)
+    scrapes = {n: scrape(port) for n, port in exporters.items()}
 
     # Exactly one KRaft controller is active (NoActiveController), none offline, all replicated.
     controllers = [value(s, names.KAFKA_ACTIVE_CONTROLLER_COUNT) for s in scrapes.values()]
@@ -135,21 +138,22 @@ def test_brokers_export_what_the_alert_rules_read(stack: Settings, topic: str) -
 
 
 def test_connect_exports_its_worker_metrics(stack: Settings) -> None:
-    samples = scrape(CONNECT_METRICS)
+    samples = scrape(connect_metrics(stack))
     assert value(samples, names.KAFKA_CONNECT_WORKER_CONNECTOR_COUNT) == 0.0
     assert value(samples, names.KAFKA_CONNECT_WORKER_TASK_COUNT) == 0.0
 
 
 def test_a_dead_broker_stops_answering_and_its_replicas_show_under_replicated(
-    stack: Settings, topic: str
+    restored_brokers: Settings, topic: str
 ) -> None:
+    stack, exporters = restored_brokers, broker_metrics(restored_brokers)
     (victim,) = [s for s in status(stack) if s.name == "kafka-3"]
     assert victim.pid is not None
     os.kill(victim.pid, signal.SIGKILL)
 
     deadline = time.monotonic() + FENCE_TIMEOUT_S
     while True:
-        survivors = [scrape(BROKER_METRICS[n]) for n in (1, 2)]
+        survivors = [scrape(exporters[n]) for n in (1, 2)]
         under = sum(value(s, names.KAFKA_UNDER_REPLICATED_PARTITIONS) for s in survivors)
         if under > 0 or time.monotonic() > deadline:
             break
@@ -158,6 +162,6 @@ def test_a_dead_broker_stops_answering_and_its_replicas_show_under_replicated(
     assert under >= 1
     # BrokerDown reads the failed scrape: nothing answers on the dead broker's exporter port.
     with pytest.raises(httpx.ConnectError):
-        scrape(BROKER_METRICS[3])
+        scrape(exporters[3])
     # The quorum of 2 still has one active controller.
     assert sum(value(s, names.KAFKA_ACTIVE_CONTROLLER_COUNT) for s in survivors) == 1.0

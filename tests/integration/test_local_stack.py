@@ -1,7 +1,8 @@
 """The local stack against real processes: fresh start, idempotent up, restart keeps data, down.
 
 Each stack here lives in its own temporary state folder on ports of its own, so these tests run
-beside a developer's default stack (9092 / 15432) without touching it.
+beside a developer's default stack (9092 / 15432) without touching it: a 1-broker one of this
+module's, and the session's 3-broker one (conftest ``three_brokers``).
 """
 
 from __future__ import annotations
@@ -31,11 +32,6 @@ pytestmark = pytest.mark.timeout(120)
 # Below Linux's ephemeral range (32768-60999): a port there can be taken at random by any
 # outgoing connection on the machine, and a broker that cannot bind fails the test.
 SINGLE = {"local_kafka_port": 21092, "postgres_port": 21432}
-TRIPLE = {
-    "local_kafka_port": 22092,
-    "postgres_port": 22432,
-    "connect_url": "http://127.0.0.1:22083",
-}
 
 # Client requests against a local broker finish in milliseconds; 30 s only bounds a hang.
 CLIENT_TIMEOUT_S = 30
@@ -61,15 +57,6 @@ def _query(settings: Settings, sql: str) -> list[tuple[object, ...]]:
 def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings of a 1-broker stack with PostgreSQL in a fresh state folder; not yet started."""
     settings = load_settings(home=tmp_path_factory.mktemp("single") / ".ys", **SINGLE)
-    try:
-        yield settings
-    finally:
-        down(settings)
-
-
-@pytest.fixture(scope="module")
-def triple(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = load_settings(home=tmp_path_factory.mktemp("triple") / ".ys", **TRIPLE)
     try:
         yield settings
     finally:
@@ -197,16 +184,18 @@ def test_up_with_another_broker_count_says_to_down_first(single: Settings) -> No
         up(single, brokers=3)
 
 
-def test_three_brokers_form_one_cluster_that_takes_rf3_topics(triple: Settings) -> None:
+def test_three_brokers_form_one_cluster_that_takes_rf3_topics(three_brokers: Settings) -> None:
+    triple, port = three_brokers, three_brokers.local_kafka_port
+    # Already up (the session's stack): up again is a no-op that reports every service.
     services = up(triple, brokers=3, postgres=False, connect=True)
 
     assert [(s.name, s.endpoint, s.healthy) for s in services] == [
-        ("kafka-1", "127.0.0.1:22092", True),
-        ("kafka-2", "127.0.0.1:22093", True),
-        ("kafka-3", "127.0.0.1:22094", True),
-        ("connect", "http://127.0.0.1:22083", True),
+        ("kafka-1", f"127.0.0.1:{port}", True),
+        ("kafka-2", f"127.0.0.1:{port + 1}", True),
+        ("kafka-3", f"127.0.0.1:{port + 2}", True),
+        ("connect", triple.connect_url, True),
     ]
-    assert kafka_bootstrap(triple) == "127.0.0.1:22092,127.0.0.1:22093,127.0.0.1:22094"
+    assert kafka_bootstrap(triple) == f"127.0.0.1:{port},127.0.0.1:{port + 1},127.0.0.1:{port + 2}"
     metadata = _admin(triple).list_topics(timeout=CLIENT_TIMEOUT_S)
     assert sorted(metadata.brokers) == [1, 2, 3]
 

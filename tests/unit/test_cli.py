@@ -29,7 +29,7 @@ from ys_platform.streaming.worker import WorkerStopped
 
 CLI = Path(sys.executable).with_name("ys-platform")
 GROUPS = ["local", "topics", "acls", "groups", "dlq", "schemas", "db", "connectors", "processor"]
-GROUPS += ["sink", "monitor", "health", "simulate", "search", "sql", "dev"]
+GROUPS += ["sink", "monitor", "health", "simulate", "load", "search", "sql", "dev"]
 
 
 @pytest.fixture

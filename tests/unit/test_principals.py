@@ -254,3 +254,12 @@ def test_monitor_reads_what_it_measures_joins_no_group_and_writes_only_system_to
     # Each topic once: read where measured, else described.
     topics = [b.name for b in monitor.bindings if b.restype == TOPIC and b.operation in (R, D)]
     assert len(topics) == len(set(topics))
+
+
+@pytest.mark.parametrize("name", processor_names())
+def test_the_catalog_names_each_processors_broadcast_inputs(name: str) -> None:
+    """The lag monitor and the load test read them from the catalog: they have no lag."""
+    app = build_processor(name)
+    broadcast = app.broadcast_inputs if isinstance(app, BroadcastApp) else ()
+    assert app.group.broadcast_inputs == tuple(broadcast)
+    assert set(app.group.member_inputs) == set(app.group.inputs) - set(broadcast)

@@ -36,6 +36,7 @@ from ys_platform.streaming.metrics import WorkerMetrics
 from ys_platform.streaming.signals import stop_on_signals
 
 WORKER_TAG = "ys/worker"
+REPLICA_TAG = "ys/replica"
 HEARTBEAT_TAG = "ys/heartbeat"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 

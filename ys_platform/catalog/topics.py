@@ -122,6 +122,24 @@ class ConsumerGroupSpec:
     price aggregation measured, bench/README.md) and room for a restart's restore. Sinks: 60 s,
     since a ClickHouse sink sharing the chDB path waits up to 30 s for it (``sink run
     --share-every``) before it flushes."""
+    broadcast_inputs: tuple[str, ...] = ()
+    """Inputs every instance reads whole as reference data, outside the group: never committed,
+    so they have no lag (the lag monitor and the load test leave them out)."""
+    replicas: int = 1
+    """Instances the keep-alive sensors keep running (each its own static member and, for a
+    processor, its own transactional id), unless ``YS_WORKER_REPLICAS`` says otherwise for this
+    deployment. One by default: a 2-core development machine gains nothing from more, and a
+    production deployment sets its own count."""
+
+    @property
+    def member_inputs(self) -> tuple[str, ...]:
+        """The inputs consumed as a group member: committed, and so with a lag."""
+        return tuple(name for name in self.inputs if name not in self.broadcast_inputs)
+
+    @property
+    def max_replicas(self) -> int:
+        """More members than the widest input has partitions would leave some without work."""
+        return max(topic(name).partitions for name in self.inputs)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -149,6 +167,7 @@ CONSUMER_GROUPS: tuple[ConsumerGroupSpec, ...] = (
         inputs=("defi.transactions", "users.portfolios", "market.analytics"),
         outputs=("risk.assessments", "risk.alerts"),
         description="Health factor, LTV, diversification and VaR per user; liquidation alerts.",
+        broadcast_inputs=("market.analytics",),
     ),
     ConsumerGroupSpec(
         "crosschain-arbitrage-processor",
@@ -156,6 +175,7 @@ CONSUMER_GROUPS: tuple[ConsumerGroupSpec, ...] = (
         inputs=("market.prices", "crosschain.events"),
         outputs=("crosschain.arbitrage",),
         description="Cross-chain price dislocations net of bridge fees, gas and price impact.",
+        broadcast_inputs=("crosschain.events",),
     ),
     ConsumerGroupSpec(
         "clickhouse-sink",

@@ -13,6 +13,7 @@ from ys_platform.cli import (
     dlq,
     groups,
     health,
+    load,
     local,
     monitor,
     processor,
@@ -42,7 +43,7 @@ GROUPS = (
     monitor,
     health,
 )
-GROUPS += (simulate, search, sql, dev)
+GROUPS += (simulate, load, search, sql, dev)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--namespace", default="", help="prefix of topics and group (isolation)")
     run.add_argument("--max-idle", type=float, default=None, help="stop after S idle seconds")
+    run.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="exit when the processor stops on an error (default: start it again after a "
+        "backoff, 15 s doubling up to 10 min)",
+    )
     run.set_defaults(func=with_settings(_run))
 
 
@@ -51,7 +57,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
         print_summary({"group": metrics.group_id, **metrics.summary()}, progress=True)
 
     metrics = run_processor(
-        settings, group_id, config=config, max_idle_s=args.max_idle, on_progress=report
+        settings,
+        group_id,
+        config=config,
+        max_idle_s=args.max_idle,
+        on_progress=report,
+        restart=not args.no_restart,
     )
     print_summary({"group": metrics.group_id, **metrics.summary()})
     return ExitCode.OK

@@ -6,6 +6,7 @@ SIGTERM/SIGINT finish the batch in hand, then exit; the final summary is one JSO
 from __future__ import annotations
 
 import argparse
+import threading
 from typing import TYPE_CHECKING
 
 from ys_platform.cli.core import ExitCode, log_to_stderr, print_summary, with_settings
@@ -41,15 +42,31 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="stable replica id (static membership); default: a standalone id no Dagster-run "
         "replica uses",
     )
+    run.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="exit when the sink stops on an error (default: start it again after a backoff, "
+        "15 s doubling up to 10 min)",
+    )
     run.set_defaults(func=with_settings(_run))
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
-    from ys_platform.streaming.sink_worker import run_sink
+    from ys_platform.streaming.signals import stop_on_signals
+    from ys_platform.streaming.supervisor import supervise
 
     log_to_stderr()
-    worker, sink = _clickhouse_worker(args, settings)
-    metrics = run_sink(worker, max_idle_s=args.max_idle)
+    stop = threading.Event()
+    running: list[tuple[SinkWorker, ClickHouseSink]] = []
+
+    def run_once() -> WorkerMetrics:
+        running[:] = [_clickhouse_worker(args, settings)]  # new clients and store each time
+        worker, _ = running[0]
+        return worker.run(stop, max_idle_s=args.max_idle)
+
+    with stop_on_signals(stop, "clickhouse-sink"):
+        metrics = supervise(run_once, "clickhouse-sink", stop, restart=not args.no_restart)
+    worker, sink = running[0]
     print_summary(
         {
             "group": metrics.group_id,

@@ -306,6 +306,7 @@ def produce_messages(
             failures.append(f"{msg.topic()}: {err.str()}")
 
     count = 0
+    watch = AckWatch(producer, "producing catalog messages")
     # The cyclic GC is paused while producing, as decode_batch does: each record's transient
     # containers (the field dict, the record tuple) set off collections that rescan every
     # model the caller holds; on 1M held ticks the loop slowed from 120k to 90k msg/s over three
@@ -327,16 +328,78 @@ def produce_messages(
                 )
             count += 1
             if count % POLL_EVERY == 0:
-                producer.poll(0)
+                watch.observe(count)  # serves the delivery reports (poll) first
     finally:
         if gc_was_enabled:
             gc.enable()
-    remaining = producer.flush(flush_timeout_s)
+    remaining = flush_watched(producer, flush_timeout_s, watch, count)
     if remaining:
         raise DeliveryError(f"{remaining} of {count} messages not delivered in {flush_timeout_s}s")
     if failures:
         raise DeliveryError(f"{len(failures)} of {count} messages failed, first: {failures[0]}")
     return count
+
+
+# A producer whose records wait this long without one acknowledgement says so. librdkafka
+# retries a write to a leader that is gone, or below min.insync.replicas, by itself and
+# silently until message.timeout.ms: 69 s without a word with two brokers of three down
+# (issue 11). 5 s is past any leader election here, so a line means the cluster is missing.
+ACK_NOTICE_S = 5.0
+
+
+class AckWatch:
+    """Watches a producer's acknowledgements at its poll points: one line when its records have
+    waited :data:`ACK_NOTICE_S` without any being acknowledged, one when they are again."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        what: str,
+        *,
+        notice_after_s: float = ACK_NOTICE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.producer, self.what = producer, what
+        self.notice_after_s, self.clock = notice_after_s, clock
+        self._done = 0
+        self._progress_at = clock()
+        self._waiting_since: float | None = None
+
+    def observe(self, produced: int) -> None:
+        """``produced``: records handed to the producer so far."""
+        # Served first: the length counts queued events too (a broker's connection errors).
+        self.producer.poll(0)
+        waiting = len(self.producer)
+        done = produced - waiting  # acknowledged (or failed: reported on their own)
+        now = self.clock()
+        if done > self._done or not waiting:
+            self._done, self._progress_at = done, now
+            if self._waiting_since is not None:
+                log.warning(
+                    "%s: acknowledgements resumed after %.1f s",
+                    self.what,
+                    now - self._waiting_since,
+                )
+                self._waiting_since = None
+        elif self._waiting_since is None and now - self._progress_at >= self.notice_after_s:
+            self._waiting_since = self._progress_at
+            log.warning(
+                "%s: %d record(s) waiting %.0f s for the cluster to acknowledge them (a broker "
+                "or the in-sync replicas of a partition missing?); they are retried until it does",
+                self.what,
+                waiting,
+                now - self._progress_at,
+            )
+
+
+def flush_watched(producer: Producer, timeout_s: float, watch: AckWatch, produced: int) -> int:
+    """``producer.flush(timeout_s)`` that lets ``watch`` speak while it waits; the remainder."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+        watch.observe(produced)
+        if not remaining or time.monotonic() >= deadline:
+            return remaining
 
 
 def produce_record(

@@ -76,7 +76,8 @@ class Monitor:
         groups = GroupFilter.of(bounds, settings.monitor_groups_allow, settings.monitor_groups_deny)
         tracker = LagTracker(settings.monitor_cluster_name, bounds, window=window)
         inputs = {
-            f"{namespace}{g.group_id}": [f"{namespace}{name}" for name in g.inputs]
+            # Broadcast inputs are read whole, never committed: no lag to show.
+            f"{namespace}{g.group_id}": [f"{namespace}{name}" for name in g.member_inputs]
             for g in CONSUMER_GROUPS
         }
         reader = LagReader(settings.kafka, groups, inputs=inputs)

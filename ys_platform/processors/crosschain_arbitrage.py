@@ -257,7 +257,7 @@ class CrosschainArbitrageProcessor(PartitionKeyedApp["_PartitionState"]):
     ``market.prices`` partition, gas and bridge quotes shared by all (see the module doc)."""
 
     group = GROUP
-    broadcast_inputs: tuple[str, ...] = ("crosschain.events",)
+    broadcast_inputs: tuple[str, ...] = GROUP.broadcast_inputs
 
     def __init__(self, config: ArbitrageConfig | None = None) -> None:
         super().__init__()

@@ -91,6 +91,17 @@ class PriceAggregation(PartitionKeyedApp[SlidingWindowState]):
             cfg.retention_ms + cfg.grace_ms + cfg.max_carry_ms + cfg.emit_interval_ms
         )
 
+    # Its cadence (:class:`~ys_platform.operations.latency.WindowedOutputs`): window ends are
+    # multiples of the emit interval, and the window ending at E is emitted once the partition's
+    # watermark reaches E + grace.
+    @property
+    def emit_interval_ms(self) -> int:
+        return self.config.emit_interval_ms
+
+    @property
+    def emit_delay_ms(self) -> int:
+        return self.config.grace_ms
+
     def new_state(self) -> SlidingWindowState:
         return SlidingWindowState(self.config)
 

@@ -214,7 +214,7 @@ class RiskAssessmentProcessor:
 
     group = GROUP
     restore_span_ms = RESTORE_SPAN_MS
-    broadcast_inputs: tuple[str, ...] = ("market.analytics",)
+    broadcast_inputs: tuple[str, ...] = GROUP.broadcast_inputs
     broadcast_lookback_ms = BROADCAST_LOOKBACK_MS
 
     def __init__(self) -> None:

@@ -10,6 +10,7 @@ from ys_platform.processors.registry import build_processor
 from ys_platform.settings import Settings
 from ys_platform.streaming.metrics import WorkerMetrics
 from ys_platform.streaming.signals import stop_on_signals
+from ys_platform.streaming.supervisor import supervise
 from ys_platform.streaming.worker import ProgressCallback, TransactionalWorker, WorkerConfig
 
 
@@ -21,10 +22,17 @@ def run_processor(
     stop: threading.Event | None = None,
     max_idle_s: float | None = None,
     on_progress: ProgressCallback | None = None,
+    restart: bool = False,
 ) -> WorkerMetrics:
     """Process until ``stop`` is set, SIGTERM/SIGINT arrives (main thread only) or the input
-    stays idle for ``max_idle_s``; the batch in hand is committed before returning."""
+    stays idle for ``max_idle_s``; the batch in hand is committed before returning. ``restart``:
+    a worker stopped by an error is started again after a backoff (``streaming/supervisor.py``),
+    each time with new clients."""
     stop = stop or threading.Event()
-    worker = TransactionalWorker(settings.kafka, build_processor(name), config, on_progress)
-    with stop_on_signals(stop, worker.group_id):
+
+    def run_once() -> WorkerMetrics:
+        worker = TransactionalWorker(settings.kafka, build_processor(name), config, on_progress)
         return worker.run(stop, max_idle_s=max_idle_s)
+
+    with stop_on_signals(stop, name):
+        return supervise(run_once, name, stop, restart=restart)

@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import to_json
 
@@ -62,11 +63,11 @@ from ys_platform.catalog.tables import (
     table_spec,
 )
 from ys_platform.catalog.topics import ConsumerGroupSpec, consumer_group
-from ys_platform.clients.clickhouse import ClickHouseClientFactory
-from ys_platform.clients.locks import WaitingReaders
+from ys_platform.clients.clickhouse import ClickHouseClientFactory, ClickHouseUnavailableError
+from ys_platform.clients.locks import StoreLockedError, WaitingReaders
 from ys_platform.package_files import CONNECTORS_DIR
 from ys_platform.sinks.mapping import SinkConfigError, SinkGroup, read_mapping_file
-from ys_platform.streaming.app import PartitionBatch, TopicPartitionId
+from ys_platform.streaming.app import PartitionBatch, StoreUnavailable, TopicPartitionId
 
 __all__ = [
     "DEFAULT_MAPPING_PATH",
@@ -84,6 +85,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# The store out of reach for now, not a bad batch: the chDB path held by another process past
+# the lock timeout, a server that does not answer or drops the connection.
+_UNREACHABLE = (StoreLockedError, ClickHouseUnavailableError, OperationalError)
 
 MAPPING_FILE = "clickhouse-sink.json"
 """The mapping's file name in the connectors folder (``Settings.connectors_dir``)."""
@@ -529,6 +534,17 @@ class ClickHouseSink:
         if cm is not None:
             cm.__exit__(None, None, None)
 
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Errors that say the store is out of reach for now, as :class:`StoreUnavailable`; the
+        client and the partitions' state held in memory are dropped (the store has the truth)."""
+        try:
+            yield
+        except _UNREACHABLE as exc:
+            self._disconnect()
+            self._partitions.clear()
+            raise StoreUnavailable(str(exc)) from exc
+
     def serve_readers(self) -> None:
         """Between flushes: if another process waits for the store, let go of it (it is opened
         again at the next flush). See the module docstring."""
@@ -544,7 +560,12 @@ class ClickHouseSink:
     def resume_offsets(self, partitions: Sequence[TopicPartitionId]) -> dict[TopicPartitionId, int]:
         """Read the recorded state of ``partitions`` (forgetting anything held in memory for
         them: a reassigned partition starts over from the store) and where each resumes."""
-        client = self._connect()
+        with self._reachable():
+            return self._resume_offsets(self._connect(), partitions)
+
+    def _resume_offsets(
+        self, client: Client, partitions: Sequence[TopicPartitionId]
+    ) -> dict[TopicPartitionId, int]:
         for key in partitions:
             self._partitions[key] = _Partition()
         if not partitions:
@@ -582,9 +603,12 @@ class ClickHouseSink:
         """Store several partitions' records (each partition at most once): replays first, then
         one BEFORE insert for all, the inserts, one AFTER insert. Returns the rows sent (a
         replay the table recognises is counted but stored once)."""
-        client = self._connect()
         if len({b.partition for b in batches}) != len(batches):
             raise ValueError("write_many takes each partition at most once")
+        with self._reachable():
+            return self._write_many(self._connect(), batches)
+
+    def _write_many(self, client: Client, batches: Sequence[PartitionBatch]) -> int:
         Job = tuple[TopicPartitionId, Chunk, pa.Table, Sequence[int]]
         replays: list[Job] = []
         news: list[Job] = []

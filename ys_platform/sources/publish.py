@@ -24,14 +24,24 @@ from confluent_kafka import Message as KafkaMessage
 
 from ys_platform.catalog.codec import CONTENT_TYPE, encode_record, headers_of, topic_of
 from ys_platform.catalog.models import MODELS, Message
-from ys_platform.clients.kafka import POLL_EVERY, DeliveryError, KafkaConnection, produce_record
+from ys_platform.clients.kafka import (
+    POLL_EVERY,
+    AckWatch,
+    DeliveryError,
+    KafkaConnection,
+    flush_watched,
+    produce_record,
+)
 from ys_platform.clients.postgres import open_postgres
 from ys_platform.sources.record import RecordWriter
 
 if TYPE_CHECKING:
     from ys_platform.settings import Settings
 
-__all__ = ["FILL_PRODUCER_OVERRIDES", "fill_topic", "publish", "run_simulation"]
+__all__ = ["FILL_PRODUCER_OVERRIDES", "Pace", "fill_topic", "publish", "run_simulation"]
+
+Pace = Callable[[int, Message], None]
+"""``pace(i, message)`` returns when message ``i`` of a stream is due to be produced."""
 
 FILL_PRODUCER_OVERRIDES: dict[str, Any] = {
     # Throughput over latency for a one-off bulk load: 1 MB batches, filled for up to 50 ms,
@@ -75,6 +85,8 @@ def publish(
     messages: Iterable[Message],
     *,
     rate: float | None = None,
+    pace: Pace | None = None,
+    namespace: str = "",
     stop: threading.Event | None = None,
     counts: Counter[str] | None = None,
     flush_timeout_s: float = 60.0,
@@ -83,7 +95,9 @@ def publish(
 ) -> int:
     """Produce ``messages`` to their catalog topics; returns how many were produced and acked.
 
-    ``rate`` paces to that many messages per second of wall time (None: as fast as possible).
+    ``rate`` paces to that many messages per second of wall time (None: as fast as possible);
+    ``pace``, when given, is the schedule instead (the load generator's: each message at its
+    event time). ``namespace`` prefixes the topic names, as a worker's namespace does.
     Setting ``stop`` ends the stream early (between two messages); what was produced is still
     flushed. ``counts``, when given, is incremented per topic for every message produced.
     With ``records``, messages of the topics it takes (the CDC-captured ones) are written to
@@ -96,13 +110,15 @@ def publish(
         raise ValueError("rate must be a positive number of messages per second")
     producer = connection.producer(**producer_overrides)
     deliveries = _Deliveries()
-    pace = _pacer(rate, stop)
-    count = 0
+    if pace is None:
+        pace = _pacer(rate, stop)
+    count = produced = 0
+    watch = AckWatch(producer, f"publishing to {namespace}<catalog topic>")
     try:
         for message in messages:
             if stop is not None and stop.is_set():
                 break
-            pace(count)
+            pace(count, message)
             if stop is not None and stop.is_set():  # set while we were waiting
                 break
             topic = topic_of(message)
@@ -110,21 +126,24 @@ def publish(
                 records.add(message)
             else:
                 _, key, value, headers, timestamp = encode_record(message)
-                produce_record(producer, topic, value, key, headers, timestamp, deliveries)
+                produce_record(
+                    producer, namespace + topic, value, key, headers, timestamp, deliveries
+                )
+                produced += 1
             count += 1
             if counts is not None:
                 counts[topic] += 1
             if records is not None:
                 records.poll()
             if count % POLL_EVERY == 0:
-                producer.poll(0)
+                watch.observe(produced)  # serves the delivery reports (poll) first
                 deliveries.check(count)  # fail early rather than after the whole stream
     finally:
         try:
             if records is not None:
                 records.flush()
         finally:
-            remaining = producer.flush(flush_timeout_s)
+            remaining = flush_watched(producer, flush_timeout_s, watch, produced)
     if remaining:
         raise DeliveryError(
             f"{remaining} of {count} messages still undelivered after {flush_timeout_s}s"
@@ -215,13 +234,13 @@ def run_simulation(
     return dict(sorted(counts.items()))
 
 
-def _pacer(rate: float | None, stop: threading.Event | None) -> Callable[[int], None]:
-    """``pace(i)`` waits until message ``i`` is due: i / rate seconds after the first."""
+def _pacer(rate: float | None, stop: threading.Event | None) -> Pace:
+    """``pace(i, _)`` waits until message ``i`` is due: i / rate seconds after the first."""
     if rate is None:
-        return lambda _index: None
+        return lambda _index, _message: None
     started = time.monotonic()
 
-    def pace(index: int) -> None:
+    def pace(index: int, _message: Message) -> None:
         lead = started + index / rate - time.monotonic()
         if lead >= _MIN_SLEEP_S:
             if stop is not None:

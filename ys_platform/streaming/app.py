@@ -103,11 +103,22 @@ class BroadcastApp(StreamApp, Protocol):
 # --- sinks ----------------------------------------------------------------------------------------
 
 
+class StoreUnavailable(RuntimeError):
+    """The sink's store cannot be reached or written for now (a server down, a chDB path held
+    by another process past the lock timeout): the message says why. The sink has dropped what
+    it held in memory about its progress; its store still says where each partition resumes."""
+
+
 class Sink(Protocol):
     """A store the runtime writes into. Writing the same (partition, offsets) twice stores them
     once, so delivery is at-least-once from Kafka and exactly-once in the store. A sink that
     records its own progress (ClickHouse keeps each partition's offset range beside the rows)
-    tells the runtime where to resume; otherwise the group's committed offsets are used."""
+    tells the runtime where to resume; otherwise the group's committed offsets are used.
+
+    ``resume_offsets`` and ``write_many`` raise :class:`StoreUnavailable` when the store is out
+    of reach for a while; the worker then commits nothing, retries, and resumes every partition
+    from ``resume_offsets`` once the store answers (a flush the store may have half taken is
+    replayed from there, which its idempotence makes harmless)."""
 
     group: ConsumerGroupSpec
 

@@ -101,9 +101,26 @@ class MemberConfig:
         return f"{self.namespace}{name}"
 
 
+# What a worker whose id another instance took over gets: its producer fenced by the newer
+# transactional id's epoch, or its static member id taken by a newer consumer.
+FENCED_CODES = frozenset(
+    {
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.FENCED_INSTANCE_ID,
+    }
+)
+
+
 class WorkerStopped(RuntimeError):
     """The worker cannot go on (fenced, a fatal client error, undeliverable dead letters); the
-    message says why."""
+    message says why. ``fenced``: another instance with this worker's id took over, so starting
+    this one again would only fence that one in turn."""
+
+    def __init__(self, message: str, *, fenced: bool = False) -> None:
+        super().__init__(message)
+        self.fenced = fenced
 
 
 class _Deliveries:
@@ -450,7 +467,10 @@ class GroupMember:
         try:
             return valid_records(batch, self.group_id)
         except KafkaException as exc:
-            raise WorkerStopped(f"{self.group_id}: consumer failed: {exc.args[0].str()}") from None
+            err: KafkaError = exc.args[0]
+            raise WorkerStopped(
+                f"{self.group_id}: consumer failed: {err.str()}", fenced=err.code() in FENCED_CODES
+            ) from None
 
     def _split(self, records: list[Message]) -> dict[TopicPartitionId, list[Message]]:
         """The batch by (catalog topic, partition), each slice in offset order."""

@@ -23,22 +23,31 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from ys_platform.catalog.codec import is_delete
 from ys_platform.catalog.columnar import is_columnar
 from ys_platform.catalog.topics import DEAD_LETTER_MAX_BYTES, topic
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_faults import through_faults
+from ys_platform.clients.locks import Backoff
 from ys_platform.streaming.app import (
     ColumnarSink,
     DeletingSink,
     PartitionBatch,
     ServingSink,
     Sink,
+    StoreUnavailable,
     TopicPartitionId,
 )
 from ys_platform.streaming.member import (
@@ -124,6 +133,21 @@ def deletes_by_tombstone(topic_name: str) -> bool:
     return "compact" in topic(topic_name).configs.get("cleanup.policy", "")
 
 
+# How often a sink whose store is out of reach tries it again: a released chDB path or a server
+# back is noticed within 5 s, without flooding one that is still starting.
+STORE_RETRY = Backoff(initial_s=0.5, max_s=5.0, multiplier=2.0, jitter=0.2)
+
+
+@dataclass
+class _StoreOutage:
+    """The sink's store is out of reach: since when, why, and when to try it again."""
+
+    since: float
+    reason: str
+    delays: Iterator[float]
+    next_try: float
+
+
 class SinkWorker(GroupMember):
     """Consumes the sink's group inputs and writes them through ``sink``; see the module doc."""
 
@@ -147,7 +171,9 @@ class SinkWorker(GroupMember):
         self._buffers: dict[TopicPartitionId, list[Message]] = {}
         self._buffered = 0
         self._first_buffered_at: float | None = None
+        self._outage: _StoreOutage | None = None
         self.seeks = 0
+        self.store_outages = 0
 
     # --- hooks ---------------------------------------------------------------------------------
     def _start(self) -> Producer:
@@ -163,6 +189,8 @@ class SinkWorker(GroupMember):
         return min(self.config.consume_batch, room)
 
     def _take(self, slices: dict[TopicPartitionId, list[Message]], now: float) -> None:
+        if self._outage is not None:
+            return  # fetched before the pause: read again after the rewind
         buffers = self._buffers
         count = 0
         for key, records in slices.items():
@@ -177,6 +205,10 @@ class SinkWorker(GroupMember):
         self._buffered += count
 
     def _tick(self, now: float, took: bool) -> None:
+        if self._outage is not None:
+            if now >= self._outage.next_try:
+                self._try_store(now)
+            return
         if self._due(now):
             self._flush()
         if self._serving is not None:
@@ -188,12 +220,14 @@ class SinkWorker(GroupMember):
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = self._keys(partitions)
-        if keys:
+        resume: Mapping[TopicPartitionId, int] = {}
+        if keys and self._outage is None:
             started = time.perf_counter()
-            resume = self.sink.resume_offsets(keys)
+            try:
+                resume = self.sink.resume_offsets(keys)
+            except StoreUnavailable as exc:  # paused below; rewound when the store is back
+                self._store_lost(str(exc), pause=False)
             self.metrics.restore_seconds.observe(time.perf_counter() - started)
-        else:
-            resume = {}
         asked = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         committed = {
             (tp.topic, tp.partition): tp.offset
@@ -229,6 +263,8 @@ class SinkWorker(GroupMember):
             consumer.incremental_assign(partitions)
         else:
             consumer.assign(partitions)
+        if self._outage is not None and partitions:
+            consumer.pause(partitions)
 
     def _revoked(self, keys: list[TopicPartitionId]) -> None:
         # Still the owner: store what is buffered, so the next owner does not redo it.
@@ -296,10 +332,14 @@ class SinkWorker(GroupMember):
         if dead:
             self.flush_produced()
         committing = time.perf_counter()
-        written = self.sink.write_many(batches) if batches else 0
-        if self._deleting is not None:
-            for topic_name, keys in deletes.items():
-                written += self._deleting.delete(topic_name, keys)
+        try:
+            written = self.sink.write_many(batches) if batches else 0
+            if self._deleting is not None:
+                for topic_name, keys in deletes.items():
+                    written += self._deleting.delete(topic_name, keys)
+        except StoreUnavailable as exc:
+            self._store_lost(str(exc))
+            return
         assert self._consumer is not None
         try:
             # Asynchronous: the sink's store, not this commit, decides where a restart resumes.
@@ -314,6 +354,57 @@ class SinkWorker(GroupMember):
         for tp in commits:
             self.metrics.committed[f"{tp.topic}[{tp.partition}]"] = tp.offset
         self.metrics.record_batch(done - started)
+
+    # --- the store out of reach ---------------------------------------------------------------
+    def _store_lost(self, reason: str, *, pause: bool = True) -> None:
+        """The store could not be written or read: commit nothing, pause every partition (the
+        consumer keeps its group membership) and try the store again with backoff."""
+        now = time.monotonic()
+        delays = STORE_RETRY.delays()
+        self._outage = _StoreOutage(now, reason, delays, now + next(delays))
+        self.store_outages += 1
+        if pause:
+            assert self._consumer is not None
+            self._consumer.pause(self.physical_assignment())
+        log.warning(
+            "%s: its store cannot be written (%s); committing nothing and waiting for it, "
+            "then every partition resumes from what the store holds",
+            self.group_id,
+            reason,
+        )
+
+    def _try_store(self, now: float) -> None:
+        outage, consumer = self._outage, self._consumer
+        assert outage is not None and consumer is not None
+        keys = sorted(self._owned)
+        try:
+            resume = self.sink.resume_offsets(keys) if keys else {}
+        except StoreUnavailable as exc:
+            outage.reason, outage.next_try = str(exc), now + next(outage.delays)
+            return
+        assignment = self.physical_assignment()
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in through_faults(
+                lambda: consumer.committed(assignment, timeout=self.config.commit_timeout_s),
+                f"{self.group_id}: reading its committed offsets",
+                log,
+            )
+        }
+        for (name, partition), tp in zip(keys, assignment, strict=True):
+            offset = resume.get((name, partition))
+            if offset is None:  # nothing stored yet: the group's commit, else the beginning
+                offset = committed.get((tp.topic, tp.partition), -1)
+                offset = offset if offset >= 0 else OFFSET_BEGINNING
+            consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        consumer.resume(assignment)
+        self._outage = None
+        log.info(
+            "%s: its store answers again after %.1f s; resuming %d partition(s) from it",
+            self.group_id,
+            now - outage.since,
+            len(keys),
+        )
 
 
 def run_sink(

@@ -43,6 +43,7 @@ from ys_platform.streaming.app import (
 )
 from ys_platform.streaming.broadcast import BroadcastReader
 from ys_platform.streaming.member import (
+    FENCED_CODES,
     DecodedSlice,
     GroupMember,
     MemberConfig,
@@ -381,7 +382,8 @@ class TransactionalWorker(GroupMember):
         err: KafkaError = exc.args[0]
         if err.fatal() or not err.txn_requires_abort():
             raise WorkerStopped(
-                f"{self.group_id}: transaction failed and cannot be retried: {err.str()}"
+                f"{self.group_id}: transaction failed and cannot be retried: {err.str()}",
+                fenced=err.code() in FENCED_CODES,
             ) from None
         self._abort_open(err.str(), keep=sorted(k for k in self._owned if k not in leaving))
 
