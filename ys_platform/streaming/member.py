@@ -278,9 +278,12 @@ def _plausible(
         event_ms = decoded.table.column(field).cast(pa.int64()).to_numpy()
         bad = np.flatnonzero((event_ms < earliest) | (event_ms > latest)).tolist()
     else:
-        # Datetimes compared in C, ~0.05 µs a message; the milliseconds only for the bad ones.
-        low, high = _datetime_of(earliest), _datetime_of(latest)
+        # Datetimes compared in C; the bounds in the messages' own tzinfo (pydantic's TzInfo(0),
+        # one object), since two aware datetimes of different tzinfo objects compare through
+        # utcoffset(): 0.2 instead of 1.1 µs a message (100k market.prices models).
         times = list(map(operator.attrgetter(field), decoded.messages))
+        zone = times[0].tzinfo if times else UTC
+        low, high = _datetime_of(earliest).astimezone(zone), _datetime_of(latest).astimezone(zone)
         bad = [i for i, t in enumerate(times) if not low <= t <= high]
     if not bad:
         if not refused:
