@@ -159,6 +159,8 @@ def run(local_stack, tmp_path_factory) -> Run:
     clickhouse_worker = SinkWorker(connection, clickhouse, sink_config)
     metrics |= _run_all({"clickhouse-sink": clickhouse_worker}, seconds)
     print(f"\npoison at volume, seconds: { {k: round(v, 1) for k, v in seconds.items()} }")
+    for group_id, m in metrics.items():
+        print(f"{group_id}: consumed {m.consumed}, produced {m.produced}, dlq {m.dead_lettered}")
     return Run(
         namespace,
         connection,
