@@ -587,3 +587,35 @@ def test_write_json_schemas(tmp_path: Any) -> None:
     schemas = json_schemas()
     for path in paths:
         assert json.loads(path.read_text()) == schemas[path.name.removesuffix(".schema.json")]
+
+
+def test_prices_and_quantities_are_bounded_so_the_windows_stay_finite():
+    from ys_platform.catalog.codec import DecodeError, decode, encode
+    from ys_platform.catalog.models import MAX_QUANTITY, MarketPrice
+    from ys_platform.processing.windows import SlidingWindowState
+    from ys_platform.processors.price_aggregation import ticks_of, to_message
+
+    start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    ticks = [
+        MarketPrice(
+            symbol="ETH/USD",
+            base="ETH",
+            quote="USD",
+            price=MAX_QUANTITY if i % 3 else 1.0,
+            volume=MAX_QUANTITY,
+            source="s",
+            chain="ethereum",
+            venue="v",
+            ts=start + timedelta(seconds=i),
+        )
+        for i in range(200)
+    ]
+    # At the bound the aggregates stay finite: the outputs are valid messages (a price of
+    # 1e308, which the models took, made the time-weighted sum infinite and the output raise).
+    windows, _ = SlidingWindowState().process(ticks_of(ticks))
+    outputs = [to_message(w) for w in windows]
+    assert outputs and all(m.twap <= MAX_QUANTITY for m in outputs)
+    value = encode(ticks[1])[1].replace(b'"price":1e+30', b'"price":1e308')
+    assert b"1e308" in value
+    with pytest.raises(DecodeError, match="field 'price': Input should be less than or equal to"):
+        decode("market.prices", value)

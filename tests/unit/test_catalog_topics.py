@@ -133,3 +133,13 @@ def test_specs_are_immutable() -> None:
     spec = topic("defi.protocols")
     with pytest.raises(TypeError):
         spec.configs["cleanup.policy"] = "delete"  # type: ignore[index]
+
+
+def test_a_dead_letter_of_the_largest_input_record_fits_its_topic():
+    from ys_platform.catalog.topics import BROKER_MAX_MESSAGE_BYTES, DEAD_LETTER_MAX_BYTES
+    from ys_platform.streaming.dead_letter import MAX_ERROR_BYTES
+
+    # The input's bytes, its reason (cut at MAX_ERROR_BYTES) and the source headers.
+    assert DEAD_LETTER_MAX_BYTES >= BROKER_MAX_MESSAGE_BYTES + MAX_ERROR_BYTES + 1024
+    for spec in DEAD_LETTER_TOPICS:
+        assert spec.configs["max.message.bytes"] == str(DEAD_LETTER_MAX_BYTES)

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from ys_platform.catalog import MODELS, encode, format_utc
 from ys_platform.catalog.codec import decode_batch
 from ys_platform.catalog.columnar import arrow_schema, decode_columns
+from ys_platform.catalog.models import MAX_QUANTITY
 
 TOPICS = ("market.prices", "defi.transactions", "market.analytics", "risk.assessments")
 INT64 = (-(2**63), 2**63 - 1)
@@ -47,6 +48,11 @@ positive = st.floats(min_value=0.0, exclude_min=True, allow_infinity=False) | st
     [5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 1.0, 0.1, 1e16, 1e-7]
 )
 non_negative = st.floats(min_value=0.0, allow_infinity=False).map(lambda x: x + 0.0)
+# Prices and quantities are bounded (models.MAX_QUANTITY): both decoders refuse beyond it.
+price = st.floats(min_value=0.0, exclude_min=True, max_value=MAX_QUANTITY) | st.sampled_from(
+    [5e-324, 2.2250738585072014e-308, MAX_QUANTITY, 1.0, 0.1, 1e16, 1e-7]
+)
+quantity = st.floats(min_value=0.0, max_value=MAX_QUANTITY).map(lambda x: x + 0.0)
 unit = st.floats(min_value=0.0, max_value=1.0).map(lambda x: x + 0.0)
 LATEST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
 instants = st.datetimes(
@@ -62,19 +68,19 @@ def optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 @st.composite
 def market_price(draw: st.DrawFn) -> dict[str, Any]:
     base, quote = draw(tickers), draw(tickers)
-    reserves = draw(optional(st.tuples(positive, positive)))
+    reserves = draw(optional(st.tuples(price, price)))
     return {
         "symbol": f"{base}/{quote}",
         "base": base,
         "quote": quote,
-        "price": draw(positive),
-        "volume": draw(optional(non_negative)),
+        "price": draw(price),
+        "volume": draw(optional(quantity)),
         "source": draw(texts),
         "chain": draw(texts),
         "venue": draw(texts),
         "reserve_base": None if reserves is None else reserves[0],
         "reserve_quote": None if reserves is None else reserves[1],
-        "liquidity_usd": draw(optional(non_negative)),
+        "liquidity_usd": draw(optional(quantity)),
         "ts": draw(instants),
     }
 
@@ -88,7 +94,7 @@ def defi_transaction(draw: st.DrawFn) -> dict[str, Any]:
         "chain": draw(texts),
         "action": draw(st.sampled_from(["deposit", "withdraw", "borrow", "repay", "swap"])),
         "asset": draw(tickers),
-        "amount": draw(non_negative),
+        "amount": draw(quantity),
         "ts": draw(instants),
     }
 

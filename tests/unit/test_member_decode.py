@@ -26,6 +26,12 @@ class Record:
     def value(self) -> bytes | None:
         return self.payload
 
+    def key(self) -> bytes | None:
+        return None
+
+    def headers(self) -> None:
+        return None
+
 
 def _values(n: int) -> list[bytes]:
     return [v for _, v, _ in MarketSimulator(seed=3).encoded_price_ticks(n)]
@@ -72,3 +78,61 @@ def test_models_for_a_topic_not_listed_as_columnar() -> None:
         assert decoded[key].table is None
         assert list(decoded[key].messages) == messages
         assert [r.offset for r, _ in decoded[key].failures] == [i for i, _ in failures]
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """A consumed record with the envelope decoding reads: key, headers, value, offset."""
+
+    k: bytes | None
+    v: bytes | None
+    h: list[tuple[str, bytes]] | None
+    at: int
+
+    def key(self) -> bytes | None:
+        return self.k
+
+    def value(self) -> bytes | None:
+        return self.v
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self.h
+
+    def offset(self) -> int:
+        return self.at
+
+
+@pytest.mark.parametrize("columnar", [frozenset(), frozenset({TOPIC})])
+def test_the_envelope_and_the_event_time_are_checked_with_the_value(columnar):
+    from ys_platform.catalog.codec import encode
+
+    ticks = list(MarketSimulator(seed=4).price_ticks(6))
+    now_ms = int(ticks[-1].ts.timestamp() * 1000)
+    encoded = [encode(t) for t in ticks]
+    records = [Consumed(k, v, h, i) for i, (k, v, h) in enumerate(encoded)]
+    key, value, headers = encoded[0]
+    future = value.replace(ticks[0].ts.strftime("%Y").encode(), b"2999", 1)
+    past = value.replace(ticks[0].ts.strftime("%Y").encode(), b"1999", 1)
+    records[1] = Consumed(b"\xff" + key, value, headers, 1)
+    records[2] = Consumed(key, value, [("schema-version", b"2")], 2)
+    records[3] = Consumed(key, future, headers, 3)
+    records[4] = Consumed(key, past, None, 4)  # CDC records carry no schema-version: fine
+    decoded = decode_slices({(TOPIC, 0): records}, columnar, now_ms=now_ms)[(TOPIC, 0)]
+    assert [r.offset() for r in decoded.good] == [0, 5]
+    reasons = [(r.offset(), str(e)) for r, e in decoded.failures]
+    assert [offset for offset, _ in reasons] == [1, 2, 3, 4]
+    assert reasons[0][1] == (
+        "market.prices: record key is not UTF-8 text (invalid start byte at byte 0)"
+    )
+    assert reasons[1][1] == (
+        "market.prices: header 'schema-version' is '2', not this topic's version 1"
+    )
+    assert reasons[2][1].startswith("market.prices: field 'ts': event time is ")
+    assert reasons[2][1].endswith(" s ahead of this consumer's clock (at most 300 s allowed)")
+    assert reasons[3][1] == (
+        "market.prices: field 'ts': event time is before 2009-01-03 (no event can be older)"
+    )
+    if columnar:
+        assert decoded.table.num_rows == 2
+    else:
+        assert [m.ts for m in decoded.messages] == [ticks[0].ts, ticks[5].ts]

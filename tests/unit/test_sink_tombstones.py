@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 
 from ys_platform.catalog.codec import CDC_OP_HEADER
-from ys_platform.streaming.sink_worker import split_tombstones
+from ys_platform.streaming.sink_worker import deletes_by_tombstone, split_tombstones
 
 
 @dataclass
@@ -54,3 +54,21 @@ def test_a_change_stream_delete_is_a_delete_only_where_marks_are_read():
     # On a topic that is not a change stream a header means nothing: everything is written.
     keep, removed = split_tombstones(records)
     assert len(keep) == len(records) and removed == []
+
+
+def test_a_tombstone_deletes_only_where_the_topic_reads_it_so():
+    records = [Record(b"a", b"1"), Record(b"a", None), Record(b"b", None)]
+    # A topic that is not compacted: a record without a value is no delete, it is dead-lettered.
+    keep, removed = split_tombstones(records, tombstones=False)
+    assert [(r.k, r.v) for r in keep] == [(b"a", b"1"), (b"a", None), (b"b", None)]
+    assert removed == []
+    assert deletes_by_tombstone("defi.protocols")
+    assert not any(deletes_by_tombstone(t) for t in ("defi.tokens", "market.sentiment"))
+
+
+def test_a_key_that_is_not_utf8_deletes_nothing_and_stays_in():
+    # It used to be decoded to text for the delete, and the error stopped the sink.
+    records = [Record(b"\xff\xfe", None), Record(b"ok", None), Record(b"\x80", b"{}", _op(b"d"))]
+    keep, removed = split_tombstones(records, marked_deletes=True)
+    assert [(r.k, r.v) for r in keep] == [(b"\xff\xfe", None), (b"\x80", b"{}")]
+    assert removed == ["ok"]

@@ -31,6 +31,7 @@ from ys_platform.catalog.topics import topic
 __all__ = [
     "CDC_OP_HEADER",
     "CONTENT_TYPE",
+    "MAX_VALUE_BYTES",
     "DecodeError",
     "decode",
     "decode_batch",
@@ -48,6 +49,13 @@ CONTENT_TYPE = b"application/json"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _TOMBSTONE = "no value (a tombstone)"
+
+MAX_VALUE_BYTES = 256 * 1024
+"""The largest value of a catalog message. The largest the platform writes are portfolios,
+~170 bytes a position: this is ~1,500 positions, and a quarter of the broker's default
+``message.max.bytes`` (1 MiB), so a value is never near what a topic can take. A larger value
+is refused before it is parsed (a megabyte of text would cost the validator and every sink's
+memory for nothing)."""
 _TOPIC_BY_MODEL: dict[type, str] = {model: name for name, model in MODELS.items()}
 
 Headers = list[tuple[str, bytes]]
@@ -391,11 +399,19 @@ def decode(topic_name: str, value: bytes | bytearray | str | None) -> Message:
     adapter = _adapter(topic_name)
     if value is None:
         raise DecodeError(topic_name, _TOMBSTONE)
+    if len(value) > MAX_VALUE_BYTES:
+        raise _oversized(topic_name, len(value))
     try:
         message: Message = adapter.validator.validate_json(value, strict=True)
     except ValidationError as exc:
         raise DecodeError.from_validation(topic_name, exc) from None
     return message
+
+
+def _oversized(topic_name: str, size: int) -> DecodeError:
+    return DecodeError(
+        topic_name, f"value of {size:,} bytes is over the catalog's limit of {MAX_VALUE_BYTES:,}"
+    )
 
 
 def decode_batch(
@@ -418,6 +434,9 @@ def decode_batch(
     gc.disable()
     try:
         for index, value in enumerate(values):
+            if value is not None and len(value) > MAX_VALUE_BYTES:
+                failures.append((index, _oversized(topic_name, len(value))))
+                continue
             try:
                 append(validate(value, strict=True))
             except ValidationError as exc:

@@ -103,6 +103,18 @@ Symbol = Annotated[
 ]
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
+
+MAX_QUANTITY = 1e30
+"""The largest price, amount, reserve or USD value a message may carry. Real ones stay far
+below (the largest token supplies are ~1e18 units, USD values ~1e14), and the processors'
+products and sums of two of them stay far from the double's overflow: a tick of 1e308 made
+the window's time-weighted sum infinite, and the price aggregation died building its output."""
+Price = Annotated[float, Field(gt=0, le=MAX_QUANTITY)]
+"""A price, reserve or other quantity that must be positive (quote units, token units)."""
+Quantity = Annotated[float, Field(ge=0, le=MAX_QUANTITY)]
+"""An amount, volume, TVL or USD value (non-negative)."""
+Count = Annotated[int, Field(le=2**63 - 1)]
+"""A count: an Int64 column in ClickHouse, so larger is refused by every consumer alike."""
 Unit = Annotated[float, Field(ge=0, le=1)]
 Bps = Annotated[float, Field(ge=0, le=10_000)]
 Labels = dict[str, str]
@@ -145,7 +157,7 @@ class DefiProtocol(Message):
     description: str | None = None
     category: NonEmptyStr
     chains: tuple[NonEmptyStr, ...] = ()
-    tvl: NonNegative = Field(description="Total value locked, USD.")
+    tvl: Quantity = Field(description="Total value locked, USD.")
     apy: NonNegative | None = Field(default=None, description="Headline APY, percent.")
     risk_score: Unit | None = None
     updated_at: UtcDatetime
@@ -161,8 +173,8 @@ class DefiToken(Message):
     name: NonEmptyStr
     chain: NonEmptyStr
     decimals: int = Field(ge=0, le=255)
-    price_usd: NonNegative
-    market_cap_usd: NonNegative | None = None
+    price_usd: Quantity
+    market_cap_usd: Quantity | None = None
     description: str | None = None
     updated_at: UtcDatetime
 
@@ -176,7 +188,7 @@ class DefiTransaction(Message):
     chain: NonEmptyStr
     action: Literal["deposit", "withdraw", "borrow", "repay", "swap", "liquidation"]
     asset: Ticker
-    amount: NonNegative = Field(description="In units of the asset.")
+    amount: Quantity = Field(description="In units of the asset.")
     ts: UtcDatetime
 
 
@@ -188,10 +200,10 @@ class LiquidityPool(Message):
     chain: NonEmptyStr
     token0: Ticker
     token1: Ticker
-    reserve0: NonNegative
-    reserve1: NonNegative
+    reserve0: Quantity
+    reserve1: Quantity
     fee_bps: Bps
-    tvl_usd: NonNegative
+    tvl_usd: Quantity
     ts: UtcDatetime
 
 
@@ -203,7 +215,7 @@ class YieldStrategy(Message):
     chain: NonEmptyStr
     asset: Ticker
     apy: NonNegative = Field(description="Percent.")
-    tvl_usd: NonNegative
+    tvl_usd: Quantity
     ts: UtcDatetime
 
 
@@ -220,14 +232,14 @@ class MarketPrice(Message):
     symbol: Symbol
     base: Ticker
     quote: Ticker
-    price: Positive = Field(description="Quote units per base unit.")
-    volume: NonNegative | None = Field(default=None, description="Base units traded.")
+    price: Price = Field(description="Quote units per base unit.")
+    volume: Quantity | None = Field(default=None, description="Base units traded.")
     source: NonEmptyStr
     chain: NonEmptyStr
     venue: NonEmptyStr
-    reserve_base: Positive | None = None
-    reserve_quote: Positive | None = None
-    liquidity_usd: NonNegative | None = None
+    reserve_base: Price | None = None
+    reserve_quote: Price | None = None
+    liquidity_usd: Quantity | None = None
     ts: UtcDatetime
 
     @model_validator(mode="after")
@@ -259,8 +271,8 @@ class MarketAnalytics(Message):
     consolidated_price: Positive | None = Field(
         description="Outlier-filtered median across sources; None with too few sources."
     )
-    sources: int = Field(ge=0, description="Sources behind consolidated_price (0 when None).")
-    ticks: int = Field(ge=1)
+    sources: Count = Field(ge=0, description="Sources behind consolidated_price (0 when None).")
+    ticks: Count = Field(ge=1)
 
     @model_validator(mode="after")
     def _window(self) -> MarketAnalytics:
@@ -302,7 +314,7 @@ class Position(BaseModel):
     chain: NonEmptyStr
     asset: Ticker
     kind: Literal["collateral", "debt", "lp", "stake"]
-    amount: NonNegative = Field(description="In units of the asset.")
+    amount: Quantity = Field(description="In units of the asset.")
     liquidation_threshold: Unit | None = None
 
     @model_validator(mode="after")
@@ -432,7 +444,7 @@ class BridgeQuote(CrosschainEvent):
     from_chain: NonEmptyStr
     to_chain: NonEmptyStr
     asset: Ticker
-    fee_usd: NonNegative
+    fee_usd: Quantity
     fee_bps: Bps
     latency_s: NonNegative
     ts: UtcDatetime
@@ -448,7 +460,7 @@ class GasPrice(CrosschainEvent):
 
     type: Literal["gas"] = "gas"
     chain: NonEmptyStr
-    gas_usd: NonNegative
+    gas_usd: Quantity
     ts: UtcDatetime
 
 

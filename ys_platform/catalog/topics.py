@@ -202,6 +202,16 @@ CONSUMER_GROUPS: tuple[ConsumerGroupSpec, ...] = (
     ),
 )
 
+BROKER_MAX_MESSAGE_BYTES = 1_048_588
+"""Kafka's default ``message.max.bytes``: the largest record batch an input topic takes."""
+
+DEAD_LETTER_MAX_BYTES = BROKER_MAX_MESSAGE_BYTES + 64 * 1024
+"""The largest dead letter: the largest record an input takes, plus its dead-letter headers
+(the reason is cut at 1,000 bytes). The dead-letter topics take this much (``max.message.bytes``)
+and the workers' producers send it (their ``message.max.bytes``; librdkafka's default, 1,000,000,
+is below the broker's): a reject at the size limit that could not be dead-lettered stopped its
+worker ("Message size too large") instead of setting it aside."""
+
 # Dead letters are kept two weeks: long enough to notice, fix and replay; never compacted, since
 # every reject matters, not the latest per key.
 DEAD_LETTER_TOPICS: tuple[TopicSpec, ...] = tuple(
@@ -210,7 +220,10 @@ DEAD_LETTER_TOPICS: tuple[TopicSpec, ...] = tuple(
         partitions=3,
         description=f"Messages {group.group_id} could not process, with the reason in headers.",
         key=None,
-        configs={"retention.ms": str(14 * DAY_MS)},
+        configs={
+            "retention.ms": str(14 * DAY_MS),
+            "max.message.bytes": str(DEAD_LETTER_MAX_BYTES),
+        },
         dead_letter_for=group.group_id,
     )
     for group in CONSUMER_GROUPS

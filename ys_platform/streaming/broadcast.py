@@ -13,11 +13,13 @@ import time
 from collections.abc import Sequence
 
 from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 
-from ys_platform.catalog.codec import decode_batch
+from ys_platform.catalog.codec import DecodeError
 from ys_platform.catalog.models import Message
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_faults import through_faults
+from ys_platform.streaming.member import decode_slices
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,9 @@ class BroadcastReader:
             f"{group_id}.broadcast", enable_partition_eof=True, isolation_level="read_committed"
         )
         self._lookback_ms = lookback_ms
-        self.invalid = 0
+        self.rejected: list[tuple[KafkaMessage, DecodeError]] = []
+        """Records that are not valid messages, with the reason, until the worker takes them
+        (:meth:`take_rejected`) to dead-letter them."""
 
     def start(self) -> list[Message]:
         """Assign every partition from the lookback and read up to the current end."""
@@ -78,20 +82,26 @@ class BroadcastReader:
     def close(self) -> None:
         self._consumer.close()
 
+    def take_rejected(self) -> list[tuple[KafkaMessage, DecodeError]]:
+        """The records refused since the last call, and why (each handed over once)."""
+        rejected, self.rejected = self.rejected, []
+        return rejected
+
     def _read(self, pending: set[tuple[str, int]] | None, timeout_s: float) -> list[Message]:
         records = self._consumer.consume(TOP_UP_RECORDS, timeout=timeout_s)
-        by_topic: dict[str, list[bytes | None]] = {}
+        slices: dict[tuple[str, int], list[KafkaMessage]] = {}
         for record in records:
             err = record.error()
             if err is None:
-                by_topic.setdefault(record.topic(), []).append(record.value())
+                key = (self._catalog_name[record.topic()], record.partition())
+                slices.setdefault(key, []).append(record)
             elif err.code() == KafkaError._PARTITION_EOF and pending is not None:
                 pending.discard((record.topic(), record.partition()))
         messages: list[Message] = []
-        for topic, values in by_topic.items():
-            decoded, failures = decode_batch(self._catalog_name[topic], values)
-            # Another group's output: its producer dead-letters bad records, so these are rare;
-            # they are counted, not re-dead-lettered under this group's name.
-            self.invalid += len(failures)
-            messages += decoded
+        # The checks of the group's own inputs (envelope, value, event time). A reference topic
+        # may have no other consumer (crosschain.events): its rejects are dead-lettered by the
+        # worker reading it, or nobody would ever see them.
+        for decoded in decode_slices(slices).values():
+            messages += decoded.messages
+            self.rejected += decoded.failures
         return messages

@@ -18,6 +18,7 @@ here, once.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import operator
@@ -28,14 +29,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from ys_platform.catalog.codec import DecodeError, decode_batch
+from ys_platform.catalog.codec import DecodeError, decode_batch, headers_of
 from ys_platform.catalog.columnar import decode_columns
+from ys_platform.catalog.envelope import (
+    event_time_bounds_ms,
+    event_time_error,
+    header_error,
+    key_error,
+)
+from ys_platform.catalog.models import MODELS
 from ys_platform.catalog.topics import ConsumerGroupSpec
 from ys_platform.clients.kafka import KafkaConnection, produce_record, valid_records
 from ys_platform.streaming.app import TopicPartitionId
@@ -180,8 +189,14 @@ def _decode_columns(
 def decode_slices(
     slices: Mapping[TopicPartitionId, Sequence[Message]],
     columnar: AbstractSet[str] = frozenset(),
+    now_ms: int | None = None,
 ) -> dict[TopicPartitionId, DecodedSlice]:
     """Decode and validate a batch, partition by partition, in bulk.
+
+    A record is valid when its envelope fits the catalog (a UTF-8 key, the topic's
+    ``schema-version`` if it names one: :mod:`~ys_platform.catalog.envelope`), its value is a
+    message of the topic, and its event time is plausible at ``now_ms`` (the wall clock if
+    None); each failure says which.
 
     The partitions of a topic in ``columnar`` are decoded together, in ONE call into an
     Arrow table (:func:`~ys_platform.catalog.columnar.decode_columns`), then sliced per
@@ -190,16 +205,124 @@ def decode_slices(
     difference between ~4 and ~2.5 µs per record here. The others become models
     (:func:`~ys_platform.catalog.codec.decode_batch`) per partition.
     """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    admitted: dict[TopicPartitionId, Sequence[Message]] = {}
+    refused: dict[TopicPartitionId, list[tuple[Message, DecodeError]]] = {}
+    for key, records in slices.items():
+        admitted[key], refused[key] = _envelopes(key[0], records)
     out: dict[TopicPartitionId, DecodedSlice] = {}
     by_topic: dict[str, list[TopicPartitionId]] = {}
-    for key, records in slices.items():
+    for key, records in admitted.items():
         if key[0] in columnar:
             by_topic.setdefault(key[0], []).append(key)
         else:
             out[key] = _decode_models(key[0], records)
     for topic, keys in by_topic.items():
-        out.update(_decode_columns(topic, keys, slices))
-    return out
+        out.update(_decode_columns(topic, keys, admitted))
+    return {key: _plausible(key[0], decoded, now_ms, refused[key]) for key, decoded in out.items()}
+
+
+def _envelopes(
+    topic: str, records: Sequence[Message]
+) -> tuple[Sequence[Message], list[tuple[Message, DecodeError]]]:
+    """The records whose key and headers fit ``topic``, and the others with the reason.
+
+    In C for the common batch (~0.2 µs a record): one UTF-8 check of all the keys joined (a
+    newline cannot end a truncated sequence, so they are UTF-8 exactly when each is), and the
+    headers compared with what the catalog's producers write; record by record only where
+    that differs (CDC records, whose headers are the connector's, or a suspect)."""
+    keys = list(map(_KEY, records))
+    keys_ok = True
+    try:
+        b"\n".join(filter(None, keys)).decode()
+    except UnicodeDecodeError:
+        keys_ok = False
+    usual = _usual_headers(topic)
+    headers = list(map(_HEADERS, records))
+    suspects = [i for i, h in enumerate(headers) if h is not None and h != usual]
+    if not keys_ok:
+        suspects = sorted({*suspects, *range(len(records))})
+    refused: list[tuple[Message, DecodeError]] = []
+    refused_at: set[int] = set()
+    for i in suspects:
+        error = header_error(topic, headers[i]) or (None if keys_ok else key_error(topic, keys[i]))
+        if error is not None:
+            refused.append((records[i], error))
+            refused_at.add(i)
+    if not refused:
+        return records, refused
+    return [r for i, r in enumerate(records) if i not in refused_at], refused
+
+
+_KEY = operator.methodcaller("key")
+_HEADERS = operator.methodcaller("headers")
+
+
+@functools.cache
+def _usual_headers(topic: str) -> list[tuple[str, bytes]]:
+    """The headers the catalog's producers put on every message of ``topic`` (codec.encode)."""
+    return list(headers_of(MODELS[topic]))
+
+
+def _plausible(
+    topic: str,
+    decoded: DecodedSlice,
+    now_ms: int,
+    refused: list[tuple[Message, DecodeError]],
+) -> DecodedSlice:
+    """``decoded`` without the records whose event time is implausible at ``now_ms``; those
+    and the ``refused`` join its failures (in offset order)."""
+    earliest, latest = event_time_bounds_ms(now_ms)
+    field = MODELS[topic].EVENT_TIME_FIELD
+    if decoded.table is not None:
+        event_ms = decoded.table.column(field).cast(pa.int64()).to_numpy()
+        bad = np.flatnonzero((event_ms < earliest) | (event_ms > latest)).tolist()
+    else:
+        # Datetimes compared in C; the bounds in the messages' own tzinfo (pydantic's TzInfo(0),
+        # one object), since two aware datetimes of different tzinfo objects compare through
+        # utcoffset(): 0.2 instead of 1.1 µs a message (100k market.prices models).
+        times = list(map(operator.attrgetter(field), decoded.messages))
+        zone = times[0].tzinfo if times else UTC
+        low, high = _datetime_of(earliest).astimezone(zone), _datetime_of(latest).astimezone(zone)
+        bad = [i for i, t in enumerate(times) if not low <= t <= high]
+    if not bad:
+        if not refused:
+            return decoded
+        failures = sorted([*decoded.failures, *refused], key=_offset_of_failure)
+        return DecodedSlice(decoded.good, failures, decoded.messages, decoded.table)
+    late = [(decoded.good[i], _event_time_error(topic, decoded, field, i, now_ms)) for i in bad]
+    failures = sorted([*decoded.failures, *refused, *late], key=_offset_of_failure)
+    out = set(bad)
+    kept = [i for i in range(len(decoded.good)) if i not in out]
+    return DecodedSlice(
+        [decoded.good[i] for i in kept],
+        failures,
+        [decoded.messages[i] for i in kept] if decoded.table is None else (),
+        None if decoded.table is None else decoded.table.take(np.asarray(kept, np.int64)),
+    )
+
+
+def _datetime_of(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _event_time_error(
+    topic: str, decoded: DecodedSlice, field: str, i: int, now_ms: int
+) -> DecodeError:
+    if decoded.table is not None:
+        event = decoded.table.column(field)[i].as_py()
+    else:
+        event = getattr(decoded.messages[i], field)
+    error = event_time_error(topic, (event - _EPOCH) // timedelta(milliseconds=1), now_ms)
+    assert error is not None
+    return error
+
+
+def _offset_of_failure(failure: tuple[Message, DecodeError]) -> int:
+    return failure[0].offset()
 
 
 class GroupMember:

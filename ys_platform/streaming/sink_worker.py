@@ -37,6 +37,7 @@ from confluent_kafka import (
 
 from ys_platform.catalog.codec import is_delete
 from ys_platform.catalog.columnar import is_columnar
+from ys_platform.catalog.topics import DEAD_LETTER_MAX_BYTES, topic
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_faults import through_faults
 from ys_platform.clients.locks import Backoff
@@ -75,25 +76,34 @@ class SinkConfig(MemberConfig):
 
 
 def split_tombstones(
-    records: Sequence[Message], *, marked_deletes: bool = False
+    records: Sequence[Message], *, marked_deletes: bool = False, tombstones: bool = True
 ) -> tuple[list[Message], list[str]]:
     """For a sink that can delete: the records to write and the keys to delete.
 
-    A tombstone (a keyed record with no value, as compaction produces) deletes its key, and so,
-    with ``marked_deletes`` (a change-stream topic), does a record whose headers mark it as the
+    A tombstone (a keyed record with no value, as compaction produces) deletes its key where
+    ``tombstones`` allows (a compacted topic, :func:`deletes_by_tombstone`), and so, with
+    ``marked_deletes`` (a change-stream topic), does a record whose headers mark it as the
     delete of its row (:func:`~ys_platform.catalog.codec.is_delete`). Within one batch the last
     record of a key decides, so a re-insert after a delete wins and a delete after an update
-    removes it. Unkeyed empty records stay in and are dead-lettered.
+    removes it. Unkeyed empty records, tombstones where none are allowed and records whose key
+    is not UTF-8 (no key of the catalog's) stay in and are dead-lettered.
     """
     last: dict[bytes, int] = {}
     removes: list[bool] = []
+    texts: dict[bytes, str | None] = {}
     for index, record in enumerate(records):
         key = record.key()
         if key is not None:
             last[key] = index
+            if key not in texts:
+                texts[key] = _text(key)
         removes.append(
             key is not None
-            and (record.value() is None or (marked_deletes and is_delete(record.headers())))
+            and texts[key] is not None
+            and (
+                (tombstones and record.value() is None)
+                or (marked_deletes and is_delete(record.headers()))
+            )
         )
     keep: list[Message] = []
     removed: list[str] = []
@@ -103,10 +113,24 @@ def split_tombstones(
             keep.append(record)
         elif removes[index]:
             if last[key] == index:
-                removed.append(key.decode())
+                removed.append(texts[key])  # type: ignore[arg-type]
         elif not removes[last[key]]:
             keep.append(record)
     return keep, removed
+
+
+def _text(key: bytes) -> str | None:
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def deletes_by_tombstone(topic_name: str) -> bool:
+    """Whether a tombstone on ``topic_name`` is a delete: only on a compacted topic, where
+    compaction itself reads it so. Elsewhere a record without a value is not a message, and
+    it goes to the dead-letter topic like any other."""
+    return "compact" in topic(topic_name).configs.get("cleanup.policy", "")
 
 
 # How often a sink whose store is out of reach tries it again: a released chDB path or a server
@@ -153,7 +177,7 @@ class SinkWorker(GroupMember):
 
     # --- hooks ---------------------------------------------------------------------------------
     def _start(self) -> Producer:
-        producer = self.connection.producer(linger_ms=5)
+        producer = self.connection.producer(linger_ms=5, message_max_bytes=DEAD_LETTER_MAX_BYTES)
         self.sink.open()
         return producer
 
@@ -278,7 +302,11 @@ class SinkWorker(GroupMember):
             records = all_records
             change_stream = key[0] in self._change_streams
             if self._deleting is not None:
-                records, removed = split_tombstones(all_records, marked_deletes=change_stream)
+                records, removed = split_tombstones(
+                    all_records,
+                    marked_deletes=change_stream,
+                    tombstones=deletes_by_tombstone(key[0]),
+                )
                 if removed:
                     deletes.setdefault(key[0], []).extend(removed)
             elif change_stream:

@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from ys_platform.catalog.codec import encode, is_delete, timestamp_ms, topic_of
 from ys_platform.catalog.columnar import is_columnar
+from ys_platform.catalog.topics import DEAD_LETTER_MAX_BYTES
 from ys_platform.clients.kafka import KafkaConnection
 from ys_platform.clients.kafka_faults import through_faults
 from ys_platform.streaming.app import (
@@ -83,6 +84,8 @@ class _OpenTransaction:
     consumed: int = 0
     produced: int = 0
     dead_lettered: int = 0
+    broadcast_rejects: list[tuple[Message, str]] = field(default_factory=list)
+    """Records of the broadcast inputs dead-lettered in it (taken back if it aborts)."""
     busy_s: float = 0.0
     """Time spent decoding and processing its batches (consume waits excluded)."""
 
@@ -133,6 +136,7 @@ class TransactionalWorker(GroupMember):
             name for name in app.group.inputs if self._columnar_app and is_columnar(name)
         )
         self._open: _OpenTransaction | None = None
+        self._broadcast_rejects: list[tuple[Message, str]] = []
 
     @property
     def transactional_id(self) -> str:
@@ -144,6 +148,7 @@ class TransactionalWorker(GroupMember):
             transactional_id=self.transactional_id,
             # Outputs leave at commit time anyway; a short linger only bounds the batch wait.
             linger_ms=5,
+            message_max_bytes=DEAD_LETTER_MAX_BYTES,
         )
         producer.init_transactions(self.config.commit_timeout_s)
         app = self._broadcast_app
@@ -155,6 +160,7 @@ class TransactionalWorker(GroupMember):
                 app.broadcast_lookback_ms,
             )
             app.on_broadcast(self._broadcast.start())
+            self._take_broadcast_rejects()
         return producer
 
     def _subscribed_inputs(self) -> Sequence[str]:
@@ -171,6 +177,11 @@ class TransactionalWorker(GroupMember):
     def _tick(self, now: float, took: bool) -> None:
         if not took:  # _take tops up itself, before the batch
             self._top_up_broadcast()
+            if self._broadcast_rejects:
+                try:
+                    self._dead_letter_broadcast(self._begin())
+                except KafkaException as exc:
+                    self._recover(exc)
         open_ = self._open
         if open_ is not None and now - open_.began >= self.config.commit_interval_s:
             self._commit_open()
@@ -212,6 +223,31 @@ class TransactionalWorker(GroupMember):
             reference = self._broadcast.top_up()
             if reference:
                 self._broadcast_app.on_broadcast(reference)
+            self._take_broadcast_rejects()
+
+    def _take_broadcast_rejects(self) -> None:
+        assert self._broadcast is not None
+        self._broadcast_rejects += [(r, str(e)) for r, e in self._broadcast.take_rejected()]
+
+    def _begin(self) -> _OpenTransaction:
+        """The open transaction, begun if there is none."""
+        if self._open is None:
+            assert self._producer is not None
+            self._producer.begin_transaction()
+            self._open = _OpenTransaction(began=time.monotonic())
+        return self._open
+
+    def _dead_letter_broadcast(self, open_: _OpenTransaction) -> None:
+        """Dead-letter the broadcast inputs' rejects in the open transaction.
+
+        A broadcast input has no group committing its offsets, and its reader starts again from
+        the lookback after a restart: a reject read again then is dead-lettered again (at least
+        once, where the group's own inputs are exactly once); likewise by each replica."""
+        rejects, self._broadcast_rejects = self._broadcast_rejects, []
+        for record, reason in rejects:
+            self.dead_letter(record, reason)
+        open_.broadcast_rejects += rejects
+        open_.dead_lettered += len(rejects)
 
     def _restore(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.app.restore_span_ms <= 0 or not partitions:
@@ -260,17 +296,14 @@ class TransactionalWorker(GroupMember):
 
     def _process(self, slices: dict[TopicPartitionId, list[Message]]) -> None:
         started = time.perf_counter()
-        producer = self._producer
-        assert producer is not None
         decoded = decode_slices(
             {key: self._events(key, records) for key, records in slices.items()},
             self._columnar_inputs,
         )
-        open_ = self._open
         try:
-            if open_ is None:
-                producer.begin_transaction()
-                open_ = self._open = _OpenTransaction(began=time.monotonic())
+            open_ = self._begin()
+            if self._broadcast_rejects:
+                self._dead_letter_broadcast(open_)
             emitted = 0
             for key, slice_ in slices.items():
                 open_.consumed += len(slice_)
@@ -319,13 +352,14 @@ class TransactionalWorker(GroupMember):
         try:
             # A retriable error of either call may be retried (librdkafka's transactional API);
             # one that requires an abort goes to _recover.
-            through_faults(
-                lambda: producer.send_offsets_to_transaction(
-                    offsets, consumer.consumer_group_metadata(), timeout
-                ),
-                f"{self.group_id}: adding its offsets to the transaction",
-                log,
-            )
+            if offsets:  # none when it holds only the dead letters of a broadcast input
+                through_faults(
+                    lambda: producer.send_offsets_to_transaction(
+                        offsets, consumer.consumer_group_metadata(), timeout
+                    ),
+                    f"{self.group_id}: adding its offsets to the transaction",
+                    log,
+                )
             through_faults(
                 lambda: producer.commit_transaction(timeout),
                 f"{self.group_id}: committing its transaction",
@@ -358,6 +392,8 @@ class TransactionalWorker(GroupMember):
         offsets, their state rebuilt from there: the aborted batches are read again."""
         log.warning("%s: aborting the open transaction and rewinding: %s", self.group_id, reason)
         assert self._producer is not None and self._consumer is not None
+        if self._open is not None:  # its broadcast dead letters go again in the next one
+            self._broadcast_rejects[:0] = self._open.broadcast_rejects
         self._open = None
         self._producer.abort_transaction(self.config.commit_timeout_s)
         self.metrics.aborted_transactions += 1
