@@ -148,7 +148,9 @@ def _scrape(port: int) -> dict[str, float]:
     }
 
 
-@pytest.mark.timeout(150)
+# The first user of the session's 3-broker stack pays its start (~45 s in CI, 93 s measured on
+# an overloaded machine), and the restore after the kill (13-30 s) counts too: 240 s bounds a hang.
+@pytest.mark.timeout(240)
 def test_a_killed_broker_shows_in_the_scraped_gauges(restored_brokers: Settings) -> None:
     triple = restored_brokers
     admin = triple.kafka.admin()

@@ -160,6 +160,14 @@ def test_down_then_up_keeps_topics_and_rows(single: Settings) -> None:
     assert _query(single, f"SELECT id FROM keep WHERE id = '{name}'") == [(name,)]
 
 
+def test_up_with_another_broker_count_says_to_down_first(single: Settings) -> None:
+    # Before the tests that leave the stack down: here `up` finds it running (a restart costs
+    # ~9 s on a busy machine).
+    up(single)
+    with pytest.raises(LocalStackError, match=r"running with 1 broker\(s\).*local down` first"):
+        up(single, brokers=3)
+
+
 def test_down_leaves_a_process_it_did_not_start(single: Settings) -> None:
     """A stale PID file that now names someone else's process: down must not signal it."""
     down(single)
@@ -176,12 +184,6 @@ def test_down_leaves_a_process_it_did_not_start(single: Settings) -> None:
     finally:
         stranger.kill()
         stranger.wait()
-
-
-def test_up_with_another_broker_count_says_to_down_first(single: Settings) -> None:
-    up(single)
-    with pytest.raises(LocalStackError, match=r"running with 1 broker\(s\).*local down` first"):
-        up(single, brokers=3)
 
 
 def test_three_brokers_form_one_cluster_that_takes_rf3_topics(three_brokers: Settings) -> None:
