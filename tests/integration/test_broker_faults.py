@@ -69,7 +69,7 @@ LEADER_DOWN_S = 5.0
 TWO_DOWN_S = 10.0
 REPLICA_DOWN_S = 5.0
 SETTLE_S = 5.0  # after each fault is mended, before the next: a window emitted (every 5 s)
-DRAIN_S = 60.0
+DRAIN_S = 120.0  # restores after the last rebalances replay up to 370 s of input each
 
 
 @dataclass

@@ -55,21 +55,32 @@ def test_a_kafka_error_escaping_the_worker_is_restarted_with_its_message(caplog)
     assert caplog.records[0].getMessage().startswith("g stopped (epoch is older); restarting")
 
 
+def test_a_bug_is_not_restarted() -> None:
+    error = ValueError("a bug is not a fault")
+    assert not restartable(error)
+    run_once, calls = _failing(error)
+    with pytest.raises(ValueError):
+        supervise(run_once, "g", threading.Event(), backoff=lambda n: 0)
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize(
     "error",
     [
-        WorkerStopped("g: transaction failed and cannot be retried: fenced", fenced=True),
-        KafkaException(KafkaError(KafkaError.PRODUCER_FENCED, "fenced", fatal=True)),
+        WorkerStopped("g: transaction failed and cannot be retried: old epoch", fenced=True),
+        KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True)),
         KafkaException(KafkaError(KafkaError.FENCED_INSTANCE_ID, "static member fenced")),
-        ValueError("a bug is not a fault"),
     ],
 )
-def test_a_fenced_worker_or_a_bug_is_not_restarted(error: BaseException) -> None:
-    assert not restartable(error)
+def test_a_fenced_worker_is_restarted_saying_why_it_may_be(error: BaseException, caplog) -> None:
+    """Under broker faults a worker fences itself (a transaction the cluster aborted, its static
+    member rejoining after a session timeout): only a new client mends that."""
+    assert restartable(error)
     run_once, calls = _failing(error)
-    with pytest.raises(type(error)):
+    with caplog.at_level(logging.ERROR, logger=supervisor.__name__):
         supervise(run_once, "g", threading.Event(), backoff=lambda n: 0)
-    assert len(calls) == 1
+    assert len(calls) == 2
+    assert "fenced: another instance with its id runs, or the cluster aborted" in caplog.text
 
 
 def test_a_fatal_error_other_than_fencing_is_restarted_with_new_clients() -> None:

@@ -479,7 +479,10 @@ def valid_records(batch: list[Message], context: str = "consumer") -> list[Messa
         err = record.error()
         if err is None:
             records.append(record)
-        elif err.fatal():
+        elif err.fatal() or err.code() == KafkaError._FATAL:
+            # A client's fatal error arrives as an event whose own flag is not set (code _FATAL,
+            # "Fatal error: ... Static consumer fenced ..."): the consumer is dead after it, so
+            # going on would consume nothing, for ever (seen under broker faults, issue 11).
             raise KafkaException(err)
         elif err.code() != KafkaError._PARTITION_EOF:
             log.warning("%s: consume error: %s", context, err.str())

@@ -523,7 +523,10 @@ class GroupMember:
                 if failure is not None:  # the revocation on close: what it held is not committed
                     log.error("%s: on closing, %s", self.group_id, failure)
             if self._producer is not None:
-                self._producer.flush(self.config.commit_timeout_s)
+                try:
+                    self._producer.flush(self.config.commit_timeout_s)
+                except KafkaException as exc:  # a fatal producer (fenced): nothing left to send
+                    log.warning("%s: closing the producer: %s", self.group_id, exc.args[0].str())
         finally:
             self._consumer = self._producer = None
             self._close_strategy()

@@ -6,8 +6,11 @@ Under Dagster the keep-alive sensor relaunches the run; a worker started with ``
 or ``sink run`` is relaunched here, in its own process, with the same backoff, so a fault never
 needs a person. Every restart builds new clients (a fatal producer error is only cured so).
 
-Not restarted: a worker that was *fenced* — another instance with its id runs now, and a restart
-would fence that one in turn — and one stopped on request (``stop``), which ends normally.
+Not restarted: a worker stopped on request (``stop``), which ends normally, and a bug (any
+other exception). A *fenced* worker is restarted too: under broker faults a worker fences
+itself (its static member id rejoining after a session timeout, its transaction aborted by a
+coordinator that moved), and only a new client mends that. If another instance really holds its
+id, the two fence each other at the backoff's pace, and each restart's line says so.
 """
 
 from __future__ import annotations
@@ -44,12 +47,15 @@ def backoff_s(failures: int) -> float:
 
 
 def restartable(exc: BaseException) -> bool:
-    """Whether a worker that raised ``exc`` may be started again."""
+    """Whether a worker that raised ``exc`` may be started again: it stopped on a fault (a
+    client error that escaped the worker's handling included), not on a bug."""
+    return isinstance(exc, WorkerStopped | KafkaException)
+
+
+def _fenced(exc: BaseException) -> bool:
     if isinstance(exc, WorkerStopped):
-        return not exc.fenced
-    if isinstance(exc, KafkaException):  # a client error that escaped the worker's handling
-        return exc.args[0].code() not in FENCED_CODES
-    return False
+        return exc.fenced
+    return isinstance(exc, KafkaException) and exc.args[0].code() in FENCED_CODES
 
 
 def supervise(
@@ -73,6 +79,11 @@ def supervise(
             if not restart or not restartable(exc) or stop.is_set():
                 raise
             reason = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+            if _fenced(exc):
+                reason += (
+                    "; fenced: another instance with its id runs, or the cluster aborted its "
+                    "transaction or membership during a fault"
+                )
             failures = 1 if time.monotonic() - started >= HEALTHY_AFTER_S else failures + 1
             delay = backoff(failures)
             log.error(
