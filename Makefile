@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install prereqs promtool dev test unit lint bench down clean
+.PHONY: install prereqs promtool dev test test-faults unit lint bench down clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ test: install prereqs promtool
 	$(BIN)/ys-platform local up
 	# The slowest tests listed at the end: CI's run must stay under 30 minutes.
 	$(BIN)/pytest --durations=25
+
+## test-faults: the broker fault scenario under load on a 3-broker cluster (prints its table)
+test-faults: install prereqs
+	$(BIN)/ys-platform local up
+	$(BIN)/pytest -m faults -s tests/integration/test_broker_faults.py
 
 unit: install
 	$(BIN)/pytest tests/unit

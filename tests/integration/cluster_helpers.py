@@ -81,6 +81,13 @@ def start_three_brokers(settings: Settings, *, connect: bool = True) -> None:
             f"The 3-broker test stack in {settings.home_dir} did not start: {exc}"
         ) from exc
     failing = [f"{s.name}: {s.detail or s.state}" for s in services if not s.healthy]
+    if failing and all(f.startswith("kafka-") for f in failing):
+        # A broker just started may not have registered yet ("2 broker(s)"): wait for the
+        # cluster to be whole before calling it unhealthy.
+        deadline = time.monotonic() + RESTORE_TIMEOUT_S
+        while (gaps := cluster_gaps(settings)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        failing = gaps
     assert not failing, f"The 3-broker test stack in {settings.home_dir} is unhealthy: {failing}"
 
 
