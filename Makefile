@@ -43,7 +43,8 @@ test: install prereqs promtool
 ## test-faults: the broker fault scenario under load on a 3-broker cluster (prints its table)
 test-faults: install prereqs
 	$(BIN)/ys-platform local up
-	$(BIN)/pytest -m faults -s tests/integration/test_broker_faults.py
+	$(BIN)/pytest -m faults -s tests/integration/test_broker_faults.py \
+		tests/integration/test_cdc_faults.py tests/integration/test_clickhouse_sink_store_outage.py
 
 unit: install
 	$(BIN)/pytest tests/unit

@@ -48,7 +48,9 @@ from ys_platform.settings import Settings
 from ys_platform.sinks.clickhouse import ClickHouseSink, ClickHouseSinkMapping
 from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
-pytestmark = pytest.mark.timeout(300)
+# In `make test-faults`: in the fresh-clone CI run the tests after it (the ClickHouse and Dagster
+# ones, health) then hung until their timeouts, not yet explained (passes alone and in pairs).
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 TOPIC = "defi.transactions"
 SEED = 20_261_202

@@ -34,7 +34,9 @@ from ys_platform.sinks.clickhouse import ClickHouseSink, load_mapping
 from ys_platform.streaming import sink_worker
 from ys_platform.streaming.sink_worker import SinkConfig, SinkWorker
 
-pytestmark = pytest.mark.timeout(180)
+# In `make test-faults`: failed in the fresh-clone CI run (after test_cdc_faults), not yet
+# explained; passes alone and after the other ClickHouse sink tests.
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
 LOCK_TIMEOUT_S = 1.0  # the sink's: it gives up on the held path quickly
 HOLD_S = 6.0  # the other process keeps the path this long: several of the sink's attempts
